@@ -1,0 +1,83 @@
+# man8s — build, install, test.
+#   make                                  build everything (release)
+#   make install DESTDIR=… PREFIX=/usr    lay the package out
+#   make test                             unit + root + system tiers (root for the last two)
+
+PREFIX     ?= /usr/local
+DESTDIR    ?=
+CARGO      ?= cargo
+SCDOC      ?= scdoc
+BUILD      := build
+REL        := target/release
+HOST_TRIPLE := $(shell rustc -vV | sed -n 's/^host: //p')
+INIT_BIN   := target/$(HOST_TRIPLE)/release-init/man8s-init
+
+BINDIR     := $(PREFIX)/bin
+LIBEXECDIR := $(PREFIX)/lib/man8s
+UNITDIR    := $(PREFIX)/lib/systemd/system
+GENDIR     := $(PREFIX)/lib/systemd/system-generators
+NETWORKDIR := $(PREFIX)/lib/systemd/network
+DATADIR    := $(PREFIX)/share/man8s
+MANDIR     := $(PREFIX)/share/man
+BASHCOMPDIR := $(PREFIX)/share/bash-completion/completions
+ZSHCOMPDIR  := $(PREFIX)/share/zsh/site-functions
+FISHCOMPDIR := $(PREFIX)/share/fish/vendor_completions.d
+
+MAN_SRC    := $(wildcard docs/man/*.scd)
+MAN_OUT    := $(patsubst docs/man/%.scd,$(BUILD)/man/%,$(MAN_SRC))
+
+.PHONY: all build init docs install test test-unit test-root test-system bench clean
+
+all: build init docs
+
+build:
+	$(CARGO) build --release --locked --workspace --exclude man8s-init
+
+# The init is linked statically (glibc, crt-static) so it runs in any image, even without a libc.
+init:
+	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --locked --profile release-init \
+		--target $(HOST_TRIPLE) -p man8s-init
+
+docs: $(MAN_OUT) build
+	mkdir -p $(BUILD)/man $(BUILD)/completions
+	$(REL)/mbctl generate-docs --man-dir $(BUILD)/man --completions-dir $(BUILD)/completions
+
+$(BUILD)/man/%: docs/man/%.scd
+	@mkdir -p $(BUILD)/man
+	$(SCDOC) < $< > $@
+
+install: all
+	install -Dm755 $(REL)/mbctl                 $(DESTDIR)$(BINDIR)/mbctl
+	install -Dm755 $(REL)/man8s-generator       $(DESTDIR)$(GENDIR)/man8s-generator
+	install -Dm755 $(REL)/man8s-fetch           $(DESTDIR)$(LIBEXECDIR)/man8s-fetch
+	install -Dm755 $(REL)/man8s-bridge          $(DESTDIR)$(LIBEXECDIR)/man8s-bridge
+	install -Dm755 $(INIT_BIN)                  $(DESTDIR)$(LIBEXECDIR)/man8s-init
+	install -d $(DESTDIR)$(UNITDIR) $(DESTDIR)$(DATADIR)/networkd $(DESTDIR)$(PREFIX)/lib/man8s/machines
+	for u in units/*.service units/*.target; do [ -e "$$u" ] || continue; \
+		sed 's|@LIBEXECDIR@|$(LIBEXECDIR)|g; s|@BINDIR@|$(BINDIR)|g' "$$u" > $(DESTDIR)$(UNITDIR)/$$(basename "$$u"); \
+		chmod 644 $(DESTDIR)$(UNITDIR)/$$(basename "$$u"); done
+	for f in networkd/*; do [ -e "$$f" ] || continue; install -m644 "$$f" $(DESTDIR)$(DATADIR)/networkd/; done
+	for m in $(BUILD)/man/*.[0-9]; do s=$${m##*.}; install -Dm644 "$$m" $(DESTDIR)$(MANDIR)/man$$s/$$(basename "$$m"); done
+	install -Dm644 $(BUILD)/completions/mbctl.bash $(DESTDIR)$(BASHCOMPDIR)/mbctl
+	install -Dm644 $(BUILD)/completions/_mbctl     $(DESTDIR)$(ZSHCOMPDIR)/_mbctl
+	install -Dm644 $(BUILD)/completions/mbctl.fish $(DESTDIR)$(FISHCOMPDIR)/mbctl.fish
+
+test: test-unit test-root test-system
+
+test-unit:
+	$(CARGO) nextest run --workspace -E 'not test(/^root_/)' --no-fail-fast
+
+test-root:
+	@[ "$$(id -u)" = 0 ] || { echo "test-root: needs root (network and mount namespaces)" >&2; exit 1; }
+	$(CARGO) nextest run --workspace -E 'test(/^root_/)' --no-fail-fast
+
+test-system: all
+	@[ "$$(id -u)" = 0 ] || { echo "test-system: needs root (boots a systemd test host)" >&2; exit 1; }
+	tests/system/run
+
+bench: all
+	bench/run
+
+clean:
+	$(CARGO) clean
+	rm -rf $(BUILD)

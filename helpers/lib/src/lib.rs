@@ -1,0 +1,13 @@
+//! The shared model of a man8s machine.
+//!
+//! Every binary (generator, fetch helper, init, bridge helper, `mbctl`) is a thin shim over this
+//! crate and its siblings. Parsing here is pure (`&str` in, value or error out); file-system access
+//! goes through [`paths::Paths`], which honours `MAN8S_ROOT` so that tests can relocate everything.
+
+pub mod address;
+pub mod envfile;
+pub mod name;
+pub mod paths;
+
+pub use name::MachineName;
+pub use paths::Paths;
