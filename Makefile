@@ -4,6 +4,7 @@
 #   make test                             unit + root + system tiers (root for the last two)
 
 PREFIX     ?= /usr/local
+SYSCONFDIR ?= /etc
 DESTDIR    ?=
 CARGO      ?= cargo
 SCDOC      ?= scdoc
@@ -26,7 +27,7 @@ FISHCOMPDIR := $(PREFIX)/share/fish/vendor_completions.d
 MAN_SRC    := $(wildcard docs/man/*.scd)
 MAN_OUT    := $(patsubst docs/man/%.scd,$(BUILD)/man/%,$(MAN_SRC))
 
-.PHONY: all build init docs install test test-unit test-root test-system bench clean
+.PHONY: all build init docs install test test-unit test-root test-system test-package demo bench clean
 
 all: build init docs
 
@@ -61,8 +62,10 @@ install: all
 	install -Dm644 $(BUILD)/completions/mbctl.bash $(DESTDIR)$(BASHCOMPDIR)/mbctl
 	install -Dm644 $(BUILD)/completions/_mbctl     $(DESTDIR)$(ZSHCOMPDIR)/_mbctl
 	install -Dm644 $(BUILD)/completions/mbctl.fish $(DESTDIR)$(FISHCOMPDIR)/mbctl.fish
+	install -d $(DESTDIR)$(SYSCONFDIR)/man8s/machines
+	for f in packaging/etc/*; do [ -e "$$f" ] || continue; install -Dm644 "$$f" $(DESTDIR)$(SYSCONFDIR)/man8s/$$(basename "$$f"); done
 
-test: test-unit test-root test-system
+test: test-unit test-root test-system test-package
 
 test-unit:
 	$(CARGO) nextest run --workspace -E 'not test(/^root_/)' --no-fail-fast
@@ -74,6 +77,9 @@ test-root:
 test-system: all
 	@[ "$$(id -u)" = 0 ] || { echo "test-system: needs root (boots a systemd test host)" >&2; exit 1; }
 	tests/system/run
+
+test-package:
+	packaging/arch/check
 
 bench: all
 	bench/run
