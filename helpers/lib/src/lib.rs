@@ -6,6 +6,7 @@
 
 pub mod address;
 pub mod envfile;
+pub mod hostconfig;
 pub mod name;
 pub mod paths;
 

@@ -1,0 +1,494 @@
+//! The host-wide man8s configuration, `/etc/man8s/man8s.conf`.
+//!
+//! A small systemd-style INI file; every key is optional and a missing file means all defaults:
+//!
+//! ```ini
+//! [Bridge]
+//! Name=srvgrp0                 # the networkd bridge machines are attached to
+//! IPv4Address=172.17.0.1/16    # the bridge's IPv4 address; its subnet is the DHCP pool
+//! ULAPrefix=fd12:3456:789a::/64  # IPv6 prefix for SLAAC (default: derived from /etc/machine-id)
+//! DNS=192.0.2.53               # repeatable; handed out by DHCP (default: the host's own servers)
+//! NTP=ntp.example              # repeatable; handed out by DHCP (default: the host's own servers)
+//! Timezone=Europe/Berlin       # handed out by DHCP (default: the host's time zone)
+//!
+//! [Yggdrasil]
+//! AdminEndpoint=unix:///run/yggdrasil/yggdrasil.sock  # default: AdminListen= from ConfigFile=
+//! ConfigFile=/etc/yggdrasil/yggdrasil.conf
+//! WaitSec=10                   # how long to wait for a configured yggdrasil's admin socket
+//! ```
+//!
+//! `#` and `;` start comment lines. A repeatable key given an empty value (`DNS=`) clears the
+//! list so far, as in unit files; single-valued keys take the last assignment. Unknown sections
+//! and keys are errors naming the file and line (keys beginning `X-` are ignored).
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::{Ipv4Net, Ipv6Net};
+
+use crate::Paths;
+use crate::paths::MAN8S_CONF;
+
+/// The default bridge name (same as the Python tool's).
+pub const DEFAULT_BRIDGE: &str = "srvgrp0";
+/// The default bridge IPv4 address and subnet (the Python tool's).
+pub const DEFAULT_IPV4_ADDRESS: &str = "172.17.0.1/16";
+/// Where yggdrasil's own configuration is, on Debian and Arch alike.
+pub const DEFAULT_YGGDRASIL_CONFIG: &str = "/etc/yggdrasil/yggdrasil.conf";
+/// The admin endpoint yggdrasil listens on when its configuration names none.
+pub const DEFAULT_ADMIN_ENDPOINT: &str = "unix:///var/run/yggdrasil/yggdrasil.sock";
+/// Default wait for a configured yggdrasil to open its admin socket.
+pub const DEFAULT_WAIT: Duration = Duration::from_secs(10);
+
+/// Why `man8s.conf` was refused: one line naming file, line and cause.
+#[derive(Debug, thiserror::Error)]
+pub enum HostConfigError {
+    /// The file exists but could not be read.
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        /// The file (file-system view).
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A line that is not a section header, comment or `Key=Value`, or a bad value.
+    #[error("{path}:{line}: {message}")]
+    Syntax {
+        /// The file as named to the user.
+        path: String,
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong, naming the key.
+        message: String,
+    },
+}
+
+/// `[Bridge]`: the networkd bridge written by `man8s-bridge`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BridgeConfig {
+    /// `Name=`: the bridge interface name.
+    pub name: String,
+    /// `IPv4Address=`: the bridge's own address with the prefix length of the machines' subnet.
+    pub ipv4_address: Ipv4Net,
+    /// `ULAPrefix=`: the /64 advertised for SLAAC; `None` derives one from the machine ID.
+    pub ula_prefix: Option<Ipv6Net>,
+    /// `DNS=`: servers handed out by DHCP; empty lets networkd pass on the host's.
+    pub dns: Vec<IpAddr>,
+    /// `NTP=`: servers handed out by DHCP; empty lets networkd pass on the host's.
+    pub ntp: Vec<String>,
+    /// `Timezone=`: handed out by DHCP; `None` lets networkd pass on the host's.
+    pub timezone: Option<String>,
+}
+
+impl Default for BridgeConfig {
+    fn default() -> Self {
+        Self {
+            name: DEFAULT_BRIDGE.to_owned(),
+            ipv4_address: DEFAULT_IPV4_ADDRESS.parse().expect("valid default"),
+            ula_prefix: None,
+            dns: Vec::new(),
+            ntp: Vec::new(),
+            timezone: None,
+        }
+    }
+}
+
+/// `[Yggdrasil]`: how to reach the host's yggdrasil.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct YggdrasilConfig {
+    /// `AdminEndpoint=`: `unix:///path` or `tcp://host:port`; `None` reads `AdminListen` from
+    /// [`Self::config_file`].
+    pub admin_endpoint: Option<String>,
+    /// `ConfigFile=`: yggdrasil's configuration (canonical path).
+    pub config_file: PathBuf,
+    /// `WaitSec=`: how long to wait for the admin socket of a yggdrasil that is configured.
+    pub wait: Duration,
+}
+
+impl Default for YggdrasilConfig {
+    fn default() -> Self {
+        Self {
+            admin_endpoint: None,
+            config_file: PathBuf::from(DEFAULT_YGGDRASIL_CONFIG),
+            wait: DEFAULT_WAIT,
+        }
+    }
+}
+
+/// The whole of `man8s.conf`.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct HostConfig {
+    /// `[Bridge]`.
+    pub bridge: BridgeConfig,
+    /// `[Yggdrasil]`.
+    pub yggdrasil: YggdrasilConfig,
+}
+
+const BRIDGE_KEYS: &[&str] = &["Name", "IPv4Address", "ULAPrefix", "DNS", "NTP", "Timezone"];
+const YGGDRASIL_KEYS: &[&str] = &["AdminEndpoint", "ConfigFile", "WaitSec"];
+
+impl HostConfig {
+    /// Read `/etc/man8s/man8s.conf` under `paths`; a missing file gives the defaults.
+    pub fn load(paths: &Paths) -> Result<Self, HostConfigError> {
+        let path = paths.fs(MAN8S_CONF);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Self::parse(&text, MAN8S_CONF),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
+            Err(source) => Err(HostConfigError::Read { path, source }),
+        }
+    }
+
+    /// Parse the text of `man8s.conf`; `origin` names the file in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Self, HostConfigError> {
+        let mut cfg = Self::default();
+        let mut section: Option<&str> = None;
+        for (idx, raw) in text.lines().enumerate() {
+            let err = |message: String| HostConfigError::Syntax {
+                path: origin.to_owned(),
+                line: idx + 1,
+                message,
+            };
+            let line = raw.trim();
+            if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+                continue;
+            }
+            if let Some(rest) = line.strip_prefix('[') {
+                let name = rest
+                    .strip_suffix(']')
+                    .ok_or_else(|| err(format!("malformed section header {line:?}")))?;
+                section = match name {
+                    "Bridge" => Some("Bridge"),
+                    "Yggdrasil" => Some("Yggdrasil"),
+                    other => {
+                        return Err(err(format!(
+                            "unknown section [{other}] (known: [Bridge], [Yggdrasil])"
+                        )));
+                    }
+                };
+                continue;
+            }
+            let (key, value) = line
+                .split_once('=')
+                .ok_or_else(|| err(format!("expected Key=Value, found {line:?}")))?;
+            let (key, value) = (key.trim(), value.trim());
+            if key.starts_with("X-") {
+                continue;
+            }
+            let section = section.ok_or_else(|| err(format!("{key}= outside of any section")))?;
+            let known = if section == "Bridge" {
+                BRIDGE_KEYS
+            } else {
+                YGGDRASIL_KEYS
+            };
+            if !known.contains(&key) {
+                let hint = did_you_mean(key, known)
+                    .map(|k| format!("; did you mean {k}=?"))
+                    .unwrap_or_default();
+                return Err(err(format!("unknown key {key}= in [{section}]{hint}")));
+            }
+            let bad = |why: &str| err(format!("{key}={value}: {why}"));
+            match (section, key) {
+                ("Bridge", "Name") => {
+                    validate_ifname(value).map_err(&bad)?;
+                    cfg.bridge.name = value.to_owned();
+                }
+                ("Bridge", "IPv4Address") => {
+                    let net: Ipv4Net = value
+                        .parse()
+                        .map_err(|_| bad("not an IPv4 address with prefix, like 172.17.0.1/16"))?;
+                    validate_ipv4(net).map_err(&bad)?;
+                    cfg.bridge.ipv4_address = net;
+                }
+                ("Bridge", "ULAPrefix") => {
+                    if value.is_empty() {
+                        cfg.bridge.ula_prefix = None;
+                    } else {
+                        let net: Ipv6Net = value
+                            .parse()
+                            .map_err(|_| bad("not an IPv6 prefix, like fd12:3456:789a::/64"))?;
+                        if net.prefix_len() != 64 {
+                            return Err(bad(
+                                "must be a /64 (SLAAC needs 64-bit interface identifiers)",
+                            ));
+                        }
+                        cfg.bridge.ula_prefix = Some(net.trunc());
+                    }
+                }
+                ("Bridge", "DNS") => push_list(&mut cfg.bridge.dns, value, |v| {
+                    v.parse::<IpAddr>().map_err(|_| "not an IP address")
+                })
+                .map_err(&bad)?,
+                ("Bridge", "NTP") => push_list(&mut cfg.bridge.ntp, value, |v| {
+                    if v.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || ".-:".contains(c))
+                    {
+                        Ok(v.to_owned())
+                    } else {
+                        Err("not a host name or address")
+                    }
+                })
+                .map_err(&bad)?,
+                ("Bridge", "Timezone") => {
+                    if value.is_empty() {
+                        cfg.bridge.timezone = None;
+                    } else if value.starts_with('/')
+                        || value.split('/').any(|p| p.is_empty() || p == "..")
+                        || !value
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || "/_+-".contains(c))
+                    {
+                        return Err(bad("not a time zone name, like Europe/Berlin"));
+                    } else {
+                        cfg.bridge.timezone = Some(value.to_owned());
+                    }
+                }
+                ("Yggdrasil", "AdminEndpoint") => {
+                    if value.is_empty() {
+                        cfg.yggdrasil.admin_endpoint = None;
+                    } else if value.starts_with("unix://") || value.starts_with("tcp://") {
+                        cfg.yggdrasil.admin_endpoint = Some(value.to_owned());
+                    } else {
+                        return Err(bad("must start with unix:// or tcp://"));
+                    }
+                }
+                ("Yggdrasil", "ConfigFile") => {
+                    if !value.starts_with('/') {
+                        return Err(bad("must be an absolute path"));
+                    }
+                    cfg.yggdrasil.config_file = PathBuf::from(value);
+                }
+                ("Yggdrasil", "WaitSec") => {
+                    let secs: f64 = value.parse().map_err(|_| bad("not a number of seconds"))?;
+                    if !(0.0..=600.0).contains(&secs) {
+                        return Err(bad("must be between 0 and 600 seconds"));
+                    }
+                    cfg.yggdrasil.wait = Duration::from_secs_f64(secs);
+                }
+                _ => unreachable!("key lists and match arms agree"),
+            }
+        }
+        Ok(cfg)
+    }
+}
+
+/// Append `value` to a repeatable list; an empty value clears it (unit-file semantics).
+/// Several space-separated values may be given on one line.
+fn push_list<T>(
+    list: &mut Vec<T>,
+    value: &str,
+    parse: impl Fn(&str) -> Result<T, &'static str>,
+) -> Result<(), &'static str> {
+    if value.is_empty() {
+        list.clear();
+        return Ok(());
+    }
+    for item in value.split_whitespace() {
+        list.push(parse(item)?);
+    }
+    Ok(())
+}
+
+/// A Linux interface name: 1–15 bytes, no `/`, `:`, whitespace, not `.` or `..`.
+fn validate_ifname(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() || name.len() > 15 {
+        return Err("an interface name has 1 to 15 characters");
+    }
+    if name == "."
+        || name == ".."
+        || name
+            .chars()
+            .any(|c| c == '/' || c == ':' || c == '%' || !c.is_ascii_graphic())
+    {
+        return Err("not a valid interface name (no '/', ':', '%', spaces or non-ASCII)");
+    }
+    Ok(())
+}
+
+/// The bridge needs a host address inside a subnet big enough to hand out leases.
+fn validate_ipv4(net: Ipv4Net) -> Result<(), &'static str> {
+    if net.prefix_len() > 30 {
+        return Err("the prefix must be /30 or shorter, to leave room for machines");
+    }
+    let addr = net.addr();
+    if addr == net.network() || addr == net.broadcast() {
+        return Err(
+            "the bridge needs a host address, not the network or broadcast address (e.g. 172.17.0.1/16)",
+        );
+    }
+    if addr.is_loopback()
+        || addr.is_multicast()
+        || addr.is_unspecified()
+        || addr == Ipv4Addr::BROADCAST
+    {
+        return Err("not a unicast address");
+    }
+    Ok(())
+}
+
+/// The known key closest to `key` (case-insensitive match or edit distance ≤ 2).
+fn did_you_mean<'a>(key: &str, known: &[&'a str]) -> Option<&'a str> {
+    if let Some(k) = known.iter().find(|k| k.eq_ignore_ascii_case(key)) {
+        return Some(k);
+    }
+    known
+        .iter()
+        .map(|k| {
+            (
+                edit_distance(&key.to_ascii_lowercase(), &k.to_ascii_lowercase()),
+                *k,
+            )
+        })
+        .filter(|(d, _)| *d <= 2)
+        .min()
+        .map(|(_, k)| k)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(ca != *cb))
+                .min(prev[j + 1] + 1)
+                .min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// The file-system view of yggdrasil's configuration file named in `cfg`.
+pub fn yggdrasil_config_path(paths: &Paths, cfg: &YggdrasilConfig) -> PathBuf {
+    paths.fs(Path::new(&cfg.config_file))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<HostConfig, String> {
+        HostConfig::parse(text, "/etc/man8s/man8s.conf").map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn empty_is_defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c, HostConfig::default());
+        assert_eq!(c.bridge.name, "srvgrp0");
+        assert_eq!(c.bridge.ipv4_address.to_string(), "172.17.0.1/16");
+        assert_eq!(
+            c.yggdrasil.config_file,
+            Path::new("/etc/yggdrasil/yggdrasil.conf")
+        );
+    }
+
+    #[test]
+    fn full_file() {
+        let c = parse(
+            "# host settings\n[Bridge]\nName=br-m8\nIPv4Address=10.77.0.1/24\nULAPrefix=fd00:1:2:3:4::/64\n\
+             DNS=192.0.2.1 2001:db8::53\nDNS=192.0.2.2\nNTP=ntp.example\nTimezone=Europe/Berlin\n\
+             X-Mine=whatever\n\n; comment\n[Yggdrasil]\nAdminEndpoint=tcp://127.0.0.1:9001\n\
+             ConfigFile=/etc/yggdrasil.conf\nWaitSec=2.5\n",
+        )
+        .unwrap();
+        assert_eq!(c.bridge.name, "br-m8");
+        assert_eq!(c.bridge.ipv4_address.to_string(), "10.77.0.1/24");
+        // Host bits of the ULA prefix are dropped.
+        assert_eq!(c.bridge.ula_prefix.unwrap().to_string(), "fd00:1:2:3::/64");
+        assert_eq!(c.bridge.dns.len(), 3);
+        assert_eq!(c.bridge.ntp, vec!["ntp.example"]);
+        assert_eq!(c.bridge.timezone.as_deref(), Some("Europe/Berlin"));
+        assert_eq!(
+            c.yggdrasil.admin_endpoint.as_deref(),
+            Some("tcp://127.0.0.1:9001")
+        );
+        assert_eq!(c.yggdrasil.config_file, Path::new("/etc/yggdrasil.conf"));
+        assert_eq!(c.yggdrasil.wait, Duration::from_millis(2500));
+    }
+
+    #[test]
+    fn empty_value_resets_list() {
+        let c = parse("[Bridge]\nDNS=192.0.2.1\nDNS=\nDNS=192.0.2.9\n").unwrap();
+        assert_eq!(c.bridge.dns, vec!["192.0.2.9".parse::<IpAddr>().unwrap()]);
+    }
+
+    #[test]
+    fn errors_name_file_line_and_key() {
+        let e = parse("[Bridge]\n\nname=x\n").unwrap_err();
+        assert_eq!(
+            e,
+            "/etc/man8s/man8s.conf:3: unknown key name= in [Bridge]; did you mean Name=?"
+        );
+        let e = parse("[Bridge]\nIPv4Adress=10.0.0.1/8\n").unwrap_err();
+        assert!(
+            e.contains(":2: unknown key IPv4Adress= in [Bridge]; did you mean IPv4Address=?"),
+            "{e}"
+        );
+        let e = parse("[Network]\n").unwrap_err();
+        assert!(e.contains(":1: unknown section [Network]"), "{e}");
+        let e = parse("Name=x\n").unwrap_err();
+        assert!(e.contains(":1: Name= outside of any section"), "{e}");
+        let e = parse("[Bridge]\njunk\n").unwrap_err();
+        assert!(e.contains(":2: expected Key=Value"), "{e}");
+    }
+
+    #[test]
+    fn bad_values() {
+        for (text, want) in [
+            (
+                "[Bridge]\nName=a/b\n",
+                "Name=a/b: not a valid interface name",
+            ),
+            (
+                "[Bridge]\nName=waytoolongbridgename\n",
+                "1 to 15 characters",
+            ),
+            (
+                "[Bridge]\nIPv4Address=172.17.0.0/16\n",
+                "needs a host address",
+            ),
+            ("[Bridge]\nIPv4Address=172.17.0.1/31\n", "/30 or shorter"),
+            (
+                "[Bridge]\nIPv4Address=172.17.0.1\n",
+                "not an IPv4 address with prefix",
+            ),
+            ("[Bridge]\nULAPrefix=fd00::/48\n", "must be a /64"),
+            (
+                "[Bridge]\nDNS=dns.example\n",
+                "DNS=dns.example: not an IP address",
+            ),
+            (
+                "[Bridge]\nTimezone=../../etc/shadow\n",
+                "not a time zone name",
+            ),
+            (
+                "[Yggdrasil]\nAdminEndpoint=/run/y.sock\n",
+                "must start with unix:// or tcp://",
+            ),
+            ("[Yggdrasil]\nConfigFile=relative.conf\n", "absolute path"),
+            ("[Yggdrasil]\nWaitSec=-1\n", "between 0 and 600"),
+        ] {
+            let e = parse(text).unwrap_err();
+            assert!(e.contains(want), "{text:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn load_missing_file_gives_defaults_and_reads_relocated_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::new(dir.path());
+        assert_eq!(HostConfig::load(&paths).unwrap(), HostConfig::default());
+        std::fs::create_dir_all(dir.path().join("etc/man8s")).unwrap();
+        std::fs::write(
+            dir.path().join("etc/man8s/man8s.conf"),
+            "[Bridge]\nName=m8br\n",
+        )
+        .unwrap();
+        assert_eq!(HostConfig::load(&paths).unwrap().bridge.name, "m8br");
+        std::fs::write(dir.path().join("etc/man8s/man8s.conf"), "[Bridge]\nName=\n").unwrap();
+        let e = HostConfig::load(&paths).unwrap_err().to_string();
+        assert!(e.starts_with("/etc/man8s/man8s.conf:2: Name=: "), "{e}");
+    }
+}
