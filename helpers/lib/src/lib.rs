@@ -5,8 +5,10 @@
 //! goes through [`paths::Paths`], which honours `MAN8S_ROOT` so that tests can relocate everything.
 
 pub mod address;
+pub mod declaration;
 pub mod envfile;
 pub mod hostconfig;
+pub mod machine;
 pub mod name;
 pub mod paths;
 

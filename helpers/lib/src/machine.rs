@@ -1,0 +1,329 @@
+//! The model of one declared machine, as read from `NAME.machine` (+ drop-ins) by
+//! [`crate::declaration`]. Every value here has been validated; consumers (generator, fetch helper,
+//! init, CLI) use it as is and never re-parse the declaration.
+
+use std::fmt;
+use std::net::Ipv6Addr;
+use std::path::{Path, PathBuf};
+
+use crate::{MachineName, Paths};
+
+/// The files a machine was read from (canonical paths, as the running system names them).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct SourceFiles {
+    /// The main `NAME.machine` file.
+    pub main: PathBuf,
+    /// Drop-ins `NAME.machine.d/*.conf`, in the order they were applied.
+    pub dropins: Vec<PathBuf>,
+}
+
+/// One machine declaration, validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Machine {
+    /// The machine name (file name without `.machine`).
+    pub name: MachineName,
+    /// Where it was declared.
+    pub source: SourceFiles,
+    /// `Image=`: the OCI reference as written (syntax checked; normalising `redis` to
+    /// `docker.io/library/redis:latest` is `man8s-oci`'s job).
+    pub image: String,
+    /// `Exec=`: a shell-style command line overriding the image's Entrypoint + Cmd.
+    pub exec: Option<String>,
+    /// `Environment=`: unquoted `(name, value)` pairs, in declaration order.
+    pub environment: Vec<(String, String)>,
+    /// `EnvironmentFile=`: absolute host paths, in declaration order.
+    pub environment_files: Vec<PathBuf>,
+    /// `WorkingDirectory=`: absolute path inside the machine.
+    pub working_directory: Option<String>,
+    /// `User=`: `name`, `uid`, `name:group` or `uid:gid`, resolved inside the image.
+    pub user: Option<String>,
+    /// `Volume=`, in declaration order.
+    pub volumes: Vec<Volume>,
+    /// `Port=`, in declaration order.
+    pub ports: Vec<Port>,
+    /// `Template=`.
+    pub template: Template,
+    /// `Pull=`.
+    pub pull: PullPolicy,
+    /// `[Network]`.
+    pub network: Network,
+    /// `[Resources]`.
+    pub resources: Resources,
+    /// `LoadCredential=`, `LoadCredentialEncrypted=`, `SetCredential=`, `SetCredentialEncrypted=`.
+    pub credentials: Vec<Credential>,
+    /// `[Install]`.
+    pub install: Install,
+}
+
+/// Where a volume's host side lives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VolumeSource {
+    /// `config`: under `/var/lib/man8machine_configs/NAME/`.
+    Config,
+    /// `data`: under `/var/lib/man8machine_storage/NAME/`.
+    Data,
+    /// An absolute host path.
+    Host(PathBuf),
+}
+
+/// `Volume=CONTAINER_PATH:config|data|/host/path[:ro]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Volume {
+    /// Absolute path inside the machine (normalised: no trailing or doubled `/`).
+    pub container_path: String,
+    /// Host side.
+    pub source: VolumeSource,
+    /// `:ro` was given.
+    pub read_only: bool,
+}
+
+impl Volume {
+    /// The canonical host path bound at [`Self::container_path`]: `config` →
+    /// `/var/lib/man8machine_configs/NAME/<container path>`, `data` →
+    /// `/var/lib/man8machine_storage/NAME/<container path>`, a host path as is.
+    pub fn host_path(&self, name: &MachineName) -> PathBuf {
+        let relative = self.container_path.trim_start_matches('/');
+        match &self.source {
+            VolumeSource::Config => Paths::config_dir_canonical(name).join(relative),
+            VolumeSource::Data => Paths::storage_dir_canonical(name).join(relative),
+            VolumeSource::Host(p) => p.clone(),
+        }
+    }
+}
+
+/// Transport protocol of a forwarded port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Protocol {
+    /// TCP (the default).
+    Tcp,
+    /// UDP.
+    Udp,
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        })
+    }
+}
+
+/// `Port=[tcp:|udp:]HOSTPORT:CONTAINERPORT`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Port {
+    /// Protocol.
+    pub protocol: Protocol,
+    /// Port on the host (1–65535).
+    pub host: u16,
+    /// Port in the machine (1–65535).
+    pub container: u16,
+}
+
+impl fmt::Display for Port {
+    /// nspawn's `Port=` syntax: `tcp:8080:80`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.protocol, self.host, self.container)
+    }
+}
+
+/// `Template=`: how the machine is wired to the network.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Template {
+    /// A veth on the Yggdrasil bridge (`[Network] Bridge=`), as the Python tool's template.
+    #[default]
+    NetworkIsolated,
+    /// A MACVLAN interface on a host interface (`[Network] MACVLAN=IFACE`).
+    Macvlan,
+}
+
+impl Template {
+    /// The name used in declarations and in `MAN8S_CONTAINER_TEMPLATE`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Template::NetworkIsolated => "network_isolated",
+            Template::Macvlan => "macvlan",
+        }
+    }
+}
+
+impl fmt::Display for Template {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `Pull=`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum PullPolicy {
+    /// Pull only when no rootfs exists (default).
+    #[default]
+    Missing,
+    /// Check the registry on every start.
+    Always,
+    /// Never contact a registry; fail if the rootfs is missing.
+    Never,
+}
+
+impl PullPolicy {
+    /// The name used in declarations.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            PullPolicy::Missing => "missing",
+            PullPolicy::Always => "always",
+            PullPolicy::Never => "never",
+        }
+    }
+}
+
+/// `[Network] YggdrasilAddress=`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum YggdrasilAddress {
+    /// Derived from the host's Yggdrasil subnet and the machine name (default).
+    #[default]
+    Auto,
+    /// No Yggdrasil address.
+    No,
+    /// This address.
+    Fixed(Ipv6Addr),
+}
+
+/// `[Network]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Network {
+    /// `Bridge=` (default `srvgrp0`), used by `Template=network_isolated`.
+    pub bridge: String,
+    /// `YggdrasilAddress=`.
+    pub yggdrasil: YggdrasilAddress,
+    /// `MACVLAN=`: host interface, required by `Template=macvlan`.
+    pub macvlan: Option<String>,
+}
+
+/// The default bridge.
+pub const DEFAULT_BRIDGE: &str = "srvgrp0";
+
+impl Default for Network {
+    fn default() -> Self {
+        Self {
+            bridge: DEFAULT_BRIDGE.to_owned(),
+            yggdrasil: YggdrasilAddress::Auto,
+            macvlan: None,
+        }
+    }
+}
+
+/// `[Resources]`: values are validated and kept in systemd's syntax, applied to `man8@NAME.service`.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Resources {
+    /// `MemoryMax=` (bytes with K/M/G/T/P/E suffix, a percentage, or `infinity`).
+    pub memory_max: Option<String>,
+    /// `CPUQuota=` (a percentage, may exceed 100%).
+    pub cpu_quota: Option<String>,
+    /// `TasksMax=` (a number, a percentage, or `infinity`).
+    pub tasks_max: Option<String>,
+}
+
+/// A secret handed to the machine as a systemd credential (the app finds it in
+/// `$CREDENTIALS_DIRECTORY/ID`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Credential {
+    /// `LoadCredential=ID:PATH`.
+    Load {
+        /// Credential name.
+        id: String,
+        /// Absolute host path (or an `AF_UNIX` socket), read by the service manager.
+        path: PathBuf,
+    },
+    /// `LoadCredentialEncrypted=ID:PATH` (made with `systemd-creds encrypt`).
+    LoadEncrypted {
+        /// Credential name.
+        id: String,
+        /// Absolute host path.
+        path: PathBuf,
+    },
+    /// `SetCredential=ID:VALUE`.
+    Set {
+        /// Credential name.
+        id: String,
+        /// The literal value.
+        value: String,
+    },
+    /// `SetCredentialEncrypted=ID:BASE64`.
+    SetEncrypted {
+        /// Credential name.
+        id: String,
+        /// Encrypted, base64-encoded value.
+        value: String,
+    },
+}
+
+impl Credential {
+    /// The credential name.
+    pub fn id(&self) -> &str {
+        match self {
+            Credential::Load { id, .. }
+            | Credential::LoadEncrypted { id, .. }
+            | Credential::Set { id, .. }
+            | Credential::SetEncrypted { id, .. } => id,
+        }
+    }
+    /// The systemd unit setting this credential becomes (same name as in the declaration).
+    pub fn unit_key(&self) -> &'static str {
+        match self {
+            Credential::Load { .. } => "LoadCredential",
+            Credential::LoadEncrypted { .. } => "LoadCredentialEncrypted",
+            Credential::Set { .. } => "SetCredential",
+            Credential::SetEncrypted { .. } => "SetCredentialEncrypted",
+        }
+    }
+    /// The part after `ID:` in the unit setting.
+    pub fn unit_value(&self) -> String {
+        match self {
+            Credential::Load { path, .. } | Credential::LoadEncrypted { path, .. } => {
+                path.display().to_string()
+            }
+            Credential::Set { value, .. } | Credential::SetEncrypted { value, .. } => value.clone(),
+        }
+    }
+}
+
+/// `[Install]`.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Install {
+    /// `WantedBy=`: unit names (e.g. `machines.target`), deduplicated, in declaration order.
+    pub wanted_by: Vec<String>,
+}
+
+impl Machine {
+    /// A machine with only a name, a source and an image; everything else default.
+    pub fn new(name: MachineName, source: SourceFiles, image: String) -> Self {
+        Self {
+            name,
+            source,
+            image,
+            exec: None,
+            environment: Vec::new(),
+            environment_files: Vec::new(),
+            working_directory: None,
+            user: None,
+            volumes: Vec::new(),
+            ports: Vec::new(),
+            template: Template::default(),
+            pull: PullPolicy::default(),
+            network: Network::default(),
+            resources: Resources::default(),
+            credentials: Vec::new(),
+            install: Install::default(),
+        }
+    }
+
+    /// Canonical rootfs path.
+    pub fn rootfs(&self) -> PathBuf {
+        Paths::rootfs_canonical(&self.name)
+    }
+
+    /// The main declaration file (canonical path).
+    pub fn main_file(&self) -> &Path {
+        &self.source.main
+    }
+}
