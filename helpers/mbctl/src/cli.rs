@@ -1,0 +1,301 @@
+//! The command line, as clap definitions. Parsing only: every command's work lives in its module.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// mbctl — run OCI/Docker images as systemd-nspawn machines.
+#[derive(Debug, Parser)]
+#[command(
+    name = "mbctl",
+    version,
+    about = "Run OCI/Docker images as systemd-nspawn machines (man8s)",
+    propagate_version = true,
+    after_help = "Example:\n  mbctl machines pull docker.io/library/redis:7 redis\n  mbctl machines start redis\n  mbctl machines list"
+)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create, inspect, start, stop, enter and remove machines.
+    #[command(
+        subcommand,
+        after_help = "Example:\n  mbctl machines list\n  mbctl machines shell redis"
+    )]
+    Machines(MachinesCommand),
+    /// Yggdrasil address tools.
+    #[command(
+        subcommand,
+        after_help = "Example:\n  mbctl address getsuffix TestBWContainer3"
+    )]
+    Address(AddressCommand),
+    /// Check machine declarations with the generator's own parser.
+    #[command(
+        after_help = "Example:\n  mbctl verify                               # every declaration on this host\n  mbctl verify /etc/man8s/machines/redis.machine"
+    )]
+    Verify(VerifyArgs),
+    /// Import a `docker save` tarball, an OCI layout (dir or tar) or a `docker export` rootfs tarball.
+    #[command(
+        after_help = "Example:\n  mbctl import redis.tar --reference localhost/redis:7\n  mbctl import redis.tar --reference localhost/redis:7 --machine redis"
+    )]
+    Import(ImportArgs),
+    /// Turn a machine made by the Python mbctl into a declaration under man8@NAME.
+    #[command(after_help = "Example:\n  mbctl migrate TestBWContainer3")]
+    Migrate(MigrateArgs),
+    /// Images in the local cache.
+    #[command(subcommand, after_help = "Example:\n  mbctl images list")]
+    Images(ImagesCommand),
+    /// The local image/blob cache.
+    #[command(subcommand, after_help = "Example:\n  mbctl cache clear")]
+    Cache(CacheCommand),
+    /// OCI image tools.
+    #[command(
+        subcommand,
+        after_help = "Example:\n  mbctl oci download docker.io/library/busybox:latest ./busybox-root"
+    )]
+    Oci(OciCommand),
+    /// Print the version of mbctl.
+    #[command(after_help = "Example:\n  mbctl version")]
+    Version,
+    /// Write man pages and shell completions (used by `make docs`).
+    #[command(
+        hide = true,
+        after_help = "Example:\n  mbctl generate-docs --man-dir build/man --completions-dir build/completions"
+    )]
+    GenerateDocs(GenerateDocsArgs),
+}
+
+/// A machine name argument, shared by the lifecycle commands.
+#[derive(Debug, Args)]
+pub struct NameArg {
+    /// Machine name.
+    pub name: String,
+}
+
+/// `mbctl machines …`
+#[derive(Debug, Subcommand)]
+pub enum MachinesCommand {
+    /// Pull an image and create machine NAME from it (declaration, config dir, volumes, rootfs).
+    #[command(
+        after_help = "Example:\n  mbctl machines pull docker.io/registry:latest Man8Registry\n  mbctl machines pull ghcr.io/example/app:1 app --volume /data=data --volume /etc/app=config --yes"
+    )]
+    Pull(PullArgs),
+    /// Open a shell (default `/bin/sh -l`) inside the running machine.
+    #[command(
+        after_help = "Example:\n  mbctl machines shell Man8Registry\n  mbctl machines shell Man8Registry --command 'ip -6 addr'"
+    )]
+    Shell(ShellArgs),
+    /// Remove machine NAME (rootfs, declaration, generated files); config and data stay unless --purge.
+    #[command(
+        after_help = "Example:\n  mbctl machines remove Man8Registry\n  mbctl machines remove Man8Registry --force --purge"
+    )]
+    Remove(RemoveArgs),
+    /// List machines: name, state, image and digest, Yggdrasil address, IPs.
+    #[command(after_help = "Example:\n  mbctl machines list\n  mbctl machines list --json")]
+    List(JsonArg),
+    /// Show one machine in detail.
+    #[command(
+        after_help = "Example:\n  mbctl machines status redis\n  mbctl machines status redis --json"
+    )]
+    Status(StatusArgs),
+    /// Start man8@NAME.service and wait for it to be up.
+    #[command(after_help = "Example:\n  mbctl machines start redis")]
+    Start(NameArg),
+    /// Stop man8@NAME.service.
+    #[command(after_help = "Example:\n  mbctl machines stop redis")]
+    Stop(NameArg),
+    /// Restart man8@NAME.service.
+    #[command(after_help = "Example:\n  mbctl machines restart redis")]
+    Restart(NameArg),
+    /// Start machine NAME at boot (enables man8@NAME.service).
+    #[command(after_help = "Example:\n  mbctl machines enable redis")]
+    Enable(NameArg),
+    /// Do not start machine NAME at boot.
+    #[command(after_help = "Example:\n  mbctl machines disable redis")]
+    Disable(NameArg),
+    /// Show the journal of man8@NAME.service.
+    #[command(after_help = "Example:\n  mbctl machines logs redis\n  mbctl machines logs redis -f")]
+    Logs(LogsArgs),
+    /// Pull the image again per the declaration, swap the rootfs, restart; roll back if it fails to start.
+    #[command(after_help = "Example:\n  mbctl machines update redis")]
+    Update(NameArg),
+}
+
+/// `--json`
+#[derive(Debug, Args)]
+pub struct JsonArg {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `machines status`
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Machine name.
+    pub name: String,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `machines pull`
+#[derive(Debug, Args)]
+pub struct PullArgs {
+    /// Image reference (`redis`, `docker.io/library/redis:7`, `host:port/repo@sha256:…`).
+    pub image: String,
+    /// Name of the new machine.
+    pub name: String,
+    /// Network template of the machine.
+    #[arg(long, default_value = "network_isolated")]
+    pub template: String,
+    /// Answer for one image volume: `PATH=config`, `PATH=data`, `PATH=skip` or `PATH=/host/path`.
+    #[arg(long = "volume", value_name = "PATH=WHERE")]
+    pub volumes: Vec<String>,
+    /// Do not ask: volumes without a --volume answer become `data` volumes.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Write the declaration and config dir only; do not pull the image now.
+    #[arg(long)]
+    pub no_fetch: bool,
+}
+
+/// `machines shell`
+#[derive(Debug, Args)]
+pub struct ShellArgs {
+    /// Machine name.
+    pub name: String,
+    /// Run this command with `/bin/sh -c` instead of a login shell.
+    #[arg(long, short = 'c')]
+    pub command: Option<String>,
+    /// Enter the namespaces of this PID instead of asking machined for the leader (tests).
+    #[arg(long, hide = true)]
+    pub leader_pid: Option<i32>,
+}
+
+/// `machines remove`
+#[derive(Debug, Args)]
+pub struct RemoveArgs {
+    /// Machine name.
+    pub name: String,
+    /// Also delete the config dir and the data dir.
+    #[arg(long)]
+    pub purge: bool,
+    /// Stop the machine first if it is running.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// `machines logs`
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// Machine name.
+    pub name: String,
+    /// Keep printing new entries.
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+    /// Number of most recent lines to show.
+    #[arg(long, short = 'n')]
+    pub lines: Option<u32>,
+}
+
+/// `mbctl address …`
+#[derive(Debug, Subcommand)]
+pub enum AddressCommand {
+    /// Print the Yggdrasil suffix of a machine name (`::1d44:bc13:a177:c4d`), or its full address with --prefix.
+    #[command(
+        after_help = "Example:\n  mbctl address getsuffix TestBWContainer3\n  mbctl address getsuffix TestBWContainer3 --prefix 300:2e98:a4b0:1789::/64"
+    )]
+    Getsuffix(GetsuffixArgs),
+}
+
+/// `address getsuffix`
+#[derive(Debug, Args)]
+pub struct GetsuffixArgs {
+    /// Machine name (any string; hashed as UTF-8).
+    pub name: String,
+    /// Subnet (`300:…::/64`): print the machine's full address in it.
+    #[arg(long, value_name = "PREFIX/LEN")]
+    pub prefix: Option<String>,
+}
+
+/// `verify`
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Declaration files; default: every declaration in the search directories.
+    pub files: Vec<PathBuf>,
+}
+
+/// `import`
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// `docker save` tarball, OCI layout directory or tarball, or `docker export` rootfs tarball.
+    pub source: PathBuf,
+    /// Reference to record the image under (`localhost/NAME:TAG`).
+    #[arg(long)]
+    pub reference: String,
+    /// Also create machine NAME from the imported image.
+    #[arg(long, value_name = "NAME")]
+    pub machine: Option<String>,
+}
+
+/// `migrate`
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// Name of the machine made by the Python mbctl.
+    pub name: String,
+}
+
+/// `mbctl images …`
+#[derive(Debug, Subcommand)]
+pub enum ImagesCommand {
+    /// List cached images.
+    #[command(after_help = "Example:\n  mbctl images list\n  mbctl images list --json")]
+    List(JsonArg),
+    /// Delete cached images and blobs no machine uses.
+    #[command(after_help = "Example:\n  mbctl images prune")]
+    Prune,
+}
+
+/// `mbctl cache …`
+#[derive(Debug, Subcommand)]
+pub enum CacheCommand {
+    /// Empty the image/blob cache (machines keep their rootfs).
+    #[command(after_help = "Example:\n  mbctl cache clear")]
+    Clear,
+}
+
+/// `mbctl oci …`
+#[derive(Debug, Subcommand)]
+pub enum OciCommand {
+    /// Download an image's rootfs into DIR (plus its config as DIR/.man8s/image.json).
+    #[command(
+        after_help = "Example:\n  mbctl oci download docker.io/registry:latest ./registry-root"
+    )]
+    Download(DownloadArgs),
+}
+
+/// `oci download`
+#[derive(Debug, Args)]
+pub struct DownloadArgs {
+    /// Image reference.
+    pub image: String,
+    /// Target directory (created; must be empty if it exists).
+    pub dir: PathBuf,
+}
+
+/// `generate-docs`
+#[derive(Debug, Args)]
+pub struct GenerateDocsArgs {
+    /// Where to write `mbctl.1` and one page per subcommand.
+    #[arg(long)]
+    pub man_dir: PathBuf,
+    /// Where to write `mbctl.bash`, `_mbctl` and `mbctl.fish`.
+    #[arg(long)]
+    pub completions_dir: PathBuf,
+}

@@ -1,0 +1,40 @@
+//! `mbctl address getsuffix NAME [--prefix P/LEN]`, over `man8s::address`.
+
+use anyhow::Result;
+use ipnet::Ipv6Net;
+
+use crate::usage;
+
+/// The suffix (`::1d44:bc13:a177:c4d`, for a /64), or with `prefix` the full address alone.
+pub fn getsuffix(name: &str, prefix: Option<&str>) -> Result<String> {
+    match prefix {
+        None => Ok(man8s::address::suffix_address(name, 64).to_string()),
+        Some(p) => {
+            let Ok(net) = p.parse::<Ipv6Net>() else {
+                return usage(format!(
+                    "--prefix {p:?} is not an IPv6 prefix like 300:2e98:a4b0:1789::/64"
+                ));
+            };
+            Ok(man8s::address::machine_address(net, name).to_string())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readme_example() {
+        assert_eq!(
+            getsuffix("TestBWContainer3", None).unwrap(),
+            "::1d44:bc13:a177:c4d"
+        );
+        assert_eq!(
+            getsuffix("TestBWContainer3", Some("300:2e98:a4b0:1789::/64")).unwrap(),
+            "300:2e98:a4b0:1789:1d44:bc13:a177:c4d"
+        );
+        assert!(getsuffix("x", Some("300::")).is_err());
+        assert!(getsuffix("x", Some("10.0.0.0/8")).is_err());
+    }
+}

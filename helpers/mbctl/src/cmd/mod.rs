@@ -1,0 +1,67 @@
+//! One module per command group; [`dispatch`] maps the parsed command line onto them.
+
+pub mod address;
+pub mod lifecycle;
+pub mod remove;
+pub mod shell;
+
+use anyhow::Result;
+
+use crate::cli::{
+    AddressCommand, CacheCommand, Command, ImagesCommand, MachinesCommand, OciCommand,
+};
+use crate::{EXIT_OK, UsageError};
+
+/// Run one command; returns the exit code for success paths that are not 0 (e.g. a shell's).
+pub fn dispatch(command: Command) -> Result<u8> {
+    match command {
+        Command::Version => {
+            println!("mbctl {}", env!("CARGO_PKG_VERSION"));
+            Ok(EXIT_OK)
+        }
+        Command::Address(AddressCommand::Getsuffix(a)) => {
+            println!("{}", address::getsuffix(&a.name, a.prefix.as_deref())?);
+            Ok(EXIT_OK)
+        }
+        Command::GenerateDocs(a) => {
+            for f in crate::docs::generate(&a.man_dir, &a.completions_dir)? {
+                println!("{f}");
+            }
+            Ok(EXIT_OK)
+        }
+        Command::Machines(m) => machines(m),
+        Command::Verify(_)
+        | Command::Import(_)
+        | Command::Migrate(_)
+        | Command::Images(ImagesCommand::List(_) | ImagesCommand::Prune)
+        | Command::Cache(CacheCommand::Clear)
+        | Command::Oci(OciCommand::Download(_)) => not_yet(),
+    }
+}
+
+fn machines(command: MachinesCommand) -> Result<u8> {
+    use crate::bus::UnitJob;
+    match command {
+        MachinesCommand::Start(n) => lifecycle::job(&n.name, UnitJob::Start),
+        MachinesCommand::Stop(n) => lifecycle::job(&n.name, UnitJob::Stop),
+        MachinesCommand::Restart(n) => lifecycle::job(&n.name, UnitJob::Restart),
+        MachinesCommand::Enable(n) => lifecycle::enable(&n.name, true),
+        MachinesCommand::Disable(n) => lifecycle::enable(&n.name, false),
+        MachinesCommand::Logs(a) => lifecycle::logs(&a.name, a.follow, a.lines),
+        MachinesCommand::Shell(a) => shell::shell(&a.name, a.command.as_deref(), a.leader_pid),
+        MachinesCommand::Remove(a) => remove::remove(&a.name, a.purge, a.force),
+        MachinesCommand::Pull(_)
+        | MachinesCommand::List(_)
+        | MachinesCommand::Status(_)
+        | MachinesCommand::Update(_) => not_yet(),
+    }
+}
+
+fn not_yet() -> Result<u8> {
+    anyhow::bail!("this command is not available in this build yet")
+}
+
+/// A machine name from the command line, or a usage error naming why it is refused.
+pub fn machine_name(name: &str) -> Result<man8s::MachineName> {
+    man8s::MachineName::new(name).map_err(|e| UsageError(e.to_string()).into())
+}

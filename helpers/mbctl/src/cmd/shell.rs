@@ -1,0 +1,29 @@
+//! `machines shell NAME [--command CMD]`: leader PID from machined, then [`crate::nsenter`].
+
+use anyhow::{Result, bail};
+
+use crate::bus::Bus;
+use crate::cmd::machine_name;
+
+/// Run a shell or `command` in the running machine; returns the shell's exit code.
+pub fn shell(name: &str, command: Option<&str>, leader_pid: Option<i32>) -> Result<u8> {
+    let name = machine_name(name)?;
+    let leader = match leader_pid {
+        Some(pid) => pid,
+        None => {
+            // The bus (and its runtime) must be gone before setns: the process has to be
+            // single-threaded to enter a user namespace.
+            let leader = {
+                let bus = Bus::system()?;
+                bus.machine_leader(name.as_str())?
+            };
+            match leader {
+                Some(pid) => i32::try_from(pid)?,
+                None => bail!(
+                    "machine {name} is not running; start it with: mbctl machines start {name}"
+                ),
+            }
+        }
+    };
+    crate::nsenter::run_in_machine(name.as_str(), leader, command)
+}

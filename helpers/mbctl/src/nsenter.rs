@@ -1,0 +1,185 @@
+//! Entering a running machine: `setns` into every namespace of its leader, `chroot` to its root,
+//! fork (the PID namespace applies to children only), exec a shell. No `nsenter` needed.
+
+use std::ffi::CString;
+use std::fs::File;
+use std::os::fd::AsFd;
+use std::os::unix::fs::MetadataExt;
+
+use anyhow::{Context, Result, bail};
+use nix::sched::{CloneFlags, setns};
+use nix::sys::signal::{SigHandler, Signal, signal};
+use nix::sys::wait::{WaitStatus, waitpid};
+use nix::unistd::{ForkResult, Gid, Uid, fork};
+
+/// The shell every machine is entered with.
+pub const SHELL: &str = "/bin/sh";
+
+/// Namespaces in the order nsenter(1) uses; the user namespace is first so that the second pass
+/// (after the privileged first pass) enters it before retrying anything that failed.
+const NAMESPACES: [(&str, CloneFlags); 7] = [
+    ("user", CloneFlags::CLONE_NEWUSER),
+    ("cgroup", CloneFlags::CLONE_NEWCGROUP),
+    ("ipc", CloneFlags::CLONE_NEWIPC),
+    ("uts", CloneFlags::CLONE_NEWUTS),
+    ("net", CloneFlags::CLONE_NEWNET),
+    ("pid", CloneFlags::CLONE_NEWPID),
+    ("mnt", CloneFlags::CLONE_NEWNS),
+];
+
+/// argv of the shell: a login shell, or `sh -c COMMAND`.
+pub fn shell_argv(command: Option<&str>) -> Vec<String> {
+    match command {
+        Some(c) => vec![SHELL.into(), "-c".into(), c.into()],
+        None => vec![SHELL.into(), "-l".into()],
+    }
+}
+
+/// The environment the shell starts with: a clean one, as a login would give, keeping `TERM`.
+pub fn shell_env(term: Option<&str>) -> Vec<String> {
+    let mut env = vec![
+        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_owned(),
+        "HOME=/root".to_owned(),
+        "USER=root".to_owned(),
+        "LOGNAME=root".to_owned(),
+        format!("SHELL={SHELL}"),
+    ];
+    env.push(format!(
+        "TERM={}",
+        term.filter(|t| !t.is_empty() && !t.contains('\0'))
+            .unwrap_or("xterm")
+    ));
+    env
+}
+
+fn threads_of_self() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// Enter the namespaces and root of `leader`, run the shell (or `command`) as root of the
+/// machine, wait for it and return its exit code (128+signal when killed). `machine` names the
+/// machine in messages. Must be called from a single-threaded process.
+pub fn run_in_machine(machine: &str, leader: i32, command: Option<&str>) -> Result<u8> {
+    let threads = threads_of_self();
+    if threads != 1 {
+        bail!("internal error: cannot enter a machine from a process with {threads} threads");
+    }
+    // Open everything first: once in the machine's mount namespace, /proc/LEADER is not ours.
+    let mut targets = Vec::new();
+    for (ns, flag) in NAMESPACES {
+        let theirs = format!("/proc/{leader}/ns/{ns}");
+        let file = File::open(&theirs)
+            .with_context(|| format!("cannot open {theirs} (has machine {machine} stopped?)"))?;
+        let ours = std::fs::metadata(format!("/proc/self/ns/{ns}"));
+        let same = match (file.metadata(), ours) {
+            (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+            _ => false,
+        };
+        // setns into one's own user namespace is EINVAL; others are pointless. Skip both.
+        if !same {
+            targets.push((ns, flag, Some(file)));
+        }
+    }
+    let root_path = format!("/proc/{leader}/root");
+    let root = File::open(&root_path).with_context(|| format!("cannot open {root_path}"))?;
+
+    // Pass 1 while still privileged here: everything but the user namespace.
+    // Pass 2: the user namespace, then whatever failed in pass 1.
+    for pass in 0..2 {
+        for (ns, flag, file) in targets.iter_mut() {
+            let Some(f) = file.as_ref() else { continue };
+            if pass == 0 && *flag == CloneFlags::CLONE_NEWUSER {
+                continue;
+            }
+            match setns(f.as_fd(), *flag) {
+                Ok(()) => *file = None,
+                Err(e) if pass == 1 => {
+                    bail!(
+                        "cannot enter the {ns} namespace of machine {machine} (PID {leader}): {e}"
+                    )
+                }
+                Err(_) => {}
+            }
+        }
+    }
+    nix::unistd::fchdir(root.as_fd()).context("cannot change to the machine's root")?;
+    nix::unistd::chroot(".").context("cannot chroot to the machine's root")?;
+    std::env::set_current_dir("/").context("cannot change to / in the machine")?;
+    drop(root);
+
+    if !std::path::Path::new(SHELL).exists() {
+        bail!(
+            "machine {machine} has no shell: {SHELL} does not exist in it (a distroless image?); \
+             inspect its files under /var/lib/man8machines/{machine} instead"
+        );
+    }
+
+    let argv: Vec<CString> = shell_argv(command)
+        .into_iter()
+        .map(CString::new)
+        .collect::<Result<_, _>>()
+        .context("the command contains a NUL byte")?;
+    let env: Vec<CString> = shell_env(std::env::var("TERM").ok().as_deref())
+        .into_iter()
+        .map(CString::new)
+        .collect::<Result<_, _>>()
+        .context("TERM contains a NUL byte")?;
+    let path = CString::new(SHELL).expect("constant has no NUL");
+
+    // SAFETY: the process is single-threaded (checked above), so the child may run any code.
+    match unsafe { fork() }.context("cannot fork into the machine's PID namespace")? {
+        ForkResult::Child => {
+            // Root of the machine: uid/gid 0 of its user namespace. setgroups may be denied
+            // in a user namespace; the supplementary groups are then already empty or unmapped.
+            let _ = nix::unistd::setgroups(&[]);
+            if let Err(e) =
+                nix::unistd::setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0))
+                    .and_then(|_| {
+                        nix::unistd::setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0))
+                    })
+            {
+                eprintln!("mbctl: cannot become root of machine {machine}: {e}");
+                std::process::exit(1);
+            }
+            let e = nix::unistd::execve(&path, &argv, &env).unwrap_err();
+            eprintln!("mbctl: cannot run {SHELL} in machine {machine}: {e}");
+            std::process::exit(127);
+        }
+        ForkResult::Parent { child } => {
+            // The shell owns the terminal now; ^C is for it, not for us.
+            // SAFETY: SigIgn installs no handler code.
+            unsafe {
+                let _ = signal(Signal::SIGINT, SigHandler::SigIgn);
+                let _ = signal(Signal::SIGQUIT, SigHandler::SigIgn);
+            }
+            loop {
+                match waitpid(child, None) {
+                    Ok(WaitStatus::Exited(_, code)) => return Ok(u8::try_from(code).unwrap_or(1)),
+                    Ok(WaitStatus::Signaled(_, sig, _)) => {
+                        return Ok(128u8.saturating_add(sig as u8));
+                    }
+                    Ok(_) => continue,
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    Err(e) => bail!("cannot wait for the shell: {e}"),
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn argv_and_env() {
+        assert_eq!(shell_argv(None), ["/bin/sh", "-l"]);
+        assert_eq!(shell_argv(Some("echo hi")), ["/bin/sh", "-c", "echo hi"]);
+        let env = shell_env(Some("screen"));
+        assert!(env.contains(&"TERM=screen".to_owned()));
+        assert!(env.iter().any(|e| e.starts_with("PATH=/usr/local/sbin:")));
+        assert!(shell_env(None).contains(&"TERM=xterm".to_owned()));
+    }
+}
