@@ -6,7 +6,26 @@
 //! is resolved by the kernel *inside* the root (`openat2` with `RESOLVE_IN_ROOT`), so absolute and relative
 //! symlinks in the image are followed as if the root were `/` and nothing can be written outside it.
 
+mod path;
+mod rootdir;
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
 use std::path::Path;
+
+use nix::errno::Errno;
+use nix::fcntl::{AtFlags, OFlag, openat};
+use nix::sys::stat::{
+    FchmodatFlags, Mode, SFlag, UtimensatFlags, fchmod, fchmodat, fstat, futimens, mknodat,
+    utimensat,
+};
+use nix::sys::time::TimeSpec;
+use nix::unistd::{Gid, Uid, fchown, fchownat, linkat, symlinkat};
+
+pub use path::{EntryRole, RelPath, classify, parse_entry_path};
+use rootdir::{RootDir, fsetxattr, is_type, lsetxattr_at, lstat_at, open_subdir, remove_all};
 
 /// How a layer is applied.
 #[derive(Debug, Clone)]
@@ -20,7 +39,10 @@ pub struct UnpackOptions {
 
 impl Default for UnpackOptions {
     fn default() -> Self {
-        UnpackOptions { preserve_ownership: nix::unistd::geteuid().is_root(), max_file_size: 64 << 30 }
+        UnpackOptions {
+            preserve_ownership: nix::unistd::geteuid().is_root(),
+            max_file_size: 64 << 30,
+        }
     }
 }
 
@@ -77,12 +99,651 @@ pub enum UnpackError {
 /// Applies one decompressed layer tar stream onto `root` (which must exist and be a directory).
 ///
 /// Layers must be applied in order; the function is streaming (no file is held in memory) and refuses hostile
-/// entries with [`UnpackError::Refused`], never writing outside `root`.
+/// entries with [`UnpackError::Refused`], never writing outside `root`. On error the root holds a partly
+/// applied layer: callers unpack into a scratch directory and discard it on failure.
 pub fn apply_layer(
     root: &Path,
-    layer: &mut dyn std::io::Read,
+    layer: &mut dyn Read,
     opts: &UnpackOptions,
 ) -> Result<LayerStats, UnpackError> {
-    let _ = (layer, opts);
-    Err(UnpackError::Root { root: root.to_owned(), source: std::io::Error::other("not implemented yet") })
+    let root_dir = RootDir::open(root).map_err(|source| UnpackError::Root {
+        root: root.to_owned(),
+        source,
+    })?;
+    let mut unpacker = Unpacker {
+        root: root_dir,
+        opts,
+        is_root: nix::unistd::geteuid().is_root(),
+        written: HashSet::new(),
+        written_ancestors: HashSet::new(),
+        deferred_dirs: Vec::new(),
+        buf: vec![0; COPY_BUFFER],
+        stats: LayerStats::default(),
+    };
+    let mut archive = tar::Archive::new(layer);
+    let entries = archive.entries().map_err(|source| UnpackError::Tar {
+        after: None,
+        source,
+    })?;
+    let mut last: Option<String> = None;
+    for entry in entries {
+        let mut entry = entry.map_err(|source| UnpackError::Tar {
+            after: last.clone(),
+            source,
+        })?;
+        let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        unpacker.apply_entry(&mut entry, &name)?;
+        unpacker.stats.entries += 1;
+        last = Some(name);
+    }
+    unpacker.finish_dirs()?;
+    Ok(unpacker.stats)
+}
+
+/// Read/write buffer for file contents: large enough that syscalls do not dominate.
+const COPY_BUFFER: usize = 256 * 1024;
+
+/// Metadata of one entry, gathered from the header and its PAX records.
+struct Meta {
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    atime: TimeSpec,
+    mtime: TimeSpec,
+    xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// A directory of this layer whose mode and mtime are applied once the layer is complete (creating entries in
+/// it would change its mtime, and a read-only mode would stop an unprivileged unpack from filling it).
+struct DeferredDir {
+    path: RelPath,
+    name: String,
+    dev: u64,
+    ino: u64,
+    mode: u32,
+    atime: TimeSpec,
+    mtime: TimeSpec,
+}
+
+struct Unpacker<'a> {
+    root: RootDir,
+    opts: &'a UnpackOptions,
+    is_root: bool,
+    /// Paths of this layer's entries: whiteouts and opaque markers only hide lower layers, never these.
+    written: HashSet<RelPath>,
+    /// Ancestors of `written` paths (kept by an opaque marker, but emptied of lower content).
+    written_ancestors: HashSet<RelPath>,
+    deferred_dirs: Vec<DeferredDir>,
+    buf: Vec<u8>,
+    stats: LayerStats,
+}
+
+impl Unpacker<'_> {
+    fn apply_entry<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        name: &str,
+    ) -> Result<(), UnpackError> {
+        let refused = |reason: String| UnpackError::Refused {
+            path: name.to_owned(),
+            reason,
+        };
+        let path = parse_entry_path(&entry.path_bytes()).map_err(refused)?;
+        match classify(&path).map_err(refused)? {
+            EntryRole::Opaque { dir } => {
+                self.stats.whiteouts += 1;
+                return self
+                    .opaque(&dir)
+                    .map_err(io_err(name, "emptying opaque directory"));
+            }
+            EntryRole::Whiteout { target } => {
+                self.stats.whiteouts += 1;
+                return self
+                    .whiteout(&target)
+                    .map_err(io_err(name, "deleting whited-out path"));
+            }
+            EntryRole::AufsMeta => return Ok(()),
+            EntryRole::Normal => {}
+        }
+        let kind = entry.header().entry_type();
+        if kind == tar::EntryType::XGlobalHeader {
+            return Ok(());
+        }
+        let meta = read_meta(entry).map_err(|reason| UnpackError::Refused {
+            path: name.to_owned(),
+            reason,
+        })?;
+        let Some((parent, file_name)) = path.split_last() else {
+            // `./` as written by `tar -C dir .`: the root's own metadata.
+            if kind != tar::EntryType::Directory {
+                return Err(refused(format!(
+                    "a {kind:?} entry cannot replace the root directory"
+                )));
+            }
+            let fd = self
+                .root
+                .existing_dir(&path)
+                .map_err(io_err(name, "opening root"))?;
+            let fd = fd.ok_or_else(|| refused("root directory vanished".into()))?;
+            let fd = open_subdir(&fd, b".").map_err(|e| io_err(name, "opening root")(e.into()))?;
+            return self.directory_meta(&fd, path.clone(), name, &meta);
+        };
+        match kind {
+            tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
+                let size = entry.size();
+                if size > self.opts.max_file_size {
+                    return Err(refused(format!(
+                        "file of {size} bytes exceeds the limit of {} bytes",
+                        self.opts.max_file_size
+                    )));
+                }
+                let dir = self.parent_dir(&parent, name)?;
+                self.replace(&dir, file_name, name)?;
+                let fd = openat(
+                    &dir,
+                    file_name,
+                    OFlag::O_WRONLY
+                        | OFlag::O_CREAT
+                        | OFlag::O_EXCL
+                        | OFlag::O_NOFOLLOW
+                        | OFlag::O_CLOEXEC,
+                    Mode::from_bits_truncate(0o600),
+                )
+                .map_err(|e| io_err(name, "creating file")(e.into()))?;
+                let mut file = File::from(fd);
+                let written = copy_exact(entry, &mut file, &mut self.buf, size, name)?;
+                self.stats.bytes += written;
+                self.file_meta(&file, name, &meta)?;
+            }
+            tar::EntryType::Directory => {
+                let dir = self.parent_dir(&parent, name)?;
+                match lstat_at(&dir, file_name).map_err(io_err(name, "inspecting"))? {
+                    Some(st) if is_type(&st, SFlag::S_IFDIR) => {}
+                    Some(_) => {
+                        remove_all(&dir, file_name)
+                            .map_err(io_err(name, "removing what the directory replaces"))?;
+                        mkdir(&dir, file_name, name)?;
+                    }
+                    None => mkdir(&dir, file_name, name)?,
+                }
+                let fd = open_subdir(&dir, file_name)
+                    .map_err(|e| io_err(name, "opening directory")(e.into()))?;
+                self.directory_meta(&fd, path.clone(), name, &meta)?;
+            }
+            tar::EntryType::Symlink => {
+                let target = entry
+                    .link_name_bytes()
+                    .map(|t| t.into_owned())
+                    .unwrap_or_default();
+                if target.is_empty() {
+                    return Err(refused("symlink with an empty target".into()));
+                }
+                if target.contains(&0) {
+                    return Err(refused("symlink target contains a NUL byte".into()));
+                }
+                let dir = self.parent_dir(&parent, name)?;
+                self.replace(&dir, file_name, name)?;
+                symlinkat(target.as_slice(), &dir, file_name)
+                    .map_err(|e| io_err(name, "creating symlink")(e.into()))?;
+                self.chown_at(&dir, file_name, name, &meta)?;
+                for (key, value) in &meta.xattrs {
+                    lsetxattr_at(&dir, file_name, key, value)
+                        .map_err(io_err(name, "setting xattr"))?;
+                }
+                utimensat(
+                    &dir,
+                    file_name,
+                    &meta.atime,
+                    &meta.mtime,
+                    UtimensatFlags::NoFollowSymlink,
+                )
+                .map_err(|e| io_err(name, "setting mtime")(e.into()))?;
+            }
+            tar::EntryType::Link => self.hardlink(entry, &parent, file_name, name)?,
+            tar::EntryType::Fifo | tar::EntryType::Char | tar::EntryType::Block => {
+                let (kind_flag, dev) = match kind {
+                    tar::EntryType::Fifo => (SFlag::S_IFIFO, 0),
+                    _ => {
+                        if !self.is_root {
+                            return Err(refused("device node, and not running as root".into()));
+                        }
+                        let major = entry.header().device_major().ok().flatten().unwrap_or(0);
+                        let minor = entry.header().device_minor().ok().flatten().unwrap_or(0);
+                        let flag = if kind == tar::EntryType::Char {
+                            SFlag::S_IFCHR
+                        } else {
+                            SFlag::S_IFBLK
+                        };
+                        (flag, nix::sys::stat::makedev(major.into(), minor.into()))
+                    }
+                };
+                let dir = self.parent_dir(&parent, name)?;
+                self.replace(&dir, file_name, name)?;
+                mknodat(
+                    &dir,
+                    file_name,
+                    kind_flag,
+                    Mode::from_bits_truncate(0o600),
+                    dev,
+                )
+                .map_err(|e| io_err(name, "creating special file")(e.into()))?;
+                self.chown_at(&dir, file_name, name, &meta)?;
+                // Not a symlink (just created), so following is harmless; chmod after chown keeps setuid bits.
+                fchmodat(
+                    &dir,
+                    file_name,
+                    Mode::from_bits_truncate(meta.mode),
+                    FchmodatFlags::FollowSymlink,
+                )
+                .map_err(|e| io_err(name, "setting mode")(e.into()))?;
+                for (key, value) in &meta.xattrs {
+                    lsetxattr_at(&dir, file_name, key, value)
+                        .map_err(io_err(name, "setting xattr"))?;
+                }
+                utimensat(
+                    &dir,
+                    file_name,
+                    &meta.atime,
+                    &meta.mtime,
+                    UtimensatFlags::NoFollowSymlink,
+                )
+                .map_err(|e| io_err(name, "setting mtime")(e.into()))?;
+            }
+            other => return Err(refused(format!("unsupported tar entry type {other:?}"))),
+        }
+        self.record_written(path);
+        Ok(())
+    }
+
+    fn parent_dir(&self, parent: &RelPath, name: &str) -> Result<OwnedFd, UnpackError> {
+        self.root
+            .dir_creating(parent)
+            .map_err(io_err(name, "resolving parent directory inside the root"))
+    }
+
+    /// Makes room for a non-directory entry: whatever is there (a file, a directory tree) goes.
+    fn replace(&self, dir: &OwnedFd, file_name: &[u8], name: &str) -> Result<(), UnpackError> {
+        remove_all(dir, file_name).map_err(io_err(name, "removing what the entry replaces"))
+    }
+
+    fn record_written(&mut self, path: RelPath) {
+        for ancestor in path.ancestors() {
+            self.written_ancestors.insert(ancestor);
+        }
+        self.written.insert(path);
+    }
+
+    fn chown_at(
+        &self,
+        dir: &OwnedFd,
+        file_name: &[u8],
+        name: &str,
+        meta: &Meta,
+    ) -> Result<(), UnpackError> {
+        if !self.opts.preserve_ownership {
+            return Ok(());
+        }
+        fchownat(
+            dir,
+            file_name,
+            Some(Uid::from_raw(meta.uid)),
+            Some(Gid::from_raw(meta.gid)),
+            AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .map_err(|e| io_err(name, "setting owner")(e.into()))
+    }
+
+    /// Owner, mode (after the owner: chown clears setuid), xattrs (after chown too: it drops
+    /// `security.capability`) and times of a regular file.
+    fn file_meta(&self, file: &File, name: &str, meta: &Meta) -> Result<(), UnpackError> {
+        if self.opts.preserve_ownership {
+            fchown(
+                file,
+                Some(Uid::from_raw(meta.uid)),
+                Some(Gid::from_raw(meta.gid)),
+            )
+            .map_err(|e| io_err(name, "setting owner")(e.into()))?;
+        }
+        fchmod(file, Mode::from_bits_truncate(meta.mode))
+            .map_err(|e| io_err(name, "setting mode")(e.into()))?;
+        for (key, value) in &meta.xattrs {
+            fsetxattr(file, key, value).map_err(io_err(name, "setting xattr"))?;
+        }
+        futimens(file, &meta.atime, &meta.mtime)
+            .map_err(|e| io_err(name, "setting mtime")(e.into()))
+    }
+
+    /// Owner and xattrs now; mode and times when the layer is complete.
+    fn directory_meta(
+        &mut self,
+        fd: &OwnedFd,
+        path: RelPath,
+        name: &str,
+        meta: &Meta,
+    ) -> Result<(), UnpackError> {
+        if self.opts.preserve_ownership {
+            fchown(
+                fd,
+                Some(Uid::from_raw(meta.uid)),
+                Some(Gid::from_raw(meta.gid)),
+            )
+            .map_err(|e| io_err(name, "setting owner")(e.into()))?;
+        }
+        for (key, value) in &meta.xattrs {
+            fsetxattr(fd, key, value).map_err(io_err(name, "setting xattr"))?;
+        }
+        let st = fstat(fd).map_err(|e| io_err(name, "inspecting directory")(e.into()))?;
+        self.deferred_dirs.push(DeferredDir {
+            path,
+            name: name.to_owned(),
+            dev: st.st_dev,
+            ino: st.st_ino,
+            mode: meta.mode,
+            atime: meta.atime,
+            mtime: meta.mtime,
+        });
+        Ok(())
+    }
+
+    /// Applies the deferred directory modes and times, innermost first, to the directories that are still the
+    /// ones this layer created (a later entry may have replaced one).
+    fn finish_dirs(&mut self) -> Result<(), UnpackError> {
+        for dir in std::mem::take(&mut self.deferred_dirs).into_iter().rev() {
+            let name = dir.name.as_str();
+            let fd = match dir.path.split_last() {
+                None => self
+                    .root
+                    .existing_dir(&dir.path)
+                    .map_err(io_err(name, "opening root"))?,
+                Some((parent, file_name)) => {
+                    match self
+                        .root
+                        .existing_dir(&parent)
+                        .map_err(io_err(name, "reopening directory"))?
+                    {
+                        Some(parent_fd) => match open_subdir(&parent_fd, file_name) {
+                            Ok(fd) => Some(fd),
+                            Err(Errno::ENOENT | Errno::ENOTDIR | Errno::ELOOP) => None,
+                            Err(e) => return Err(io_err(name, "reopening directory")(e.into())),
+                        },
+                        None => None,
+                    }
+                }
+            };
+            let Some(fd) = fd else { continue };
+            let fd = if dir.path.is_root() {
+                open_subdir(&fd, b".").map_err(|e| io_err(name, "opening root")(e.into()))?
+            } else {
+                fd
+            };
+            let st = fstat(&fd).map_err(|e| io_err(name, "inspecting directory")(e.into()))?;
+            if (st.st_dev, st.st_ino) != (dir.dev, dir.ino) {
+                continue;
+            }
+            fchmod(&fd, Mode::from_bits_truncate(dir.mode))
+                .map_err(|e| io_err(name, "setting mode")(e.into()))?;
+            futimens(&fd, &dir.atime, &dir.mtime)
+                .map_err(|e| io_err(name, "setting mtime")(e.into()))?;
+        }
+        Ok(())
+    }
+
+    fn hardlink<R: Read>(
+        &self,
+        entry: &tar::Entry<'_, R>,
+        parent: &RelPath,
+        file_name: &[u8],
+        name: &str,
+    ) -> Result<(), UnpackError> {
+        let refused = |reason: String| UnpackError::Refused {
+            path: name.to_owned(),
+            reason,
+        };
+        let raw_target = entry
+            .link_name_bytes()
+            .map(|t| t.into_owned())
+            .unwrap_or_default();
+        let shown = String::from_utf8_lossy(&raw_target).into_owned();
+        let target = parse_entry_path(&raw_target)
+            .map_err(|why| refused(format!("hard link target {shown:?}: {why}")))?;
+        let Some((target_parent, target_name)) = target.split_last() else {
+            return Err(refused("hard link to the root directory".into()));
+        };
+        let missing = || {
+            refused(format!(
+                "hard link target {shown:?} does not exist inside the root"
+            ))
+        };
+        let target_dir = self
+            .root
+            .existing_dir(&target_parent)
+            .map_err(io_err(name, "resolving hard link target"))?;
+        let target_dir = target_dir.ok_or_else(missing)?;
+        let target_st = lstat_at(&target_dir, target_name)
+            .map_err(io_err(name, "resolving hard link target"))?;
+        let target_st = target_st.ok_or_else(missing)?;
+        if is_type(&target_st, SFlag::S_IFDIR) {
+            return Err(refused(format!(
+                "hard link target {shown:?} is a directory"
+            )));
+        }
+        if is_type(&target_st, SFlag::S_IFLNK) {
+            let link = nix::fcntl::readlinkat(&target_dir, target_name)
+                .map_err(|e| io_err(name, "reading hard link target")(e.into()))?;
+            if path::symlink_climbs_out(
+                &target_parent,
+                std::os::unix::ffi::OsStrExt::as_bytes(link.as_os_str()),
+            ) {
+                return Err(refused(format!(
+                    "hard link target {shown:?} is a symlink pointing outside the root"
+                )));
+            }
+        }
+        let dir = self.parent_dir(parent, name)?;
+        if let Some(st) = lstat_at(&dir, file_name).map_err(io_err(name, "inspecting"))?
+            && (st.st_dev, st.st_ino) == (target_st.st_dev, target_st.st_ino)
+        {
+            return Ok(());
+        }
+        self.replace(&dir, file_name, name)?;
+        linkat(&target_dir, target_name, &dir, file_name, AtFlags::empty())
+            .map_err(|e| io_err(name, "creating hard link")(e.into()))
+    }
+
+    /// Hides lower-layer content of `dir`: everything in it that this layer did not write goes.
+    fn opaque(&self, dir: &RelPath) -> std::io::Result<()> {
+        let Some(fd) = self.root.existing_dir(dir)? else {
+            return Ok(());
+        };
+        let fd = open_subdir(&fd, b".")?;
+        self.empty_lower(&fd, dir)
+    }
+
+    fn empty_lower(&self, fd: &OwnedFd, dir: &RelPath) -> std::io::Result<()> {
+        for child in rootdir::list_dir(fd)? {
+            let child_path = dir.join(&child);
+            if self.written.contains(&child_path) || self.written_ancestors.contains(&child_path) {
+                if let Some(st) = lstat_at(fd, &child)?
+                    && is_type(&st, SFlag::S_IFDIR)
+                {
+                    let sub = open_subdir(fd, &child)?;
+                    self.empty_lower(&sub, &child_path)?;
+                }
+            } else {
+                remove_all(fd, &child)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes `target` of lower layers (entries of this layer stay, whatever the order in the tar).
+    fn whiteout(&self, target: &RelPath) -> std::io::Result<()> {
+        if self.written.contains(target) || self.written_ancestors.contains(target) {
+            return Ok(());
+        }
+        let Some((parent, file_name)) = target.split_last() else {
+            return Ok(());
+        };
+        match self.root.existing_dir(&parent)? {
+            Some(dir) => remove_all(&dir, file_name),
+            None => Ok(()),
+        }
+    }
+}
+
+fn mkdir(dir: &OwnedFd, file_name: &[u8], name: &str) -> Result<(), UnpackError> {
+    // Owner-only until the layer is complete: the final mode is applied by `finish_dirs`.
+    nix::sys::stat::mkdirat(dir, file_name, Mode::from_bits_truncate(0o700))
+        .map_err(|e| io_err(name, "creating directory")(e.into()))
+}
+
+/// Maps an I/O error of entry `name` during `op`.
+fn io_err<'a>(name: &'a str, op: &'static str) -> impl Fn(std::io::Error) -> UnpackError + 'a {
+    move |source| UnpackError::Io {
+        path: name.to_owned(),
+        op,
+        source,
+    }
+}
+
+/// Copies exactly `size` bytes of the entry into `file`; a short stream is a broken tar.
+fn copy_exact(
+    entry: &mut dyn Read,
+    file: &mut File,
+    buf: &mut [u8],
+    size: u64,
+    name: &str,
+) -> Result<u64, UnpackError> {
+    let mut written = 0u64;
+    loop {
+        let n = match entry.read(buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(source) => {
+                return Err(UnpackError::Tar {
+                    after: Some(name.to_owned()),
+                    source,
+                });
+            }
+        };
+        file.write_all(&buf[..n])
+            .map_err(io_err(name, "writing file"))?;
+        written += n as u64;
+    }
+    if written != size {
+        return Err(UnpackError::Tar {
+            after: Some(name.to_owned()),
+            source: std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!("file content ends after {written} of {size} bytes"),
+            ),
+        });
+    }
+    Ok(written)
+}
+
+/// Mode, owner, times and xattrs of an entry; PAX records win over the header.
+fn read_meta<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Meta, String> {
+    let header = entry.header();
+    let mode = header.mode().map_err(|e| format!("bad mode field: {e}"))? & 0o7777;
+    let mut uid = header.uid().map_err(|e| format!("bad uid field: {e}"))?;
+    let mut gid = header.gid().map_err(|e| format!("bad gid field: {e}"))?;
+    let mtime = header
+        .mtime()
+        .map_err(|e| format!("bad mtime field: {e}"))?;
+    let mut mtime = TimeSpec::new(i64::try_from(mtime).map_err(|_| "mtime out of range")?, 0);
+    let mut atime = None;
+    let mut xattrs = Vec::new();
+    if let Some(pax) = entry
+        .pax_extensions()
+        .map_err(|e| format!("bad PAX header: {e}"))?
+    {
+        for record in pax {
+            let record = record.map_err(|e| format!("bad PAX record: {e}"))?;
+            let key = record.key_bytes();
+            let value = record.value_bytes();
+            if let Some(xattr) = key.strip_prefix(b"SCHILY.xattr.") {
+                if xattr.is_empty() || xattr.contains(&0) {
+                    return Err("bad xattr name in PAX record".into());
+                }
+                xattrs.push((xattr.to_vec(), value.to_vec()));
+                continue;
+            }
+            match key {
+                b"uid" => uid = parse_pax_number(value, "uid")?,
+                b"gid" => gid = parse_pax_number(value, "gid")?,
+                b"mtime" => mtime = parse_pax_time(value, "mtime")?,
+                b"atime" => atime = Some(parse_pax_time(value, "atime")?),
+                _ => {}
+            }
+        }
+    }
+    let uid = u32::try_from(uid).map_err(|_| format!("uid {uid} out of range"))?;
+    let gid = u32::try_from(gid).map_err(|_| format!("gid {gid} out of range"))?;
+    Ok(Meta {
+        mode,
+        uid,
+        gid,
+        atime: atime.unwrap_or(mtime),
+        mtime,
+        xattrs,
+    })
+}
+
+fn parse_pax_number(value: &[u8], what: &str) -> Result<u64, String> {
+    std::str::from_utf8(value)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| format!("bad PAX {what} {:?}", String::from_utf8_lossy(value)))
+}
+
+/// A PAX time: decimal seconds with an optional fraction (`1700000000.123456789`).
+fn parse_pax_time(value: &[u8], what: &str) -> Result<TimeSpec, String> {
+    let bad = || format!("bad PAX {what} {:?}", String::from_utf8_lossy(value));
+    let text = std::str::from_utf8(value).map_err(|_| bad())?;
+    let (secs, frac) = text.split_once('.').unwrap_or((text, ""));
+    let secs: i64 = secs.parse().map_err(|_| bad())?;
+    if !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    let digits = &frac[..frac.len().min(9)];
+    let nanos: i64 = if digits.is_empty() {
+        0
+    } else {
+        digits.parse::<i64>().map_err(|_| bad())?
+    };
+    let nanos = nanos * 10i64.pow(9 - digits.len() as u32);
+    // A negative time with a fraction means secs - fraction.
+    let (secs, nanos) = if secs < 0 && nanos > 0 {
+        (secs - 1, 1_000_000_000 - nanos)
+    } else {
+        (secs, nanos)
+    };
+    Ok(TimeSpec::new(secs, nanos))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pax_times_keep_nanoseconds() {
+        let t = parse_pax_time(b"1700000000.5", "mtime").unwrap();
+        assert_eq!((t.tv_sec(), t.tv_nsec()), (1_700_000_000, 500_000_000));
+        let t = parse_pax_time(b"12.123456789123", "mtime").unwrap();
+        assert_eq!((t.tv_sec(), t.tv_nsec()), (12, 123_456_789));
+        let t = parse_pax_time(b"-1.25", "mtime").unwrap();
+        assert_eq!((t.tv_sec(), t.tv_nsec()), (-2, 750_000_000));
+        assert!(parse_pax_time(b"1e9", "mtime").is_err());
+        assert!(parse_pax_time(b"1.-5", "mtime").is_err());
+    }
+
+    #[test]
+    fn default_options_preserve_ownership_only_as_root() {
+        assert_eq!(
+            UnpackOptions::default().preserve_ownership,
+            nix::unistd::geteuid().is_root()
+        );
+    }
 }
