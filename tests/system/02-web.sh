@@ -1,0 +1,24 @@
+# shellcheck shell=bash
+# A busybox httpd image (issue 3): `systemctl start man8@web` pulls from the host's registry and runs the app
+# inside nspawn; machinectl lists it; its output is in `journalctl -u man8@web`; it answers HTTP over the bridge;
+# `systemctl stop` stops it cleanly (inactive, not failed).
+
+declare_machine web <<'DECL'
+[Machine]
+Image=127.0.0.1:5000/test/web:1
+DECL
+in_host systemctl daemon-reload
+start_machine web
+
+in_host machinectl list --no-legend | awk '{print $1}' | grep -qx web || fail "machinectl list does not show web"
+wait_journal man8@web.service web-started 20 || fail "the app's output 'web-started' is not in journalctl -u man8@web"
+
+ip=$(machine_ipv4 web) || fail "machine web got no IPv4 address on the bridge"
+body=$(http_get "http://$ip/") || fail "no HTTP answer from web at $ip:80"
+[ "$body" = "man8s web ok" ] || fail "web at $ip answered '$body', expected 'man8s web ok'"
+wait_journal man8@web.service "GET /" 10 || fail "httpd's request log is not in the journal of man8@web"
+
+# The rootfs is where the contract says, and machinectl sees it as an image.
+in_host test -x /var/lib/man8machines/web/bin/busybox || fail "/var/lib/man8machines/web has no rootfs"
+
+stop_machine web

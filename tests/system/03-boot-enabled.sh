@@ -1,0 +1,35 @@
+# shellcheck shell=bash
+# [Install] WantedBy=machines.target (issue 3): a declaration present at boot makes the machine run after the host
+# boots, with nobody calling start; a machine without [Install] stays stopped. Reboots the main host.
+
+declare_machine atboot <<'DECL'
+[Machine]
+Image=127.0.0.1:5000/test/web:1
+
+[Install]
+WantedBy=machines.target
+DECL
+declare_machine notatboot <<'DECL'
+[Machine]
+Image=127.0.0.1:5000/test/web:1
+DECL
+[ "$(in_host systemctl is-enabled machines.target 2>&1)" = enabled ] \
+    || fail "machines.target is not enabled on the test host ($(in_host systemctl is-enabled machines.target 2>&1))"
+
+host_reboot "$HOST" || fail "the main host did not come back from a reboot"
+
+# The unit may still be pulling right after boot: wait for it to settle.
+settled() { [ "$(in_host systemctl is-active man8@atboot.service)" != activating ]; }
+wait_for 120 settled || true
+state=$(unit_state man8@atboot.service)
+[ "$state" = active/success ] || fail "man8@atboot is $state after boot, expected active (WantedBy=machines.target)"
+in_host systemctl list-dependencies --plain --no-legend machines.target | grep -q 'man8@atboot.service' \
+    || fail "machines.target does not want man8@atboot.service"
+ip=$(machine_ipv4 atboot) || fail "machine atboot got no IPv4 address"
+[ "$(http_get "http://$ip/")" = "man8s web ok" ] || fail "atboot does not answer HTTP at $ip"
+state=$(unit_state man8@notatboot.service)
+[ "$state" = inactive/success ] || fail "man8@notatboot is $state after boot, expected inactive (no [Install])"
+
+stop_machine atboot
+in_host rm /etc/man8s/machines/atboot.machine /etc/man8s/machines/notatboot.machine
+in_host systemctl daemon-reload

@@ -1,0 +1,84 @@
+# shellcheck shell=bash
+# Test images of the system tier, built on this machine with umoci (no network), into one OCI layout
+# $IMAGES_DIR/layout whose tags the driver pushes into each test host's registry as 127.0.0.1:5000/test/TAG:
+#   web:1      busybox httpd on :80 serving /www (index.html = "man8s web ok"), logs "web-started" first;
+#              /tmp/protected.txt and /run/protected.txt in the image (the init must carry them over nspawn's tmpfs)
+#   noshell:1  one static binary /app and nothing else (no shell, no libc, no /etc): HTTP on :8080
+#   imguser:1  busybox httpd on :8080 whose image config says User=appuser, a user that exists only in the
+#              image's /etc/passwd (uid 1234, supplementary group extra 2345), WorkingDirectory=/home/app;
+#              it writes `id`, $HOME and `pwd` to /www/id.txt before serving
+
+# umoci unpack + repack of one image: FILL is a function that populates the rootfs given as $1.
+build_image() {
+    local layout=${1:?} tag=${2:?} fill=${3:?} bundle
+    bundle=${IMAGES_DIR:?}/bundle-$tag
+    umoci new --image "$layout:empty-$tag" 2>/dev/null || true
+    umoci unpack --image "$layout:empty-$tag" "$bundle" >/dev/null
+    "$fill" "$bundle/rootfs"
+    umoci repack --image "$layout:$tag" "$bundle" >/dev/null
+    umoci rm --image "$layout:empty-$tag"
+    rm -rf --one-file-system "${bundle:?}"
+}
+
+busybox_rootfs() {
+    local r=${1:?} applet
+    mkdir -p "$r/bin" "$r/etc" "$r/www" "$r/tmp" "$r/run"
+    chmod 1777 "$r/tmp"
+    install -m755 /bin/busybox "$r/bin/busybox"
+    for applet in sh httpd echo id cat wget ip pwd sleep ls; do ln -sf busybox "$r/bin/$applet"; done
+    printf 'root:x:0:0:root:/root:/bin/sh\n' >"$r/etc/passwd"
+    printf 'root:x:0:\n' >"$r/etc/group"
+}
+
+fill_web() {
+    local r=${1:?}
+    busybox_rootfs "$r"
+    printf 'man8s web ok\n' >"$r/www/index.html"
+    printf 'protected tmp ok\n' >"$r/tmp/protected.txt"
+    printf 'protected run ok\n' >"$r/run/protected.txt"
+}
+
+fill_noshell() {
+    local r=${1:?}
+    install -m755 "${IMAGES_DIR:?}/noshell" "$r/app"
+}
+
+fill_imguser() {
+    local r=${1:?}
+    busybox_rootfs "$r"
+    printf 'appuser:x:1234:1234:App User:/home/app:/bin/sh\n' >>"$r/etc/passwd"
+    printf 'appgrp:x:1234:\nextra:x:2345:appuser\n' >>"$r/etc/group"
+    mkdir -p "$r/home/app"
+    printf 'imguser index\n' >"$r/www/index.html"
+    chown -R 1234:1234 "$r/home/app" "$r/www"
+}
+
+# Builds every test image into $IMAGES_DIR/layout (a fresh layout per run; it takes about a second).
+build_images() {
+    local layout=${IMAGES_DIR:?}/layout
+    mkdir -p "$IMAGES_DIR"
+    [ -x /bin/busybox ] && /bin/busybox --list | grep -qx httpd \
+        || { say "images: /bin/busybox (busybox-static) with httpd is needed"; return 1; }
+    rustc --edition 2024 -O -C panic=abort -C strip=symbols -C target-feature=+crt-static \
+        -o "$IMAGES_DIR/noshell" "$HERE/images/noshell.rs" \
+        || { say "images: building the static noshell binary failed"; return 1; }
+    if readelf -l "$IMAGES_DIR/noshell" | grep -q 'program interpreter'; then
+        say "images: noshell is not static (it has a program interpreter)"; return 1
+    fi
+    umoci init --layout "$layout"
+
+    build_image "$layout" web fill_web
+    umoci config --image "$layout:web" --config.env PATH=/bin \
+        --config.cmd /bin/sh --config.cmd -c \
+        --config.cmd 'echo web-started; exec httpd -f -v -p 80 -h /www' >/dev/null
+
+    build_image "$layout" noshell fill_noshell
+    umoci config --image "$layout:noshell" --config.cmd /app >/dev/null
+
+    build_image "$layout" imguser fill_imguser
+    umoci config --image "$layout:imguser" --config.env PATH=/bin --config.user appuser \
+        --config.workingdir /home/app --config.cmd /bin/sh --config.cmd -c \
+        --config.cmd 'id > /www/id.txt; echo "HOME=$HOME" >> /www/id.txt; echo "PWD=$(pwd)" >> /www/id.txt; echo imguser-started; exec httpd -f -v -p 8080 -h /www' \
+        >/dev/null
+    umoci gc --layout "$layout"
+}
