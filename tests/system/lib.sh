@@ -410,3 +410,49 @@ journal_has() {
 http_get() {
     in_host_net curl -fsS --max-time 5 --retry 10 --retry-delay 1 --retry-all-errors --retry-max-time 30 "${1:?}"
 }
+
+# ---------------------------------------------------------------------------------------------------------------
+# Yggdrasil hosts: yggdrasil + man8s-bridge enabled as a user would, no test bridge.
+
+# Creates and boots host NAME with yggdrasil (multicast on interfaces matching REGEX, none when empty) and
+# man8s-bridge.service enabled, and pushes the test images into its registry.
+ygg_host_up() {
+    local name=${1:?} regex=${2:-}
+    host_create "$name"
+    host_add_yggdrasil "$name" "$regex"
+    chroot "$(host_root "$name")" systemctl enable man8s-bridge.service >/dev/null 2>&1 \
+        || { say "host $name: systemctl enable man8s-bridge.service failed (is the unit installed, with [Install]?)"; return 1; }
+    host_boot "$name"
+    host_push_images "$name"
+}
+
+# Prints the host's Yggdrasil subnet (e.g. 300:1:2:3::/64) from its admin socket.
+ygg_subnet_on() {
+    local name=${1:?} out deadline=$((SECONDS + 30))
+    until out=$(in_host_on "$name" yggdrasilctl -endpoint unix:///var/run/yggdrasil/yggdrasil.sock -json getself 2>/dev/null) \
+            && jq -er .subnet <<<"$out"; do
+        [ "$SECONDS" -lt "$deadline" ] || { say "host $name: yggdrasil admin socket did not answer getself"; return 1; }
+        sleep 0.5
+    done
+}
+
+# Waits until srvgrp0 on host NAME carries ADDRESS (man8s-bridge's work, through networkd).
+wait_bridge_address_on() {
+    local name=${1:?} addr=${2:?}
+    bridge_has() { in_host_on "$name" ip -6 -o addr show dev srvgrp0 | grep -q " $addr/64 "; }
+    wait_for 60 bridge_has
+}
+
+# The first address of a /64 ("300:a:b:c::/64" → "300:a:b:c::1").
+bridge_address_of() {
+    python3 -c 'import ipaddress,sys; print(ipaddress.IPv6Network(sys.argv[1]).network_address + 1)' "${1:?}"
+}
+
+# Runs CMD… inside machine NAME of $HOST (all its namespaces).
+in_machine() {
+    local name=${1:?} leader
+    shift
+    leader=$(machine_leader "$name") || leader=
+    [ -n "$leader" ] || { say "machine $name is not running"; return 1; }
+    in_host nsenter -t "$leader" -a "$@"
+}
