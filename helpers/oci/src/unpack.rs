@@ -33,16 +33,17 @@ pub struct UnpackOptions {
     /// Apply the numeric uid/gid of each entry (needs root); when false, everything is owned by the caller.
     /// Default: true when the effective uid is 0.
     pub preserve_ownership: bool,
+    /// Create character and block device nodes (needs root); when false they are refused.
+    /// Default: true when the effective uid is 0.
+    pub create_devices: bool,
     /// Largest regular file accepted, in bytes; bigger entries are refused before anything is written.
     pub max_file_size: u64,
 }
 
 impl Default for UnpackOptions {
     fn default() -> Self {
-        UnpackOptions {
-            preserve_ownership: nix::unistd::geteuid().is_root(),
-            max_file_size: 64 << 30,
-        }
+        let root = nix::unistd::geteuid().is_root();
+        UnpackOptions { preserve_ownership: root, create_devices: root, max_file_size: 64 << 30 }
     }
 }
 
@@ -113,7 +114,6 @@ pub fn apply_layer(
     let mut unpacker = Unpacker {
         root: root_dir,
         opts,
-        is_root: nix::unistd::geteuid().is_root(),
         written: HashSet::new(),
         written_ancestors: HashSet::new(),
         deferred_dirs: Vec::new(),
@@ -168,7 +168,6 @@ struct DeferredDir {
 struct Unpacker<'a> {
     root: RootDir,
     opts: &'a UnpackOptions,
-    is_root: bool,
     /// Paths of this layer's entries: whiteouts and opaque markers only hide lower layers, never these.
     written: HashSet<RelPath>,
     /// Ancestors of `written` paths (kept by an opaque marker, but emptied of lower content).
@@ -304,8 +303,8 @@ impl Unpacker<'_> {
                 let (kind_flag, dev) = match kind {
                     tar::EntryType::Fifo => (SFlag::S_IFIFO, 0),
                     _ => {
-                        if !self.is_root {
-                            return Err(refused("device node, and not running as root".into()));
+                        if !self.opts.create_devices {
+                            return Err(refused("device node, and device creation is off (not root)".into()));
                         }
                         let major = entry.header().device_major().ok().flatten().unwrap_or(0);
                         let minor = entry.header().device_minor().ok().flatten().unwrap_or(0);

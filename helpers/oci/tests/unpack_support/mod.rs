@@ -1,0 +1,251 @@
+//! Shared by the `unpack_*` tests: a layer writer that can also write hostile entries (raw names the `tar`
+//! crate's own setters would refuse), a scratch directory with canaries beside the root, and tree helpers.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use man8s_oci::unpack::{LayerStats, UnpackError, UnpackOptions, apply_layer};
+
+/// Fixed mtime of test entries (2023-11-14), so mtime checks have a known value.
+pub const MTIME: u64 = 1_700_000_000;
+
+/// An in-memory layer tar.
+pub struct Layer {
+    builder: tar::Builder<Vec<u8>>,
+}
+
+impl Default for Layer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Layer {
+    pub fn new() -> Layer {
+        Layer { builder: tar::Builder::new(Vec::new()) }
+    }
+
+    fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(kind);
+        header.set_mode(mode);
+        header.set_size(size);
+        header.set_mtime(MTIME);
+        header.set_uid(0);
+        header.set_gid(0);
+        header
+    }
+
+    /// Appends an entry with the path (and link target) written raw, through PAX records when long.
+    pub fn raw(mut self, mut header: tar::Header, path: &[u8], link: Option<&[u8]>, data: &[u8]) -> Layer {
+        let mut pax: Vec<(&str, &[u8])> = Vec::new();
+        if path.len() > 99 || path.contains(&0) {
+            pax.push(("path", path));
+        } else {
+            header.as_old_mut().name[..path.len()].copy_from_slice(path);
+        }
+        if let Some(link) = link {
+            if link.len() > 99 || link.contains(&0) {
+                pax.push(("linkpath", link));
+            } else {
+                header.as_old_mut().linkname[..link.len()].copy_from_slice(link);
+            }
+        }
+        if !pax.is_empty() {
+            self = self.pax(&pax);
+        }
+        header.set_cksum();
+        self.builder.append(&header, data).unwrap();
+        self
+    }
+
+    /// Appends PAX records for the next entry (xattrs, uid, mtime …).
+    pub fn pax(mut self, records: &[(&str, &[u8])]) -> Layer {
+        let mut data = Vec::new();
+        for (key, value) in records {
+            // "LEN KEY=VALUE\n", where LEN counts itself.
+            let rest = key.len() + value.len() + 3;
+            let mut len = rest + 1;
+            while len.to_string().len() + rest > len {
+                len += 1;
+            }
+            data.extend_from_slice(format!("{len} {key}=").as_bytes());
+            data.extend_from_slice(value);
+            data.push(b'\n');
+        }
+        let mut header = tar::Header::new_ustar();
+        header.set_entry_type(tar::EntryType::XHeader);
+        header.set_path("PaxHeader").unwrap();
+        header.set_mode(0o644);
+        header.set_size(data.len() as u64);
+        header.set_cksum();
+        self.builder.append(&header, data.as_slice()).unwrap();
+        self
+    }
+
+    pub fn file(self, path: &str, data: &[u8]) -> Layer {
+        self.file_mode(path, data, 0o644)
+    }
+
+    pub fn file_mode(self, path: &str, data: &[u8], mode: u32) -> Layer {
+        self.raw(Self::header(tar::EntryType::Regular, mode, data.len() as u64), path.as_bytes(), None, data)
+    }
+
+    pub fn file_owned(self, path: &str, data: &[u8], mode: u32, uid: u64, gid: u64) -> Layer {
+        let mut header = Self::header(tar::EntryType::Regular, mode, data.len() as u64);
+        header.set_uid(uid);
+        header.set_gid(gid);
+        self.raw(header, path.as_bytes(), None, data)
+    }
+
+    pub fn dir(self, path: &str) -> Layer {
+        self.dir_mode(path, 0o755)
+    }
+
+    pub fn dir_mode(self, path: &str, mode: u32) -> Layer {
+        self.raw(Self::header(tar::EntryType::Directory, mode, 0), path.as_bytes(), None, b"")
+    }
+
+    pub fn symlink(self, path: &str, target: &str) -> Layer {
+        self.raw(Self::header(tar::EntryType::Symlink, 0o777, 0), path.as_bytes(), Some(target.as_bytes()), b"")
+    }
+
+    pub fn hardlink(self, path: &str, target: &str) -> Layer {
+        self.raw(Self::header(tar::EntryType::Link, 0o644, 0), path.as_bytes(), Some(target.as_bytes()), b"")
+    }
+
+    pub fn fifo(self, path: &str, mode: u32) -> Layer {
+        self.raw(Self::header(tar::EntryType::Fifo, mode, 0), path.as_bytes(), None, b"")
+    }
+
+    pub fn device(self, path: &str, kind: tar::EntryType, major: u32, minor: u32) -> Layer {
+        let mut header = Self::header(kind, 0o666, 0);
+        header.set_device_major(major).unwrap();
+        header.set_device_minor(minor).unwrap();
+        self.raw(header, path.as_bytes(), None, b"")
+    }
+
+    /// A whiteout or opaque marker: an empty file of that name.
+    pub fn whiteout(self, path: &str) -> Layer {
+        self.file_mode(path, b"", 0o600)
+    }
+
+    pub fn bytes(self) -> Vec<u8> {
+        self.builder.into_inner().unwrap()
+    }
+}
+
+/// A scratch directory holding `root/` (the unpack target) and `outside/` canaries at two levels, so that an
+/// escape by `..` or by a symlink to the scratch dir would be seen.
+pub struct Scratch {
+    pub dir: tempfile::TempDir,
+}
+
+impl Default for Scratch {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Scratch {
+    pub fn new() -> Scratch {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(dir.path().join("up/root")).unwrap();
+        fs::create_dir_all(dir.path().join("outside")).unwrap();
+        fs::write(dir.path().join("outside/secret"), b"canary").unwrap();
+        fs::write(dir.path().join("up/canary"), b"canary").unwrap();
+        Scratch { dir }
+    }
+
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join("up/root")
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn apply(&self, layer: Vec<u8>) -> Result<LayerStats, UnpackError> {
+        self.apply_with(layer, &UnpackOptions::default())
+    }
+
+    pub fn apply_with(&self, layer: Vec<u8>, opts: &UnpackOptions) -> Result<LayerStats, UnpackError> {
+        apply_layer(&self.root(), &mut layer.as_slice(), opts)
+    }
+
+    /// Everything in the scratch dir outside `root/`, with contents: must never change.
+    pub fn outside_snapshot(&self) -> BTreeMap<PathBuf, Vec<u8>> {
+        let mut seen = BTreeMap::new();
+        let root = self.root();
+        walk(self.path(), &mut |path, meta| {
+            if path.starts_with(&root) && path != root {
+                return false;
+            }
+            let content = if meta.is_file() { fs::read(path).unwrap() } else { Vec::new() };
+            seen.insert(path.to_owned(), content);
+            true
+        });
+        seen
+    }
+
+    /// Asserts nothing outside `root/` changed since the scratch dir was made.
+    pub fn assert_outside_untouched(&self) {
+        let mut expected = BTreeMap::new();
+        for p in ["", "up", "up/root", "outside"] {
+            expected.insert(self.path().join(p).components().collect::<PathBuf>(), Vec::new());
+        }
+        expected.insert(self.path().join("outside/secret"), b"canary".to_vec());
+        expected.insert(self.path().join("up/canary"), b"canary".to_vec());
+        let expected: BTreeMap<PathBuf, Vec<u8>> =
+            expected.into_iter().map(|(p, c)| (p.components().collect(), c)).collect();
+        assert_eq!(self.outside_snapshot(), expected, "something appeared or changed outside the root");
+    }
+}
+
+/// Depth-first walk with `lstat` metadata; `visit` returns false to not descend.
+pub fn walk(path: &Path, visit: &mut dyn FnMut(&Path, &fs::Metadata) -> bool) {
+    let meta = fs::symlink_metadata(path).unwrap();
+    if !visit(path, &meta) || !meta.is_dir() {
+        return;
+    }
+    let mut children: Vec<_> = fs::read_dir(path).unwrap().map(|e| e.unwrap().path()).collect();
+    children.sort();
+    for child in children {
+        walk(&child, visit);
+    }
+}
+
+/// The relative paths of everything under `root` (not `root` itself), sorted.
+pub fn listing(root: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    walk(root, &mut |path, _| {
+        if path != root {
+            out.push(path.strip_prefix(root).unwrap().to_string_lossy().into_owned());
+        }
+        true
+    });
+    out
+}
+
+/// The value of xattr `key` on `path` (not following a final symlink), if set.
+pub fn get_xattr(path: &Path, key: &str) -> Option<Vec<u8>> {
+    let cpath = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    let ckey = std::ffi::CString::new(key).unwrap();
+    let mut buf = vec![0u8; 65536];
+    // SAFETY: valid NUL-terminated strings and a buffer of the given length.
+    let n = unsafe { nix::libc::lgetxattr(cpath.as_ptr(), ckey.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    if n < 0 {
+        return None;
+    }
+    buf.truncate(n as usize);
+    Some(buf)
+}
+
+/// Mode bits (with setuid/setgid/sticky) of `path`, not following symlinks.
+pub fn mode(path: &Path) -> u32 {
+    fs::symlink_metadata(path).unwrap().mode() & 0o7777
+}
