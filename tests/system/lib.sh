@@ -206,7 +206,16 @@ host_boot() {
         fi
     done
     echo "$init_pid" >"$dir/init.pid"
-    state=$(timeout 120 nsenter -t "$init_pid" -a systemctl is-system-running --wait 2>/dev/null) || true
+    # Until nspawn has set up the namespaces and exec'd systemd, nsenter/systemctl fail: retry, bounded.
+    deadline=$((SECONDS + 120))
+    state=
+    while :; do
+        state=$(timeout 120 nsenter -t "$init_pid" -a systemctl is-system-running --wait 2>/dev/null) || true
+        case "$state" in running|degraded|maintenance|stopping) break ;; esac
+        kill -0 "$nspawn_pid" 2>/dev/null || break
+        [ "$SECONDS" -lt "$deadline" ] || break
+        sleep 0.2
+    done
     case "$state" in
         running) ;;
         degraded)
@@ -221,14 +230,18 @@ host_boot() {
 
 machine_of() { echo "m8t-$$-${1:?}"; }
 
+# PID 1 of its namespace, and already systemd (not nspawn's child before its exec).
+is_container_init() {
+    [ "$(awk '/^NSpid:/ {print $NF}' "/proc/${1:?}/status" 2>/dev/null)" = 1 ] \
+        && [ "$(cat "/proc/$1/comm" 2>/dev/null)" = systemd ]
+}
+
 find_container_init() {
     local parent=${1:?} child grandchild
     for child in $(pgrep -P "$parent"); do
-        if [ "$(awk '/^NSpid:/ {print $NF}' "/proc/$child/status" 2>/dev/null)" = 1 ]; then echo "$child"; return 0; fi
+        is_container_init "$child" && { echo "$child"; return 0; }
         for grandchild in $(pgrep -P "$child"); do
-            if [ "$(awk '/^NSpid:/ {print $NF}' "/proc/$grandchild/status" 2>/dev/null)" = 1 ]; then
-                echo "$grandchild"; return 0
-            fi
+            is_container_init "$grandchild" && { echo "$grandchild"; return 0; }
         done
     done
     return 1
