@@ -1,0 +1,327 @@
+//! Root tier (`root_*`): ownership, setuid after chown, `security.capability`, device nodes, and the
+//! differential test against `umoci unpack` (Debian's umoci) on benign multi-layer images. These FAIL when not
+//! run as root.
+
+mod unpack_support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::Path;
+use std::process::Command;
+
+use sha2::{Digest, Sha256};
+use unpack_support::{Layer, Scratch, get_xattr, mode, walk};
+
+fn require_root() {
+    assert!(nix::unistd::geteuid().is_root(), "root tier test: run as root (make test-root)");
+}
+
+/// A `security.capability` v2 value granting cap_net_raw (bit 13), effective.
+const CAP_NET_RAW_V2: [u8; 20] = [1, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+
+#[test]
+fn root_ownership_is_numeric_and_setuid_survives_chown() {
+    require_root();
+    let s = Scratch::new();
+    let layer = Layer::new()
+        .file_owned("bin/su", b"su", 0o4755, 1234, 5678)
+        .file_owned("bin/wall", b"wall", 0o2755, 0, 5)
+        .pax(&[("uid", b"100000000"), ("gid", b"100000001")])
+        .file("big-ids", b"x")
+        .bytes();
+    s.apply(layer).unwrap();
+    let meta = |p: &str| fs::symlink_metadata(s.root().join(p)).unwrap();
+    assert_eq!((meta("bin/su").uid(), meta("bin/su").gid()), (1234, 5678));
+    assert_eq!(mode(&s.root().join("bin/su")), 0o4755, "chmod after chown keeps setuid");
+    assert_eq!(mode(&s.root().join("bin/wall")), 0o2755);
+    assert_eq!((meta("big-ids").uid(), meta("big-ids").gid()), (100_000_000, 100_000_001), "PAX uid/gid win");
+}
+
+#[test]
+fn root_owner_of_symlinks_dirs_and_fifos() {
+    require_root();
+    let s = Scratch::new();
+    let mut dir = tar::Header::new_gnu();
+    dir.set_entry_type(tar::EntryType::Directory);
+    dir.set_mode(0o2770);
+    dir.set_uid(7);
+    dir.set_gid(8);
+    dir.set_mtime(0);
+    dir.set_size(0);
+    let mut link = tar::Header::new_gnu();
+    link.set_entry_type(tar::EntryType::Symlink);
+    link.set_mode(0o777);
+    link.set_uid(42);
+    link.set_gid(43);
+    link.set_mtime(0);
+    link.set_size(0);
+    let layer = Layer::new().raw(dir, b"srv", None, b"").raw(link, b"srv/link", Some(b"/etc/passwd"), b"").bytes();
+    s.apply(layer).unwrap();
+    let meta = |p: &str| fs::symlink_metadata(s.root().join(p)).unwrap();
+    assert_eq!((meta("srv").uid(), meta("srv").gid(), mode(&s.root().join("srv"))), (7, 8, 0o2770));
+    assert_eq!((meta("srv/link").uid(), meta("srv/link").gid()), (42, 43), "lchown, not the target");
+}
+
+#[test]
+fn root_security_capability_xattr() {
+    require_root();
+    let s = Scratch::new();
+    let layer = Layer::new()
+        .pax(&[("SCHILY.xattr.security.capability", &CAP_NET_RAW_V2), ("SCHILY.xattr.user.note", b"ping")])
+        .file_mode("bin/ping", b"ping", 0o755)
+        .bytes();
+    s.apply(layer).unwrap();
+    let ping = s.root().join("bin/ping");
+    assert_eq!(get_xattr(&ping, "security.capability").as_deref(), Some(&CAP_NET_RAW_V2[..]));
+    assert_eq!(get_xattr(&ping, "user.note").as_deref(), Some(&b"ping"[..]));
+}
+
+#[test]
+fn root_device_nodes() {
+    require_root();
+    let s = Scratch::new();
+    let layer = Layer::new()
+        .device("dev/null", tar::EntryType::Char, 1, 3)
+        .device("dev/loop0", tar::EntryType::Block, 7, 0)
+        .bytes();
+    s.apply(layer).unwrap();
+    let null = fs::symlink_metadata(s.root().join("dev/null")).unwrap();
+    assert!(null.file_type().is_char_device());
+    assert_eq!(null.rdev(), nix::sys::stat::makedev(1, 3));
+    let loop0 = fs::symlink_metadata(s.root().join("dev/loop0")).unwrap();
+    assert!(loop0.file_type().is_block_device());
+    assert_eq!(loop0.rdev(), nix::sys::stat::makedev(7, 0));
+    assert_eq!(mode(&s.root().join("dev/null")), 0o666);
+}
+
+// ---- differential against umoci ------------------------------------------------------------------------------
+
+/// Writes an OCI image layout at `dir` with gzip layers, tagged `tag` (what `umoci unpack --image dir:tag` reads).
+fn write_oci_layout(dir: &Path, tag: &str, layers: &[Vec<u8>]) {
+    let blobs = dir.join("blobs/sha256");
+    fs::create_dir_all(&blobs).unwrap();
+    let put = |data: &[u8]| -> (String, usize) {
+        let hex = hex::encode(Sha256::digest(data));
+        fs::write(blobs.join(&hex), data).unwrap();
+        (format!("sha256:{hex}"), data.len())
+    };
+    let mut diff_ids = Vec::new();
+    let mut layer_descs = Vec::new();
+    for layer in layers {
+        diff_ids.push(format!("sha256:{}", hex::encode(Sha256::digest(layer))));
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(layer).unwrap();
+        let (digest, size) = put(&gz.finish().unwrap());
+        layer_descs.push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": digest, "size": size
+        }));
+    }
+    let config = serde_json::json!({
+        "architecture": "amd64", "os": "linux", "config": {},
+        "rootfs": { "type": "layers", "diff_ids": diff_ids }, "history": []
+    });
+    let (config_digest, config_size) = put(config.to_string().as_bytes());
+    let manifest = serde_json::json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": { "mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config_size },
+        "layers": layer_descs
+    });
+    let (manifest_digest, manifest_size) = put(manifest.to_string().as_bytes());
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": manifest_digest, "size": manifest_size,
+            "annotations": { "org.opencontainers.image.ref.name": tag }
+        }]
+    });
+    fs::write(dir.join("index.json"), index.to_string()).unwrap();
+    fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+}
+
+/// What is compared of each path. Directory mtimes are left out: umoci and we both restore them, but umoci
+/// does so per entry while we do it at the end of each layer, and later layers' changes differ in when they
+/// touch a parent — the OCI spec does not define directory mtimes after whiteouts.
+#[derive(Debug, PartialEq, Eq)]
+struct Record {
+    kind: &'static str,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    size: u64,
+    sha256: String,
+    link: String,
+    rdev: u64,
+    mtime: Option<(i64, i64)>,
+    xattrs: BTreeMap<String, Vec<u8>>,
+}
+
+fn list_xattrs(path: &Path) -> BTreeMap<String, Vec<u8>> {
+    let cpath = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    let mut buf = vec![0u8; 65536];
+    // SAFETY: NUL-terminated path and a buffer of the given length.
+    let n = unsafe { nix::libc::llistxattr(cpath.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    assert!(n >= 0, "llistxattr {}", path.display());
+    buf.truncate(n as usize);
+    buf.split(|&b| b == 0)
+        .filter(|k| !k.is_empty())
+        .map(|k| {
+            let key = String::from_utf8_lossy(k).into_owned();
+            let value = get_xattr(path, &key).unwrap();
+            (key, value)
+        })
+        .collect()
+}
+
+/// Every path under `root` with its record, and the hard link groups (paths sharing an inode).
+fn snapshot(root: &Path) -> (BTreeMap<String, Record>, BTreeSet<Vec<String>>) {
+    let mut records = BTreeMap::new();
+    let mut inodes: BTreeMap<u64, Vec<String>> = BTreeMap::new();
+    walk(root, &mut |path, meta| {
+        let rel = path.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+        let ft = meta.file_type();
+        let kind = if ft.is_dir() {
+            "dir"
+        } else if ft.is_file() {
+            "file"
+        } else if ft.is_symlink() {
+            "symlink"
+        } else if ft.is_fifo() {
+            "fifo"
+        } else if ft.is_char_device() {
+            "char"
+        } else if ft.is_block_device() {
+            "block"
+        } else {
+            "other"
+        };
+        let sha256 = if ft.is_file() { hex::encode(Sha256::digest(fs::read(path).unwrap())) } else { String::new() };
+        let link = if ft.is_symlink() { fs::read_link(path).unwrap().to_string_lossy().into_owned() } else { String::new() };
+        if !ft.is_dir() {
+            inodes.entry(meta.ino()).or_default().push(rel.clone());
+        }
+        let record = Record {
+            kind,
+            mode: meta.mode() & 0o7777,
+            uid: meta.uid(),
+            gid: meta.gid(),
+            size: if ft.is_file() { meta.size() } else { 0 },
+            sha256,
+            link,
+            rdev: meta.rdev(),
+            mtime: (!ft.is_dir()).then(|| (meta.mtime(), meta.mtime_nsec())),
+            xattrs: list_xattrs(path),
+        };
+        records.insert(rel, record);
+        true
+    });
+    let groups = inodes.into_values().filter(|paths| paths.len() > 1).collect();
+    (records, groups)
+}
+
+/// Unpacks `layers` with umoci and with us, and compares the two trees.
+fn differential(name: &str, layers: Vec<Vec<u8>>) {
+    require_root();
+    let scratch = tempfile::tempdir().unwrap();
+    let layout = scratch.path().join("layout");
+    write_oci_layout(&layout, "test", &layers);
+    let bundle = scratch.path().join("bundle");
+    let out = Command::new("umoci")
+        .arg("unpack")
+        .arg("--image")
+        .arg(format!("{}:test", layout.display()))
+        .arg(&bundle)
+        .output()
+        .expect("umoci must be installed (apt-get install umoci)");
+    assert!(out.status.success(), "umoci unpack {name}: {}", String::from_utf8_lossy(&out.stderr));
+
+    let ours = scratch.path().join("ours");
+    fs::create_dir(&ours).unwrap();
+    let opts = man8s_oci::unpack::UnpackOptions::default();
+    for layer in &layers {
+        man8s_oci::unpack::apply_layer(&ours, &mut layer.as_slice(), &opts).unwrap();
+    }
+
+    let (theirs, their_groups) = snapshot(&bundle.join("rootfs"));
+    let (mine, my_groups) = snapshot(&ours);
+    let their_paths: Vec<_> = theirs.keys().collect();
+    let my_paths: Vec<_> = mine.keys().collect();
+    assert_eq!(my_paths, their_paths, "{name}: the same paths");
+    for (path, their) in &theirs {
+        // The root directory itself: umoci creates rootfs/ with its own mode when the layer has no `./` entry.
+        if path.is_empty() {
+            continue;
+        }
+        assert_eq!(&mine[path], their, "{name}: {path:?} differs (left: ours, right: umoci)");
+    }
+    assert_eq!(my_groups, their_groups, "{name}: hard link groups");
+    assert!(!my_paths.is_empty());
+}
+
+/// A Debian-like base layer: directories with their modes, var/run -> /run, setuid, hardlinks, a fifo,
+/// devices, owners, xattrs, long names.
+fn base_layer() -> Vec<u8> {
+    Layer::new()
+        .dir("bin")
+        .dir("etc")
+        .dir_mode("tmp", 0o1777)
+        .dir("run")
+        .dir("var")
+        .dir("var/lib")
+        .dir("var/lib/apt")
+        .file("var/lib/apt/lists", b"lists")
+        .dir("var/cache")
+        .file("var/cache/a", b"a")
+        .symlink("var/run", "/run")
+        .symlink("var/lock", "/run/lock")
+        .file("etc/passwd", b"root:x:0:0::/root:/bin/sh\n")
+        .file_mode("etc/shadow", b"root:*:1::::::\n", 0o640)
+        .file("etc/removed-later", b"bye")
+        .file_owned("bin/su", b"ELF su", 0o4755, 0, 0)
+        .file_owned("bin/crontab", b"ELF crontab", 0o2755, 0, 102)
+        .file_mode("bin/busybox", &vec![0x7f; 100_000], 0o755)
+        .hardlink("bin/ls", "bin/busybox")
+        .hardlink("bin/cat", "bin/busybox")
+        .symlink("bin/sh", "busybox")
+        .file_owned("home-file", b"user", 0o600, 1000, 1000)
+        .fifo("run/initctl", 0o600)
+        .device("dev/null", tar::EntryType::Char, 1, 3)
+        .pax(&[("SCHILY.xattr.security.capability", &CAP_NET_RAW_V2), ("SCHILY.xattr.user.a", b"1")])
+        .file_mode("bin/ping", b"ELF ping", 0o755)
+        .file(&format!("usr/share/doc/{}/{}", "long-package-name".repeat(6), "changelog".repeat(20)), b"log")
+        .file("replaced-by-dir", b"file")
+        .file("dir-to-file/child", b"c")
+        .bytes()
+}
+
+#[test]
+fn root_differential_single_layer() {
+    differential("single", vec![base_layer()]);
+}
+
+#[test]
+fn root_differential_whiteouts_opaque_replacement_symlink_writes() {
+    let second = Layer::new()
+        .whiteout("etc/.wh.removed-later")
+        .whiteout("var/lib/.wh..wh..opq")
+        .file("var/lib/new", b"new")
+        .file("var/run/app.pid", b"42") // written through var/run -> /run
+        .file("var/lock/app.lock", b"") // through a dangling absolute symlink
+        .dir("replaced-by-dir")
+        .file("replaced-by-dir/x", b"x")
+        .file("dir-to-file", b"now a file")
+        .hardlink("bin/sh-copy", "bin/busybox") // hardlink to a lower-layer file
+        .file_mode("etc/shadow", b"changed\n", 0o600)
+        .bytes();
+    let third = Layer::new()
+        .file("var/cache/b", b"b")
+        .whiteout("var/cache/.wh..wh..opq") // after a same-layer entry: b stays, a goes
+        .whiteout("bin/.wh.cat")
+        .whiteout(".wh.tmp")
+        .symlink("tmp", "var/tmp")
+        .file("tmp/through-relative-symlink", b"t")
+        .bytes();
+    differential("three-layers", vec![base_layer(), second, third]);
+}
