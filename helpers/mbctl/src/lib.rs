@@ -12,6 +12,7 @@ pub mod docs;
 pub mod nsenter;
 pub mod output;
 pub mod prompt;
+pub mod render;
 
 use std::ffi::OsString;
 use std::process::ExitCode;

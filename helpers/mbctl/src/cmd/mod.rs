@@ -1,9 +1,11 @@
 //! One module per command group; [`dispatch`] maps the parsed command line onto them.
 
 pub mod address;
+pub mod info;
 pub mod lifecycle;
 pub mod remove;
 pub mod shell;
+pub mod verify;
 
 use anyhow::Result;
 
@@ -30,8 +32,8 @@ pub fn dispatch(command: Command) -> Result<u8> {
             Ok(EXIT_OK)
         }
         Command::Machines(m) => machines(m),
-        Command::Verify(_)
-        | Command::Import(_)
+        Command::Verify(a) => verify::verify(&a.files),
+        Command::Import(_)
         | Command::Migrate(_)
         | Command::Images(ImagesCommand::List(_) | ImagesCommand::Prune)
         | Command::Cache(CacheCommand::Clear)
@@ -50,10 +52,9 @@ fn machines(command: MachinesCommand) -> Result<u8> {
         MachinesCommand::Logs(a) => lifecycle::logs(&a.name, a.follow, a.lines),
         MachinesCommand::Shell(a) => shell::shell(&a.name, a.command.as_deref(), a.leader_pid),
         MachinesCommand::Remove(a) => remove::remove(&a.name, a.purge, a.force),
-        MachinesCommand::Pull(_)
-        | MachinesCommand::List(_)
-        | MachinesCommand::Status(_)
-        | MachinesCommand::Update(_) => not_yet(),
+        MachinesCommand::List(a) => info::list(a.json),
+        MachinesCommand::Status(a) => info::status(&a.name, a.json),
+        MachinesCommand::Pull(_) | MachinesCommand::Update(_) => not_yet(),
     }
 }
 

@@ -1,0 +1,375 @@
+//! `machines list` and `machines status NAME`: declarations (through `man8s::declaration`),
+//! rootfs metadata, man8env.env, and — on the real root — systemd and machined.
+
+use std::path::Path;
+
+use anyhow::{Result, bail};
+use man8s::declaration::{self, LoadError};
+use man8s::machine::{Machine, VolumeSource, YggdrasilAddress};
+use man8s::{MachineName, Paths};
+use serde::Serialize;
+
+use crate::EXIT_OK;
+use crate::bus::{Bus, UnitState, unit_name};
+use crate::cmd::machine_name;
+use crate::output::{colour_stdout, paint_state, table};
+
+/// Everything mbctl shows about one machine.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct MachineInfo {
+    /// Machine name.
+    pub name: String,
+    /// systemd `ActiveState` of man8@NAME.service, or `unknown` without systemd.
+    pub state: String,
+    /// systemd `SubState`, when known.
+    pub sub_state: Option<String>,
+    /// `UnitFileState` (`enabled`, `disabled`, …), when known.
+    pub enabled: Option<String>,
+    /// `Image=` of the declaration (or `MAN8S_OCI_IMAGE_URL` of a machine not yet migrated).
+    pub image: Option<String>,
+    /// Manifest digest of the installed rootfs.
+    pub digest: Option<String>,
+    /// The Yggdrasil address the machine gets (`null` when none).
+    pub yggdrasil_address: Option<String>,
+    /// Addresses machined reports (running machines only).
+    pub addresses: Vec<String>,
+    /// The declaration file (canonical path), or the Python tool's settings file.
+    pub declaration: Option<String>,
+    /// Where the machine came from: `declaration` or `python-mbctl` (made by the Python tool; run
+    /// `mbctl migrate NAME`).
+    pub kind: String,
+    /// The rootfs exists.
+    pub rootfs_present: bool,
+    /// Volumes: `container path → host path`.
+    pub volumes: Vec<VolumeInfo>,
+    /// Forwarded ports (`tcp:8080:80`).
+    pub ports: Vec<String>,
+    /// Problems with the declaration (`FILE:LINE: …`), one per entry.
+    pub errors: Vec<String>,
+}
+
+/// One volume of a machine.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct VolumeInfo {
+    /// Path inside the machine.
+    pub container_path: String,
+    /// `config`, `data` or `host`.
+    pub kind: String,
+    /// Canonical host path.
+    pub host_path: String,
+    /// Mounted read-only.
+    pub read_only: bool,
+}
+
+/// Whether this tree is the one the running systemd manages (systemd is asked only then, so a
+/// relocated `MAN8S_ROOT` tree gives the same answer on every host).
+pub fn is_real_root(paths: &Paths) -> bool {
+    paths.root() == Path::new("/")
+}
+
+/// The manifest digest recorded by the fetch helper in `/.man8s/source.json` of the rootfs.
+pub fn installed_digest(rootfs: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(rootfs.join(".man8s/source.json")).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    ["manifest_digest", "digest", "manifestDigest"]
+        .iter()
+        .find_map(|k| v.get(k).and_then(|d| d.as_str()))
+        .map(str::to_owned)
+}
+
+fn env_value(paths: &Paths, name: &MachineName, key: &str) -> Option<String> {
+    let text = std::fs::read_to_string(paths.env_file(name)).ok()?;
+    man8s::envfile::parse(&text)
+        .get(key)
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned)
+}
+
+fn volume_info(m: &Machine) -> Vec<VolumeInfo> {
+    m.volumes
+        .iter()
+        .map(|v| VolumeInfo {
+            container_path: v.container_path.clone(),
+            kind: match v.source {
+                VolumeSource::Config => "config",
+                VolumeSource::Data => "data",
+                VolumeSource::Host(_) => "host",
+            }
+            .into(),
+            host_path: v.host_path(&m.name).display().to_string(),
+            read_only: v.read_only,
+        })
+        .collect()
+}
+
+/// What the files say about `name` (no systemd): declaration, rootfs, man8env.env.
+pub fn from_files(paths: &Paths, name: &MachineName) -> Option<MachineInfo> {
+    let mut info = MachineInfo {
+        name: name.to_string(),
+        state: "unknown".into(),
+        sub_state: None,
+        enabled: None,
+        image: None,
+        digest: installed_digest(&paths.rootfs(name)),
+        yggdrasil_address: env_value(paths, name, "MAN8S_YGGDRASIL_ADDRESS"),
+        addresses: Vec::new(),
+        declaration: None,
+        kind: "declaration".into(),
+        rootfs_present: paths.rootfs(name).is_dir(),
+        volumes: Vec::new(),
+        ports: Vec::new(),
+        errors: Vec::new(),
+    };
+    match declaration::load(paths, name) {
+        Ok(m) => {
+            info.declaration = Some(m.main_file().display().to_string());
+            info.image = Some(m.image.clone());
+            match m.network.yggdrasil {
+                YggdrasilAddress::Auto => {}
+                YggdrasilAddress::No => info.yggdrasil_address = None,
+                YggdrasilAddress::Fixed(a) => info.yggdrasil_address = Some(a.to_string()),
+            }
+            info.volumes = volume_info(&m);
+            info.ports = m.ports.iter().map(ToString::to_string).collect();
+        }
+        Err(LoadError::NotFound(_)) => {
+            let legacy = paths.nspawn_etc(name);
+            let text = std::fs::read_to_string(&legacy).ok()?;
+            if !text.contains("/sbin/busybox-init.sh") {
+                return None;
+            }
+            info.kind = "python-mbctl".into();
+            info.declaration = Some(format!("{}/{name}.nspawn", man8s::paths::NSPAWN_ETC_DIR));
+            info.image = env_value(paths, name, "MAN8S_OCI_IMAGE_URL");
+        }
+        Err(LoadError::Invalid(d)) => {
+            info.declaration = declaration::find(paths, name)
+                .ok()
+                .flatten()
+                .map(|s| s.main.display().to_string());
+            info.errors = d.0.iter().map(ToString::to_string).collect();
+        }
+        Err(e @ LoadError::Io { .. }) => info.errors.push(e.to_string()),
+    }
+    Some(info)
+}
+
+fn add_live_state(info: &mut MachineInfo, bus: &Bus) {
+    let unit = unit_name(&info.name);
+    if let Ok(UnitState {
+        active, sub, file, ..
+    }) = bus.unit_state(&unit)
+    {
+        info.state = active;
+        info.sub_state = Some(sub);
+        info.enabled = (!file.is_empty()).then_some(file);
+    }
+    if let Ok(addrs) = bus.machine_addresses(&info.name) {
+        info.addresses = addrs.iter().map(ToString::to_string).collect();
+    }
+}
+
+fn connect(paths: &Paths) -> Option<Bus> {
+    if !is_real_root(paths) {
+        return None;
+    }
+    match Bus::system() {
+        Ok(b) => Some(b),
+        Err(e) => {
+            eprintln!("mbctl: note: {}; states are unknown", crate::one_line(&e));
+            None
+        }
+    }
+}
+
+/// Every machine on this tree: declared ones and ones the Python tool made, sorted by name.
+pub fn collect(paths: &Paths, bus: Option<&Bus>) -> (Vec<MachineInfo>, Vec<String>) {
+    let mut names = std::collections::BTreeSet::new();
+    let mut problems = Vec::new();
+    for d in declaration::discover(paths) {
+        match d {
+            Ok(n) => {
+                names.insert(n);
+            }
+            Err(e) => problems.push(e.to_string()),
+        }
+    }
+    if let Ok(dir) = std::fs::read_dir(paths.fs(man8s::paths::NSPAWN_ETC_DIR)) {
+        for e in dir.flatten() {
+            let f = e.file_name();
+            let Some(stem) = f.to_str().and_then(|f| f.strip_suffix(".nspawn")) else {
+                continue;
+            };
+            if let Ok(n) = MachineName::new(stem) {
+                names.insert(n);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for n in &names {
+        if let Some(mut info) = from_files(paths, n) {
+            if let Some(bus) = bus {
+                add_live_state(&mut info, bus);
+            }
+            out.push(info);
+        }
+    }
+    (out, problems)
+}
+
+fn short_digest(d: &str) -> String {
+    let hex = d.split_once(':').map_or(d, |(_, h)| h);
+    hex.chars().take(12).collect()
+}
+
+/// The `machines list` table.
+pub fn list_table(machines: &[MachineInfo], colour: bool) -> String {
+    let mut rows = vec![
+        ["NAME", "STATE", "IMAGE", "DIGEST", "YGGDRASIL", "ADDRESSES"]
+            .map(String::from)
+            .to_vec(),
+    ];
+    for m in machines {
+        let state = if m.errors.is_empty() {
+            m.state.clone()
+        } else {
+            "invalid".into()
+        };
+        let state = if m.kind == "python-mbctl" {
+            format!("{state} (not migrated)")
+        } else {
+            state
+        };
+        rows.push(vec![
+            m.name.clone(),
+            state,
+            m.image.clone().unwrap_or_else(|| "-".into()),
+            m.digest
+                .as_deref()
+                .map(short_digest)
+                .unwrap_or_else(|| "-".into()),
+            m.yggdrasil_address.clone().unwrap_or_else(|| "-".into()),
+            if m.addresses.is_empty() {
+                "-".into()
+            } else {
+                m.addresses.join(",")
+            },
+        ]);
+    }
+    table(&rows, |col, cell| {
+        if col == 1 {
+            paint_state(cell, colour)
+        } else {
+            cell.to_owned()
+        }
+    })
+}
+
+/// `machines list [--json]`
+pub fn list(json: bool) -> Result<u8> {
+    let paths = Paths::from_env();
+    let bus = connect(&paths);
+    let (machines, problems) = collect(&paths, bus.as_ref());
+    for p in &problems {
+        eprintln!("mbctl: {p}");
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&machines)?);
+    } else {
+        print!("{}", list_table(&machines, colour_stdout()));
+    }
+    Ok(EXIT_OK)
+}
+
+/// The `machines status` text.
+pub fn status_text(m: &MachineInfo, colour: bool) -> String {
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    let mut row = |k: &str, v: String| rows.push(vec![format!("{k}:"), v]);
+    let state = match &m.sub_state {
+        Some(sub) => format!("{} ({sub})", paint_state(&m.state, colour)),
+        None => paint_state(&m.state, colour),
+    };
+    row("State", state);
+    if let Some(e) = &m.enabled {
+        row("Enabled", e.clone());
+    }
+    row(
+        "Declaration",
+        m.declaration.clone().unwrap_or_else(|| "-".into()),
+    );
+    if m.kind == "python-mbctl" {
+        row(
+            "Note",
+            format!("made by the Python mbctl; run: mbctl migrate {}", m.name),
+        );
+    }
+    row("Image", m.image.clone().unwrap_or_else(|| "-".into()));
+    row("Digest", m.digest.clone().unwrap_or_else(|| "-".into()));
+    let rootfs =
+        Paths::rootfs_canonical(&MachineName::new(&m.name).expect("listed names are valid"));
+    row(
+        "Rootfs",
+        format!(
+            "{}{}",
+            rootfs.display(),
+            if m.rootfs_present {
+                ""
+            } else {
+                " (not installed)"
+            }
+        ),
+    );
+    row(
+        "Yggdrasil",
+        m.yggdrasil_address.clone().unwrap_or_else(|| "-".into()),
+    );
+    for (i, a) in m.addresses.iter().enumerate() {
+        row(if i == 0 { "Addresses" } else { "" }, a.clone());
+    }
+    for (i, v) in m.volumes.iter().enumerate() {
+        let ro = if v.read_only { ", read-only" } else { "" };
+        row(
+            if i == 0 { "Volumes" } else { "" },
+            format!("{} → {} ({}{ro})", v.container_path, v.host_path, v.kind),
+        );
+    }
+    if !m.ports.is_empty() {
+        row("Ports", m.ports.join(" "));
+    }
+    for (i, e) in m.errors.iter().enumerate() {
+        row(if i == 0 { "Errors" } else { "" }, e.clone());
+    }
+    // Right-align the keys like systemctl status.
+    let width = rows.iter().map(|r| r[0].chars().count()).max().unwrap_or(0);
+    let mut out = format!("{} - man8@{}.service\n", m.name, m.name);
+    for r in rows {
+        let key = if r[0] == ":" {
+            String::new()
+        } else {
+            r[0].clone()
+        };
+        out.push_str(&format!("{key:>width$} {}\n", r[1]));
+    }
+    out
+}
+
+/// `machines status NAME [--json]`
+pub fn status(name: &str, json: bool) -> Result<u8> {
+    let name = machine_name(name)?;
+    let paths = Paths::from_env();
+    let Some(mut info) = from_files(&paths, &name) else {
+        bail!(
+            "no machine {name}: no {name}.machine in {}",
+            man8s::paths::DECLARATION_DIRS.join(", ")
+        );
+    };
+    if let Some(bus) = connect(&paths) {
+        add_live_state(&mut info, &bus);
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&info)?);
+    } else {
+        print!("{}", status_text(&info, colour_stdout()));
+    }
+    Ok(EXIT_OK)
+}
