@@ -1,1 +1,113 @@
-fn main() {}
+//! `man8s-bridge`: write the machines' networkd bridge from the host's Yggdrasil subnet.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use man8s::Paths;
+use man8s_bridge::apply::{Report, apply};
+use man8s_bridge::reload::{Reloaded, reload_networkd};
+
+/// Write the systemd-networkd bridge for man8s machines from the host's Yggdrasil subnet, and
+/// reload networkd when it changed. See man8s-bridge(8).
+#[derive(Parser)]
+#[command(name = "man8s-bridge", version)]
+struct Args {
+    /// Write the files but do not ask networkd to reload.
+    #[arg(long, conflicts_with = "force_reload")]
+    no_reload: bool,
+    /// Reload networkd even when no file changed.
+    #[arg(long)]
+    force_reload: bool,
+}
+
+/// journald reads a `<N>` syslog priority at the start of each line on a service's stderr.
+fn log(priority: u8, msg: &str) {
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        eprintln!("<{priority}>{msg}");
+    } else {
+        eprintln!("man8s-bridge: {msg}");
+    }
+}
+const ERR: u8 = 3;
+const WARNING: u8 = 4;
+const NOTICE: u8 = 5;
+const INFO: u8 = 6;
+
+fn report(r: &Report) {
+    match &r.yggdrasil {
+        Ok(s) => log(
+            INFO,
+            &format!("yggdrasil: address {}, subnet {}", s.address, s.subnet),
+        ),
+        Err(e) => log(
+            WARNING,
+            &format!(
+                "{e}; bridge {} gets IPv4 and the IPv6 ULA {} only, machines start without Yggdrasil addresses",
+                r.bridge, r.ula
+            ),
+        ),
+    }
+    for p in &r.written {
+        log(INFO, &format!("wrote {}", p.display()));
+    }
+    for p in &r.removed {
+        log(INFO, &format!("removed {}", p.display()));
+    }
+    if r.written.is_empty() && r.removed.is_empty() {
+        log(
+            INFO,
+            &format!("bridge {}: up to date, nothing written", r.bridge),
+        );
+    }
+    if r.enabled_ipv6_forwarding {
+        log(
+            NOTICE,
+            "enabled IPv6 forwarding (net.ipv6.conf.all.forwarding=1) for machines' Yggdrasil traffic",
+        );
+    }
+    if let Ok(s) = &r.yggdrasil {
+        for (a, b) in &r.collisions {
+            let addr = man8s::address::machine_address(s.subnet, b);
+            log(
+                WARNING,
+                &format!(
+                    "Yggdrasil address collision in {}: {a} and {b} both get {addr}; rename one or set YggdrasilAddress= in its declaration",
+                    s.subnet
+                ),
+            );
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let paths = Paths::from_env();
+    let r = match apply(&paths) {
+        Ok(r) => r,
+        Err(e) => {
+            log(ERR, &e.to_string());
+            return ExitCode::from(1);
+        }
+    };
+    report(&r);
+    if args.no_reload || !(r.networkd_changed || args.force_reload) {
+        return ExitCode::SUCCESS;
+    }
+    match reload_networkd() {
+        Ok(Reloaded::Done) => log(INFO, "systemd-networkd reloaded"),
+        Ok(Reloaded::NotRunning) => log(
+            NOTICE,
+            "systemd-networkd is not running; it will apply the files when it starts",
+        ),
+        Err(e) => {
+            log(
+                ERR,
+                &format!(
+                    "files written, but systemd-networkd was not reloaded: {e}; run 'networkctl reload'"
+                ),
+            );
+            return ExitCode::from(1);
+        }
+    }
+    ExitCode::SUCCESS
+}
