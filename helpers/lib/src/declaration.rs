@@ -708,23 +708,22 @@ fn valid_domain(domain: &str) -> bool {
         if inner.parse::<Ipv6Addr>().is_err() {
             return false;
         }
-        (
-            None,
-            after
-                .strip_prefix(':')
-                .map(Some)
-                .unwrap_or(if after.is_empty() { None } else { return false }),
-        )
+        let port = match after.strip_prefix(':') {
+            Some(p) => Some(p),
+            None if after.is_empty() => None,
+            None => return false,
+        };
+        (None, port)
     } else {
         match domain.rsplit_once(':') {
             Some((h, p)) => (Some(h), Some(p)),
             None => (Some(domain), None),
         }
     };
-    if let Some(p) = port {
-        if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) || p.parse::<u16>().is_err() {
-            return false;
-        }
+    if let Some(p) = port
+        && (p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) || p.parse::<u16>().is_err())
+    {
+        return false;
     }
     match host {
         None => true,
@@ -875,7 +874,7 @@ fn parse_decimal_percent(s: &str) -> Option<f64> {
         && int.bytes().all(|b| b.is_ascii_digit())
         && frac.len() <= 2
         && frac.bytes().all(|b| b.is_ascii_digit())
-        && (num.contains('.') == !frac.is_empty());
+        && (num.contains('.') != frac.is_empty());
     ok.then(|| num.parse().ok()).flatten()
 }
 
@@ -1298,7 +1297,12 @@ pub fn parse(name: &MachineName, files: &[(PathBuf, String)]) -> Result<Machine,
     }
 
     m.credentials = credentials.into_iter().map(|(c, _)| c).collect();
-    if m.image.is_empty() && image_at.is_none() {
+    // Not "missing" when it was there but invalid, or misspelt (those already have an error).
+    let image_mentioned = assignments
+        .iter()
+        .any(|a| a.key == "Image" && !a.value.is_empty())
+        || errs.iter().any(|d| d.hint.as_deref() == Some("Image="));
+    if m.image.is_empty() && image_at.is_none() && !image_mentioned {
         errs.push(diag(
             &main,
             0,
@@ -1327,10 +1331,10 @@ pub fn parse(name: &MachineName, files: &[(PathBuf, String)]) -> Result<Machine,
         }
         _ => {}
     }
-    if m.template == Template::Macvlan {
-        if let Some((f, l)) = port_at.first() {
-            errs.push(diag(f, *l, Some("Port"), "Port= forwarding needs Template=network_isolated (a macvlan machine is reachable at its own address)"));
-        }
+    if m.template == Template::Macvlan
+        && let Some((f, l)) = port_at.first()
+    {
+        errs.push(diag(f, *l, Some("Port"), "Port= forwarding needs Template=network_isolated (a macvlan machine is reachable at its own address)"));
     }
     if errs.is_empty() {
         Ok(m)
