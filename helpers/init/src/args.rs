@@ -1,0 +1,209 @@
+//! Command line of `man8s-init` (from the `.nspawn` file's `Parameters=`).
+//!
+//! Hand-parsed to keep the static binary small. Every option takes `--opt=VALUE` or `--opt VALUE`.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Parsed arguments.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Args {
+    /// Command override (declaration `Exec=`), a shell-style string.
+    pub exec: Option<String>,
+    /// User override (declaration `User=`).
+    pub user: Option<String>,
+    /// Working directory override (declaration `WorkingDirectory=`).
+    pub workdir: Option<String>,
+    /// `--env=K=V`, in order.
+    pub env: Vec<(String, String)>,
+    /// `--env-file=PATH`, in order.
+    pub env_files: Vec<PathBuf>,
+    /// Skip all network configuration.
+    pub no_network: bool,
+    /// Overall bound for DHCPv4.
+    pub dhcp_timeout: Duration,
+    /// Bound for the link's carrier to come up.
+    pub carrier_timeout: Duration,
+    /// How long to wait for a SLAAC address (never fatal).
+    pub slaac_timeout: Duration,
+    /// Do not leave a process behind to renew the DHCP lease.
+    pub no_lease_keeper: bool,
+    /// Test harness only: `chroot` here before doing anything else.
+    pub root: Option<PathBuf>,
+    /// `--help` was asked for.
+    pub help: bool,
+    /// `--version` was asked for.
+    pub version: bool,
+}
+
+impl Default for Args {
+    fn default() -> Self {
+        Self {
+            exec: None,
+            user: None,
+            workdir: None,
+            env: Vec::new(),
+            env_files: Vec::new(),
+            no_network: false,
+            dhcp_timeout: Duration::from_secs(5),
+            carrier_timeout: Duration::from_secs(5),
+            slaac_timeout: Duration::from_secs(3),
+            no_lease_keeper: false,
+            root: None,
+            help: false,
+            version: false,
+        }
+    }
+}
+
+/// Usage text for `--help`.
+pub const USAGE: &str = "\
+usage: man8s-init [--exec=CMD] [--user=USER[:GROUP]] [--workdir=DIR] [--env=K=V]... [--env-file=PATH]...
+                  [--no-network] [--dhcp-timeout=SECS] [--carrier-timeout=SECS] [--slaac-timeout=SECS]
+                  [--no-lease-keeper]
+Runs as PID 2 inside a man8s machine: environment, protected dirs, network, then exec of the app.
+See man8s-init(8).
+";
+
+/// A usage error (exit code 2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageError(pub String);
+
+impl fmt::Display for UsageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+fn seconds(opt: &str, v: &str) -> Result<Duration, UsageError> {
+    v.parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s >= 0.0 && *s < 86_400.0)
+        .map(Duration::from_secs_f64)
+        .ok_or_else(|| UsageError(format!("{opt}: {v:?} is not a number of seconds")))
+}
+
+/// Parse arguments (without argv[0]).
+pub fn parse<I, S>(argv: I) -> Result<Args, UsageError>
+where
+    I: IntoIterator<Item = S>,
+    S: Into<String>,
+{
+    let mut args = Args::default();
+    let mut it = argv.into_iter().map(Into::into);
+    while let Some(arg) = it.next() {
+        let (opt, inline) = match arg.split_once('=') {
+            Some((o, v)) if o.starts_with("--") => (o.to_owned(), Some(v.to_owned())),
+            _ => (arg.clone(), None),
+        };
+        let flag = |args: &mut Args, inline: &Option<String>| -> Result<(), UsageError> {
+            if inline.is_some() {
+                return Err(UsageError(format!("{opt} takes no value")));
+            }
+            match opt.as_str() {
+                "--no-network" => args.no_network = true,
+                "--no-lease-keeper" => args.no_lease_keeper = true,
+                "--help" | "-h" => args.help = true,
+                "--version" => args.version = true,
+                _ => unreachable!("only called for flags"),
+            }
+            Ok(())
+        };
+        match opt.as_str() {
+            "--no-network" | "--no-lease-keeper" | "--help" | "-h" | "--version" => {
+                flag(&mut args, &inline)?
+            }
+            "--exec" | "--user" | "--workdir" | "--env" | "--env-file" | "--dhcp-timeout"
+            | "--carrier-timeout" | "--slaac-timeout" | "--root" => {
+                let value = match inline {
+                    Some(v) => v,
+                    None => it
+                        .next()
+                        .ok_or_else(|| UsageError(format!("{opt} needs a value")))?,
+                };
+                match opt.as_str() {
+                    "--exec" => args.exec = Some(value),
+                    "--user" => args.user = Some(value),
+                    "--workdir" => args.workdir = Some(value),
+                    "--env" => {
+                        let (k, v) = crate::env::split_assignment(&value).ok_or_else(|| {
+                            UsageError(format!("--env: {value:?} is not KEY=VALUE"))
+                        })?;
+                        args.env.push((k.to_owned(), v.to_owned()));
+                    }
+                    "--env-file" => args.env_files.push(PathBuf::from(value)),
+                    "--dhcp-timeout" => args.dhcp_timeout = seconds(&opt, &value)?,
+                    "--carrier-timeout" => args.carrier_timeout = seconds(&opt, &value)?,
+                    "--slaac-timeout" => args.slaac_timeout = seconds(&opt, &value)?,
+                    "--root" => args.root = Some(PathBuf::from(value)),
+                    _ => unreachable!("matched above"),
+                }
+            }
+            _ => return Err(UsageError(format!("unknown argument {arg:?} (see --help)"))),
+        }
+    }
+    Ok(args)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bare_invocation() {
+        assert_eq!(parse(Vec::<String>::new()).unwrap(), Args::default());
+    }
+
+    #[test]
+    fn all_options() {
+        let a = parse([
+            "--exec=nginx -g 'daemon off;'",
+            "--user",
+            "101:101",
+            "--workdir=/srv",
+            "--env=A=b=c",
+            "--env",
+            "EMPTY=",
+            "--env-file=/run/host/man8s/env/0",
+            "--no-network",
+            "--dhcp-timeout=0.5",
+            "--no-lease-keeper",
+        ])
+        .unwrap();
+        assert_eq!(a.exec.as_deref(), Some("nginx -g 'daemon off;'"));
+        assert_eq!(a.user.as_deref(), Some("101:101"));
+        assert_eq!(a.workdir.as_deref(), Some("/srv"));
+        assert_eq!(
+            a.env,
+            vec![("A".into(), "b=c".into()), ("EMPTY".into(), "".into())]
+        );
+        assert_eq!(a.env_files, vec![PathBuf::from("/run/host/man8s/env/0")]);
+        assert!(a.no_network && a.no_lease_keeper);
+        assert_eq!(a.dhcp_timeout, Duration::from_millis(500));
+    }
+
+    #[test]
+    fn usage_errors() {
+        for bad in [
+            vec!["--bogus"],
+            vec!["positional"],
+            vec!["--env=NOEQUALS"],
+            vec!["--env==x"],
+            vec!["--exec"],
+            vec!["--dhcp-timeout=soon"],
+            vec!["--dhcp-timeout=-1"],
+            vec!["--no-network=yes"],
+        ] {
+            assert!(parse(bad.clone()).is_err(), "{bad:?} should be refused");
+        }
+        assert!(
+            parse(["--bogus"])
+                .unwrap_err()
+                .to_string()
+                .contains("--bogus")
+        );
+    }
+}

@@ -1,0 +1,205 @@
+//! The app's environment, composed from its sources in a fixed order (later wins).
+//!
+//! 1. From the init's own environment only `PATH`, `TERM`, `LANG`, `LC_*` and `TZ`: nspawn sets
+//!    these itself or from the `.nspawn` file's `Environment=` (where the Python tool put the image's
+//!    PATH/TERM/HOME/LANG). Everything else of nspawn's (`container`, `container_uuid`,
+//!    `NOTIFY_SOCKET`, `LISTEN_*`, `container_host_*`, …) is dropped.
+//! 2. The image config's `Env`.
+//! 3. `/man8env.env` (literal, Python semantics).
+//! 4. `--env-file` files, in order (same literal format).
+//! 5. `--env` arguments, in order.
+//!
+//! Then `HOME` when still unset: the user's passwd home, else nspawn's `HOME`, else `/`; and
+//! `PATH` when still unset: [`DEFAULT_PATH`].
+
+use man8s::envfile::EnvFile;
+
+/// PATH when no source sets one (Docker's default).
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// An ordered set of variables: each key once, at the position where it first appeared.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Env {
+    vars: Vec<(String, String)>,
+}
+
+impl Env {
+    /// Set `key`, replacing an earlier value in place.
+    pub fn set(&mut self, key: &str, value: &str) {
+        match self.vars.iter_mut().find(|(k, _)| k == key) {
+            Some(slot) => slot.1 = value.to_owned(),
+            None => self.vars.push((key.to_owned(), value.to_owned())),
+        }
+    }
+
+    /// The value of `key`.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.vars
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Variables in order.
+    pub fn vars(&self) -> &[(String, String)] {
+        &self.vars
+    }
+
+    /// `KEY=VALUE` strings, as `execve` wants them.
+    pub fn to_strings(&self) -> Vec<String> {
+        self.vars.iter().map(|(k, v)| format!("{k}={v}")).collect()
+    }
+}
+
+/// Whether a variable of the init's own environment is passed on to the app.
+pub fn inherited_is_kept(key: &str) -> bool {
+    matches!(key, "PATH" | "TERM" | "LANG" | "TZ") || key.starts_with("LC_")
+}
+
+/// Split a `KEY=VALUE` string (image `Env`, `--env`); `None` without `=` or with an empty key.
+pub fn split_assignment(s: &str) -> Option<(&str, &str)> {
+    let (k, v) = s.split_once('=')?;
+    (!k.is_empty()).then_some((k, v))
+}
+
+/// All sources of the environment, lowest precedence first.
+#[derive(Debug, Default, Clone)]
+pub struct Sources<'a> {
+    /// The init's own environment (`std::env::vars()`).
+    pub inherited: &'a [(String, String)],
+    /// The image config's `Env` (`KEY=VALUE` strings).
+    pub image: &'a [String],
+    /// `/man8env.env`, when present.
+    pub man8env: Option<&'a EnvFile>,
+    /// `--env-file` files in order.
+    pub env_files: &'a [EnvFile],
+    /// `--env` arguments in order.
+    pub env_args: &'a [(String, String)],
+}
+
+/// Compose the environment without the `HOME`/`PATH` fallbacks (see [`finish`]).
+pub fn compose(sources: &Sources<'_>) -> Env {
+    let mut env = Env::default();
+    for (k, v) in sources
+        .inherited
+        .iter()
+        .filter(|(k, _)| inherited_is_kept(k))
+    {
+        env.set(k, v);
+    }
+    for (k, v) in sources.image.iter().filter_map(|s| split_assignment(s)) {
+        env.set(k, v);
+    }
+    for file in sources.man8env.into_iter().chain(sources.env_files) {
+        for (k, v) in &file.vars {
+            env.set(k, v);
+        }
+    }
+    for (k, v) in sources.env_args {
+        env.set(k, v);
+    }
+    env
+}
+
+/// Fill in `HOME` (passwd home, else nspawn's, else `/`) and `PATH` when no source set them.
+pub fn finish(env: &mut Env, passwd_home: Option<&str>, inherited: &[(String, String)]) {
+    if env.get("HOME").is_none() {
+        let nspawn_home = inherited
+            .iter()
+            .find(|(k, _)| k == "HOME")
+            .map(|(_, v)| v.as_str());
+        env.set("HOME", passwd_home.or(nspawn_home).unwrap_or("/"));
+    }
+    if env.get("PATH").is_none() {
+        env.set("PATH", DEFAULT_PATH);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use man8s::envfile;
+
+    fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn precedence_and_dropping() {
+        let inherited = pairs(&[
+            ("container", "systemd-nspawn"),
+            ("container_uuid", "abc"),
+            ("NOTIFY_SOCKET", "/run/host/notify"),
+            ("LISTEN_FDS", "1"),
+            ("PATH", "/nspawn/bin"),
+            ("TERM", "vt220"),
+            ("HOME", "/root"),
+            ("LC_ALL", "C.UTF-8"),
+        ]);
+        let image = vec![
+            "PATH=/image/bin".to_string(),
+            "A=image".into(),
+            "B=image".into(),
+            "NOEQ".into(),
+            "=x".into(),
+        ];
+        let man8env = envfile::parse("B=man8env\nC=man8env\nD=man8env\n");
+        let files = vec![
+            envfile::parse("C=file1\nD=file1\n"),
+            envfile::parse("D=file2\n"),
+        ];
+        let args = pairs(&[("E", "arg"), ("D", "arg")]);
+        let sources = Sources {
+            inherited: &inherited,
+            image: &image,
+            man8env: Some(&man8env),
+            env_files: &files,
+            env_args: &args,
+        };
+        let mut env = compose(&sources);
+        finish(&mut env, Some("/home/app"), &inherited);
+        assert_eq!(
+            env.vars(),
+            pairs(&[
+                ("PATH", "/image/bin"),
+                ("TERM", "vt220"),
+                ("LC_ALL", "C.UTF-8"),
+                ("A", "image"),
+                ("B", "man8env"),
+                ("C", "file1"),
+                ("D", "arg"),
+                ("E", "arg"),
+                ("HOME", "/home/app"),
+            ])
+        );
+    }
+
+    #[test]
+    fn fallbacks() {
+        let inherited = pairs(&[("HOME", "/root")]);
+        let mut env = compose(&Sources {
+            inherited: &inherited,
+            ..Default::default()
+        });
+        finish(&mut env, None, &inherited);
+        assert_eq!(env.get("HOME"), Some("/root"));
+        assert_eq!(env.get("PATH"), Some(DEFAULT_PATH));
+        let mut env = Env::default();
+        finish(&mut env, None, &[]);
+        assert_eq!(env.get("HOME"), Some("/"));
+        let mut env = Env::default();
+        env.set("HOME", "/explicit");
+        finish(&mut env, Some("/home/app"), &[]);
+        assert_eq!(env.get("HOME"), Some("/explicit"));
+    }
+
+    #[test]
+    fn assignment_splitting() {
+        assert_eq!(split_assignment("A=b=c"), Some(("A", "b=c")));
+        assert_eq!(split_assignment("A="), Some(("A", "")));
+        assert_eq!(split_assignment("=b"), None);
+        assert_eq!(split_assignment("A"), None);
+    }
+}
