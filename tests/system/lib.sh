@@ -12,6 +12,9 @@ HOST_PACKAGES=(
     docker-registry busybox-static yggdrasil redis-tools
 )
 HOST_SUITE=sid
+# Packages apt installs into the base after debootstrap (debootstrap's own resolver is too weak for podman's
+# alternatives); the benchmarks add podman here. Part of the cache key.
+HOST_EXTRA_APT=(${HOST_EXTRA_APT[@]+"${HOST_EXTRA_APT[@]}"})
 # Bumped when the way the base is prepared (below) changes, so old caches are not reused.
 BASE_RECIPE=1
 
@@ -40,7 +43,8 @@ wait_for() {
 # The cached base root: debootstrap once per machine and package list, reused across runs, never modified.
 
 base_key() {
-    printf '%s\n' "$HOST_SUITE" "$BASE_RECIPE" "$(debian_mirror)" "${HOST_PACKAGES[@]}" | sha256sum | cut -c1-16
+    printf '%s\n' "$HOST_SUITE" "$BASE_RECIPE" "$(debian_mirror)" "${HOST_PACKAGES[@]}" \
+        ${HOST_EXTRA_APT[@]+"+" "${HOST_EXTRA_APT[@]}"} | sha256sum | cut -c1-16
 }
 
 # Prints the path of the cached base, building it first when it is missing.
@@ -49,6 +53,7 @@ ensure_base() {
     key=$(base_key)
     base=$cache/base-$key
     if [ -f "$base/.man8s-base-complete" ]; then
+        touch "$base/.man8s-base-complete"
         echo "$base"
         return 0
     fi
@@ -65,12 +70,19 @@ ensure_base() {
         rm -rf --one-file-system "${tmp:?}"
         return 1
     fi
+    if [ "${#HOST_EXTRA_APT[@]}" -gt 0 ] && ! chroot "$tmp" sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@"' \
+            sh "${HOST_EXTRA_APT[@]}" >>"$cache/debootstrap-$key.log" 2>&1; then
+        say "system: apt-get install ${HOST_EXTRA_APT[*]} in the base failed; see $cache/debootstrap-$key.log"
+        rm -rf --one-file-system "${tmp:?}"
+        return 1
+    fi
     prepare_base "$tmp"
     touch "$tmp/.man8s-base-complete"
-    # Older bases of other package lists are dead weight; keep only this one.
+    # Bases of other package lists that no run used for a week are dead weight.
     local old
     for old in "$cache"/base-*; do
-        [ -d "$old" ] && [ "$old" != "$base" ] && rm -rf --one-file-system "${old:?}"
+        [ -d "$old" ] && [ "$old" != "$base" ] || continue
+        [ -n "$(find "$old/.man8s-base-complete" -mtime -7 2>/dev/null)" ] || rm -rf --one-file-system "${old:?}"
     done
     mv -T "$tmp" "$base"
     echo "$base"
