@@ -6,6 +6,7 @@
 //! is resolved by the kernel *inside* the root (`openat2` with `RESOLVE_IN_ROOT`), so absolute and relative
 //! symlinks in the image are followed as if the root were `/` and nothing can be written outside it.
 
+mod limit;
 mod path;
 mod rootdir;
 
@@ -38,12 +39,20 @@ pub struct UnpackOptions {
     pub create_devices: bool,
     /// Largest regular file accepted, in bytes; bigger entries are refused before anything is written.
     pub max_file_size: u64,
+    /// Largest tar metadata entry (GNU long name/link, PAX header) accepted, in bytes: those are read into
+    /// memory, so this bounds what a hostile layer can make us allocate.
+    pub max_metadata_size: u64,
 }
 
 impl Default for UnpackOptions {
     fn default() -> Self {
         let root = nix::unistd::geteuid().is_root();
-        UnpackOptions { preserve_ownership: root, create_devices: root, max_file_size: 64 << 30 }
+        UnpackOptions {
+            preserve_ownership: root,
+            create_devices: root,
+            max_file_size: 64 << 30,
+            max_metadata_size: 1 << 20,
+        }
     }
 }
 
@@ -120,7 +129,7 @@ pub fn apply_layer(
         buf: vec![0; COPY_BUFFER],
         stats: LayerStats::default(),
     };
-    let mut archive = tar::Archive::new(layer);
+    let mut archive = tar::Archive::new(limit::MetadataLimit::new(layer, opts.max_metadata_size));
     let entries = archive.entries().map_err(|source| UnpackError::Tar {
         after: None,
         source,
@@ -304,7 +313,9 @@ impl Unpacker<'_> {
                     tar::EntryType::Fifo => (SFlag::S_IFIFO, 0),
                     _ => {
                         if !self.opts.create_devices {
-                            return Err(refused("device node, and device creation is off (not root)".into()));
+                            return Err(refused(
+                                "device node, and device creation is off (not root)".into(),
+                            ));
                         }
                         let major = entry.header().device_major().ok().flatten().unwrap_or(0);
                         let minor = entry.header().device_minor().ok().flatten().unwrap_or(0);

@@ -9,7 +9,17 @@ use unpack_support::{Layer, Scratch};
 
 /// Name components: mostly ordinary names (so that symlinks get written through), some hostile ones.
 const NAMES: &[&str] = &["a", "b", "up", "outside", "secret"];
-const HOSTILE_NAMES: &[&str] = &["..", ".", "", ".wh.a", ".wh.outside", ".wh..wh..opq", ".wh..", "canary", "root"];
+const HOSTILE_NAMES: &[&str] = &[
+    "..",
+    ".",
+    "",
+    ".wh.a",
+    ".wh.outside",
+    ".wh..wh..opq",
+    ".wh..",
+    "canary",
+    "root",
+];
 
 /// Symlink and hard link targets; `SCRATCH` is replaced by the scratch dir (an absolute host path).
 const TARGETS: &[&str] = &[
@@ -40,9 +50,15 @@ enum Op {
 }
 
 fn path() -> impl Strategy<Value = String> {
-    let component = prop_oneof![4 => prop::sample::select(NAMES), 1 => prop::sample::select(HOSTILE_NAMES)];
-    (prop::bool::weighted(0.1), prop::collection::vec(component, 1..4))
-        .prop_map(|(absolute, parts)| format!("{}{}", if absolute { "/" } else { "" }, parts.join("/")))
+    let component =
+        prop_oneof![4 => prop::sample::select(NAMES), 1 => prop::sample::select(HOSTILE_NAMES)];
+    (
+        prop::bool::weighted(0.1),
+        prop::collection::vec(component, 1..4),
+    )
+        .prop_map(|(absolute, parts)| {
+            format!("{}{}", if absolute { "/" } else { "" }, parts.join("/"))
+        })
 }
 
 fn op() -> impl Strategy<Value = Op> {

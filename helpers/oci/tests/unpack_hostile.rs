@@ -23,15 +23,26 @@ fn assert_refused(layers: Vec<Vec<u8>>, entry: &str, why: &str) -> Scratch {
         }
         other => panic!("expected a refusal of {entry:?}, got: {other}"),
     }
-    assert!(err.to_string().contains(&format!("{entry:?}")), "the message names the entry: {err}");
+    assert!(
+        err.to_string().contains(&format!("{entry:?}")),
+        "the message names the entry: {err}"
+    );
     s.assert_outside_untouched();
     s
 }
 
 #[test]
 fn dotdot_paths() {
-    assert_refused(vec![Layer::new().file("../outside/evil", b"x").bytes()], "../outside/evil", "`..`");
-    assert_refused(vec![Layer::new().file("a/../../../outside/evil", b"x").bytes()], "a/../../../outside/evil", "`..`");
+    assert_refused(
+        vec![Layer::new().file("../outside/evil", b"x").bytes()],
+        "../outside/evil",
+        "`..`",
+    );
+    assert_refused(
+        vec![Layer::new().file("a/../../../outside/evil", b"x").bytes()],
+        "a/../../../outside/evil",
+        "`..`",
+    );
     assert_refused(vec![Layer::new().dir("../../x").bytes()], "../../x", "`..`");
     assert_refused(vec![Layer::new().symlink("..", "/").bytes()], "..", "`..`");
 }
@@ -40,10 +51,18 @@ fn dotdot_paths() {
 fn absolute_paths() {
     let s = Scratch::new();
     let target = format!("{}/outside/evil", s.path().display());
-    let err = s.apply(Layer::new().file(&target, b"x").bytes()).unwrap_err();
-    assert!(matches!(&err, UnpackError::Refused { path, reason } if *path == target && reason.contains("absolute")));
+    let err = s
+        .apply(Layer::new().file(&target, b"x").bytes())
+        .unwrap_err();
+    assert!(
+        matches!(&err, UnpackError::Refused { path, reason } if *path == target && reason.contains("absolute"))
+    );
     s.assert_outside_untouched();
-    assert_refused(vec![Layer::new().file("/etc/evil-man8s-test", b"x").bytes()], "/etc/evil-man8s-test", "absolute");
+    assert_refused(
+        vec![Layer::new().file("/etc/evil-man8s-test", b"x").bytes()],
+        "/etc/evil-man8s-test",
+        "absolute",
+    );
     assert!(!std::path::Path::new("/etc/evil-man8s-test").exists());
 }
 
@@ -63,28 +82,73 @@ fn nul_in_pax_path() {
 #[test]
 fn entries_naming_the_root() {
     assert_refused(vec![Layer::new().file(".", b"x").bytes()], ".", "root");
-    assert_refused(vec![Layer::new().symlink("./", "/etc").bytes()], "./", "root");
+    assert_refused(
+        vec![Layer::new().symlink("./", "/etc").bytes()],
+        "./",
+        "root",
+    );
     assert_refused(vec![Layer::new().hardlink(".", "a").bytes()], ".", "root");
 }
 
 #[test]
 fn whiteouts_naming_dotdot_dot_or_absolute() {
-    assert_refused(vec![Layer::new().whiteout(".wh...").bytes()], ".wh...", "`..`");
-    assert_refused(vec![Layer::new().whiteout("a/.wh..").bytes()], "a/.wh..", "`.`");
-    assert_refused(vec![Layer::new().whiteout("a/.wh.").bytes()], "a/.wh.", "nothing");
-    assert_refused(vec![Layer::new().whiteout("../.wh.outside").bytes()], "../.wh.outside", "`..`");
-    assert_refused(vec![Layer::new().whiteout("/.wh.tmp").bytes()], "/.wh.tmp", "absolute");
-    assert_refused(vec![Layer::new().whiteout("/.wh..wh..opq").bytes()], "/.wh..wh..opq", "absolute");
+    assert_refused(
+        vec![Layer::new().whiteout(".wh...").bytes()],
+        ".wh...",
+        "`..`",
+    );
+    assert_refused(
+        vec![Layer::new().whiteout("a/.wh..").bytes()],
+        "a/.wh..",
+        "`.`",
+    );
+    assert_refused(
+        vec![Layer::new().whiteout("a/.wh.").bytes()],
+        "a/.wh.",
+        "nothing",
+    );
+    assert_refused(
+        vec![Layer::new().whiteout("../.wh.outside").bytes()],
+        "../.wh.outside",
+        "`..`",
+    );
+    assert_refused(
+        vec![Layer::new().whiteout("/.wh.tmp").bytes()],
+        "/.wh.tmp",
+        "absolute",
+    );
+    assert_refused(
+        vec![Layer::new().whiteout("/.wh..wh..opq").bytes()],
+        "/.wh..wh..opq",
+        "absolute",
+    );
 }
 
 #[test]
 fn whiteout_through_symlink_to_outside_deletes_only_inside() {
     // `up -> ..` resolves to the root itself inside the root; whiting out up/canary must not touch ROOT/../canary.
     let s = Scratch::new();
-    s.apply(Layer::new().symlink("up", "..").symlink("abs", "/..").file("canary", b"inner").bytes()).unwrap();
-    s.apply(Layer::new().whiteout("up/.wh.canary").whiteout("abs/.wh.outside").whiteout("up/.wh..wh..opq").bytes())
-        .unwrap();
-    assert_eq!(listing(&s.root()), Vec::<String>::new(), "the opaque marker through `up` empties the root only");
+    s.apply(
+        Layer::new()
+            .symlink("up", "..")
+            .symlink("abs", "/..")
+            .file("canary", b"inner")
+            .bytes(),
+    )
+    .unwrap();
+    s.apply(
+        Layer::new()
+            .whiteout("up/.wh.canary")
+            .whiteout("abs/.wh.outside")
+            .whiteout("up/.wh..wh..opq")
+            .bytes(),
+    )
+    .unwrap();
+    assert_eq!(
+        listing(&s.root()),
+        Vec::<String>::new(),
+        "the opaque marker through `up` empties the root only"
+    );
     s.assert_outside_untouched();
 }
 
@@ -93,13 +157,28 @@ fn symlink_then_write_stays_inside() {
     // Container semantics: the symlink is followed as if the root were `/`, so these land inside the root.
     let s = Scratch::new();
     let abs = format!("{}/outside", s.path().display());
-    s.apply(Layer::new().symlink("rel", "../../outside").symlink("abs", &abs).symlink("dot", "/../../..").bytes())
-        .unwrap();
-    s.apply(Layer::new().file("rel/secret", b"evil").file("abs/secret", b"evil").file("dot/outside/secret", b"evil").bytes())
-        .unwrap();
+    s.apply(
+        Layer::new()
+            .symlink("rel", "../../outside")
+            .symlink("abs", &abs)
+            .symlink("dot", "/../../..")
+            .bytes(),
+    )
+    .unwrap();
+    s.apply(
+        Layer::new()
+            .file("rel/secret", b"evil")
+            .file("abs/secret", b"evil")
+            .file("dot/outside/secret", b"evil")
+            .bytes(),
+    )
+    .unwrap();
     s.assert_outside_untouched();
     assert_eq!(fs::read(s.root().join("outside/secret")).unwrap(), b"evil");
-    assert_eq!(fs::read(s.root().join(abs.trim_start_matches('/')).join("secret")).unwrap(), b"evil");
+    assert_eq!(
+        fs::read(s.root().join(abs.trim_start_matches('/')).join("secret")).unwrap(),
+        b"evil"
+    );
 }
 
 #[test]
@@ -107,8 +186,15 @@ fn symlink_replaced_by_file_is_not_followed() {
     // An existing symlink at the entry's own name is replaced, never written through.
     let s = Scratch::new();
     let abs = format!("{}/outside/secret", s.path().display());
-    s.apply(Layer::new().symlink("f", "../../outside/secret").symlink("g", &abs).bytes()).unwrap();
-    s.apply(Layer::new().file("f", b"evil").file("g", b"evil").bytes()).unwrap();
+    s.apply(
+        Layer::new()
+            .symlink("f", "../../outside/secret")
+            .symlink("g", &abs)
+            .bytes(),
+    )
+    .unwrap();
+    s.apply(Layer::new().file("f", b"evil").file("g", b"evil").bytes())
+        .unwrap();
     s.assert_outside_untouched();
     assert_eq!(fs::read(s.root().join("f")).unwrap(), b"evil");
     assert!(fs::symlink_metadata(s.root().join("g")).unwrap().is_file());
@@ -116,18 +202,36 @@ fn symlink_replaced_by_file_is_not_followed() {
 
 #[test]
 fn hardlinks_to_outside() {
-    assert_refused(vec![Layer::new().hardlink("h", "../outside/secret").bytes()], "h", "`..`");
+    assert_refused(
+        vec![Layer::new().hardlink("h", "../outside/secret").bytes()],
+        "h",
+        "`..`",
+    );
     let s = Scratch::new();
     let abs = format!("{}/outside/secret", s.path().display());
-    assert_refused(vec![Layer::new().hardlink("h", &abs).bytes()], "h", "absolute");
+    assert_refused(
+        vec![Layer::new().hardlink("h", &abs).bytes()],
+        "h",
+        "absolute",
+    );
     // Through a symlink that points outside: resolved inside the root, where the target does not exist.
     assert_refused(
-        vec![Layer::new().symlink("esc", "../../outside").hardlink("h", "esc/secret").bytes()],
+        vec![
+            Layer::new()
+                .symlink("esc", "../../outside")
+                .hardlink("h", "esc/secret")
+                .bytes(),
+        ],
         "h",
         "does not exist inside the root",
     );
     assert_refused(
-        vec![Layer::new().symlink("esc", &format!("{}/outside", s.path().display())).hardlink("h", "esc/secret").bytes()],
+        vec![
+            Layer::new()
+                .symlink("esc", &format!("{}/outside", s.path().display()))
+                .hardlink("h", "esc/secret")
+                .bytes(),
+        ],
         "h",
         "does not exist inside the root",
     );
@@ -136,7 +240,12 @@ fn hardlinks_to_outside() {
 #[test]
 fn hardlink_to_a_symlink_that_points_outside() {
     assert_refused(
-        vec![Layer::new().symlink("bad", "../../outside/secret").hardlink("h", "bad").bytes()],
+        vec![
+            Layer::new()
+                .symlink("bad", "../../outside/secret")
+                .hardlink("h", "bad")
+                .bytes(),
+        ],
         "h",
         "symlink pointing outside",
     );
@@ -144,8 +253,16 @@ fn hardlink_to_a_symlink_that_points_outside() {
 
 #[test]
 fn hardlink_to_a_directory_or_missing_target() {
-    assert_refused(vec![Layer::new().dir("d").hardlink("h", "d").bytes()], "h", "directory");
-    assert_refused(vec![Layer::new().hardlink("h", "nothing").bytes()], "h", "does not exist");
+    assert_refused(
+        vec![Layer::new().dir("d").hardlink("h", "d").bytes()],
+        "h",
+        "directory",
+    );
+    assert_refused(
+        vec![Layer::new().hardlink("h", "nothing").bytes()],
+        "h",
+        "does not exist",
+    );
 }
 
 #[test]
@@ -171,5 +288,28 @@ fn garbage_is_a_tar_error() {
     let s = Scratch::new();
     let err = s.apply(vec![0x55; 2048]).unwrap_err();
     assert!(matches!(err, UnpackError::Tar { after: None, .. }), "{err}");
+    s.assert_outside_untouched();
+}
+
+#[test]
+fn huge_long_name_is_refused_before_it_is_buffered() {
+    // A GNU long-name entry declaring 1 TiB: the tar crate would read it whole into memory.
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(tar::EntryType::GNULongName);
+    header.set_mode(0o644);
+    header.set_size(1 << 40);
+    header.as_old_mut().name[..13].copy_from_slice(b"././@LongLink");
+    header.set_cksum();
+    let mut layer = Layer::new().file("first", b"ok").bytes();
+    layer.truncate(layer.len() - 1024);
+    layer.extend_from_slice(header.as_bytes());
+    layer.extend(std::iter::repeat_n(b'n', 3 << 20));
+    let s = Scratch::new();
+    let err = s.apply(layer).unwrap_err();
+    assert!(
+        matches!(&err, UnpackError::Tar { after: Some(p), .. } if p == "first"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("exceeds the limit"), "{err}");
     s.assert_outside_untouched();
 }

@@ -13,10 +13,20 @@ use unpack_support::{Layer, MTIME, Scratch, get_xattr, listing, mode};
 fn files_dirs_and_stats() {
     let s = Scratch::new();
     let stats = s
-        .apply(Layer::new().dir("etc").file("etc/hostname", b"box\n").file("./usr/bin/tool", b"#!/bin/sh\n").bytes())
+        .apply(
+            Layer::new()
+                .dir("etc")
+                .file("etc/hostname", b"box\n")
+                .file("./usr/bin/tool", b"#!/bin/sh\n")
+                .bytes(),
+        )
         .unwrap();
     assert_eq!(fs::read(s.root().join("etc/hostname")).unwrap(), b"box\n");
-    assert_eq!(fs::read(s.root().join("usr/bin/tool")).unwrap(), b"#!/bin/sh\n", "missing parents are created");
+    assert_eq!(
+        fs::read(s.root().join("usr/bin/tool")).unwrap(),
+        b"#!/bin/sh\n",
+        "missing parents are created"
+    );
     assert_eq!(mode(&s.root().join("usr/bin")), 0o755);
     assert_eq!((stats.entries, stats.bytes, stats.whiteouts), (3, 14, 0));
     s.assert_outside_untouched();
@@ -25,8 +35,22 @@ fn files_dirs_and_stats() {
 #[test]
 fn whiteouts_delete_lower_layer_content() {
     let s = Scratch::new();
-    s.apply(Layer::new().file("a/x", b"x").file("a/y", b"y").file("b/z", b"z").file("keep", b"k").bytes()).unwrap();
-    let stats = s.apply(Layer::new().whiteout("a/.wh.x").whiteout(".wh.b").whiteout("a/.wh.never-existed").bytes());
+    s.apply(
+        Layer::new()
+            .file("a/x", b"x")
+            .file("a/y", b"y")
+            .file("b/z", b"z")
+            .file("keep", b"k")
+            .bytes(),
+    )
+    .unwrap();
+    let stats = s.apply(
+        Layer::new()
+            .whiteout("a/.wh.x")
+            .whiteout(".wh.b")
+            .whiteout("a/.wh.never-existed")
+            .bytes(),
+    );
     assert_eq!(stats.unwrap().whiteouts, 3);
     assert_eq!(listing(&s.root()), ["a", "a/y", "keep"]);
 }
@@ -34,10 +58,24 @@ fn whiteouts_delete_lower_layer_content() {
 #[test]
 fn whiteout_does_not_delete_entries_of_its_own_layer() {
     let s = Scratch::new();
-    s.apply(Layer::new().file("x", b"lower").file("d/old", b"lower").bytes()).unwrap();
+    s.apply(
+        Layer::new()
+            .file("x", b"lower")
+            .file("d/old", b"lower")
+            .bytes(),
+    )
+    .unwrap();
     // Same-layer entries survive whatever the order of the whiteout.
-    s.apply(Layer::new().file("x", b"upper").whiteout(".wh.x").dir("d").file("d/new", b"n").whiteout(".wh.d").bytes())
-        .unwrap();
+    s.apply(
+        Layer::new()
+            .file("x", b"upper")
+            .whiteout(".wh.x")
+            .dir("d")
+            .file("d/new", b"n")
+            .whiteout(".wh.d")
+            .bytes(),
+    )
+    .unwrap();
     assert_eq!(fs::read(s.root().join("x")).unwrap(), b"upper");
     assert_eq!(listing(&s.root()), ["d", "d/new", "d/old", "x"]);
 }
@@ -45,8 +83,15 @@ fn whiteout_does_not_delete_entries_of_its_own_layer() {
 #[test]
 fn opaque_directory_hides_lower_content_but_keeps_its_own_layer() {
     let s = Scratch::new();
-    s.apply(Layer::new().file("d/old", b"o").file("d/sub/old2", b"o").file("d/keepdir/old3", b"o").file("e/f", b"f").bytes())
-        .unwrap();
+    s.apply(
+        Layer::new()
+            .file("d/old", b"o")
+            .file("d/sub/old2", b"o")
+            .file("d/keepdir/old3", b"o")
+            .file("e/f", b"f")
+            .bytes(),
+    )
+    .unwrap();
     let layer = Layer::new()
         .file("d/before", b"b") // before the marker: stays
         .dir("d/sub") // a lower dir re-declared by this layer: kept, but emptied of lower content
@@ -54,47 +99,95 @@ fn opaque_directory_hides_lower_content_but_keeps_its_own_layer() {
         .file("d/after", b"a")
         .bytes();
     s.apply(layer).unwrap();
-    assert_eq!(listing(&s.root()), ["d", "d/after", "d/before", "d/sub", "e", "e/f"]);
+    assert_eq!(
+        listing(&s.root()),
+        ["d", "d/after", "d/before", "d/sub", "e", "e/f"]
+    );
 }
 
 #[test]
 fn opaque_marker_in_root_and_for_missing_dir() {
     let s = Scratch::new();
-    s.apply(Layer::new().file("a", b"a").file("b/c", b"c").bytes()).unwrap();
-    s.apply(Layer::new().file("b/new", b"n").whiteout(".wh..wh..opq").whiteout("nodir/.wh..wh..opq").bytes()).unwrap();
+    s.apply(Layer::new().file("a", b"a").file("b/c", b"c").bytes())
+        .unwrap();
+    s.apply(
+        Layer::new()
+            .file("b/new", b"n")
+            .whiteout(".wh..wh..opq")
+            .whiteout("nodir/.wh..wh..opq")
+            .bytes(),
+    )
+    .unwrap();
     assert_eq!(listing(&s.root()), ["b", "b/new"]);
 }
 
 #[test]
 fn file_replaces_dir_and_dir_replaces_file() {
     let s = Scratch::new();
-    s.apply(Layer::new().file("p/child", b"c").file("q", b"q").bytes()).unwrap();
-    s.apply(Layer::new().file("p", b"now a file").dir("q").file("q/inside", b"i").bytes()).unwrap();
+    s.apply(Layer::new().file("p/child", b"c").file("q", b"q").bytes())
+        .unwrap();
+    s.apply(
+        Layer::new()
+            .file("p", b"now a file")
+            .dir("q")
+            .file("q/inside", b"i")
+            .bytes(),
+    )
+    .unwrap();
     assert_eq!(fs::read(s.root().join("p")).unwrap(), b"now a file");
     assert!(s.root().join("q").is_dir());
     assert_eq!(listing(&s.root()), ["p", "q", "q/inside"]);
     // And back, in one layer, with a symlink replacing a directory too.
-    s.apply(Layer::new().dir("p").symlink("q", "p").bytes()).unwrap();
+    s.apply(Layer::new().dir("p").symlink("q", "p").bytes())
+        .unwrap();
     assert!(s.root().join("p").is_dir());
-    assert_eq!(fs::read_link(s.root().join("q")).unwrap(), std::path::Path::new("p"));
+    assert_eq!(
+        fs::read_link(s.root().join("q")).unwrap(),
+        std::path::Path::new("p")
+    );
 }
 
 #[test]
 fn absolute_symlinks_are_written_through_inside_the_root() {
     let s = Scratch::new();
     // Debian: var/run -> /run. Writing var/run/x must land in ROOT/run/x, not the host's /run.
-    s.apply(Layer::new().dir("run").dir("var").symlink("var/run", "/run").bytes()).unwrap();
-    s.apply(Layer::new().file("var/run/x.pid", b"1").bytes()).unwrap();
+    s.apply(
+        Layer::new()
+            .dir("run")
+            .dir("var")
+            .symlink("var/run", "/run")
+            .bytes(),
+    )
+    .unwrap();
+    s.apply(Layer::new().file("var/run/x.pid", b"1").bytes())
+        .unwrap();
     assert_eq!(fs::read(s.root().join("run/x.pid")).unwrap(), b"1");
-    assert!(fs::symlink_metadata(s.root().join("var/run")).unwrap().file_type().is_symlink());
+    assert!(
+        fs::symlink_metadata(s.root().join("var/run"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
     assert!(!std::path::Path::new("/run/x.pid").exists());
 }
 
 #[test]
 fn dangling_absolute_symlink_gets_its_target_created_inside_the_root() {
     let s = Scratch::new();
-    s.apply(Layer::new().symlink("var/lock", "/run/lock").symlink("lib", "usr/lib").bytes()).unwrap();
-    s.apply(Layer::new().file("var/lock/l", b"l").file("lib/libz.so", b"z").bytes()).unwrap();
+    s.apply(
+        Layer::new()
+            .symlink("var/lock", "/run/lock")
+            .symlink("lib", "usr/lib")
+            .bytes(),
+    )
+    .unwrap();
+    s.apply(
+        Layer::new()
+            .file("var/lock/l", b"l")
+            .file("lib/libz.so", b"z")
+            .bytes(),
+    )
+    .unwrap();
     assert_eq!(fs::read(s.root().join("run/lock/l")).unwrap(), b"l");
     assert_eq!(fs::read(s.root().join("usr/lib/libz.so")).unwrap(), b"z");
     s.assert_outside_untouched();
@@ -103,8 +196,15 @@ fn dangling_absolute_symlink_gets_its_target_created_inside_the_root() {
 #[test]
 fn hardlinks_share_the_inode_within_and_across_layers() {
     let s = Scratch::new();
-    s.apply(Layer::new().file_mode("bin/a", b"binary", 0o755).hardlink("bin/b", "bin/a").bytes()).unwrap();
-    s.apply(Layer::new().hardlink("bin/c", "./bin/a").bytes()).unwrap();
+    s.apply(
+        Layer::new()
+            .file_mode("bin/a", b"binary", 0o755)
+            .hardlink("bin/b", "bin/a")
+            .bytes(),
+    )
+    .unwrap();
+    s.apply(Layer::new().hardlink("bin/c", "./bin/a").bytes())
+        .unwrap();
     let ino = |p: &str| fs::metadata(s.root().join(p)).unwrap().ino();
     assert_eq!(ino("bin/a"), ino("bin/b"));
     assert_eq!(ino("bin/a"), ino("bin/c"));
@@ -114,8 +214,17 @@ fn hardlinks_share_the_inode_within_and_across_layers() {
 #[test]
 fn hardlink_to_a_symlink_links_the_symlink_itself() {
     let s = Scratch::new();
-    s.apply(Layer::new().symlink("sh", "/bin/bash").hardlink("sh2", "sh").bytes()).unwrap();
-    assert_eq!(fs::read_link(s.root().join("sh2")).unwrap(), std::path::Path::new("/bin/bash"));
+    s.apply(
+        Layer::new()
+            .symlink("sh", "/bin/bash")
+            .hardlink("sh2", "sh")
+            .bytes(),
+    )
+    .unwrap();
+    assert_eq!(
+        fs::read_link(s.root().join("sh2")).unwrap(),
+        std::path::Path::new("/bin/bash")
+    );
 }
 
 #[test]
@@ -133,7 +242,12 @@ fn long_names_and_long_link_targets() {
     header.set_uid(0);
     header.set_gid(0);
     header.set_mtime(MTIME);
-    gnu.append_data(&mut header, format!("gnu/{}", "g".repeat(150)), &b"gnu!"[..]).unwrap();
+    gnu.append_data(
+        &mut header,
+        format!("gnu/{}", "g".repeat(150)),
+        &b"gnu!"[..],
+    )
+    .unwrap();
     let mut layer = gnu.into_inner().unwrap();
     layer.truncate(layer.len() - 1024); // drop the end-of-archive blocks, append the PAX-named entries
     layer.extend(
@@ -145,8 +259,17 @@ fn long_names_and_long_link_targets() {
     );
     s.apply(layer).unwrap();
     assert_eq!(fs::read(s.root().join(&long_file)).unwrap(), b"long");
-    assert_eq!(fs::read(s.root().join(format!("gnu/{}", "g".repeat(150)))).unwrap(), b"gnu!");
-    assert_eq!(fs::read_link(s.root().join(format!("{long_dir}/link"))).unwrap().to_str().unwrap(), long_target);
+    assert_eq!(
+        fs::read(s.root().join(format!("gnu/{}", "g".repeat(150)))).unwrap(),
+        b"gnu!"
+    );
+    assert_eq!(
+        fs::read_link(s.root().join(format!("{long_dir}/link")))
+            .unwrap()
+            .to_str()
+            .unwrap(),
+        long_target
+    );
     assert_eq!(fs::read(s.root().join("hl")).unwrap(), b"long");
 }
 
@@ -156,13 +279,25 @@ fn user_xattrs_on_files_and_dirs() {
     let layer = Layer::new()
         .pax(&[("SCHILY.xattr.user.dir", b"d1")])
         .dir("d")
-        .pax(&[("SCHILY.xattr.user.one", b"1"), ("SCHILY.xattr.user.bin", b"\x00\xff\x00")])
+        .pax(&[
+            ("SCHILY.xattr.user.one", b"1"),
+            ("SCHILY.xattr.user.bin", b"\x00\xff\x00"),
+        ])
         .file("d/f", b"data")
         .bytes();
     s.apply(layer).unwrap();
-    assert_eq!(get_xattr(&s.root().join("d"), "user.dir").as_deref(), Some(&b"d1"[..]));
-    assert_eq!(get_xattr(&s.root().join("d/f"), "user.one").as_deref(), Some(&b"1"[..]));
-    assert_eq!(get_xattr(&s.root().join("d/f"), "user.bin").as_deref(), Some(&b"\x00\xff\x00"[..]));
+    assert_eq!(
+        get_xattr(&s.root().join("d"), "user.dir").as_deref(),
+        Some(&b"d1"[..])
+    );
+    assert_eq!(
+        get_xattr(&s.root().join("d/f"), "user.one").as_deref(),
+        Some(&b"1"[..])
+    );
+    assert_eq!(
+        get_xattr(&s.root().join("d/f"), "user.bin").as_deref(),
+        Some(&b"\x00\xff\x00"[..])
+    );
     assert_eq!(get_xattr(&s.root().join("d/f"), "user.missing"), None);
 }
 
@@ -185,7 +320,12 @@ fn modes_with_setuid_setgid_sticky() {
     assert_eq!(mode(&s.root().join("secret")), 0o000);
     assert_eq!(mode(&s.root().join("ro")), 0o555);
     assert_eq!(mode(&s.root().join("fifo")), 0o620);
-    assert!(fs::symlink_metadata(s.root().join("fifo")).unwrap().file_type().is_fifo());
+    assert!(
+        fs::symlink_metadata(s.root().join("fifo"))
+            .unwrap()
+            .file_type()
+            .is_fifo()
+    );
 }
 
 #[test]
@@ -203,13 +343,17 @@ fn mtimes_of_files_symlinks_and_dirs() {
     assert_eq!(meta("d").mtime() as u64, MTIME);
     assert_eq!(meta("d/f").mtime() as u64, MTIME);
     assert_eq!(meta("d/l").mtime() as u64, MTIME);
-    assert_eq!((meta("nanos").mtime(), meta("nanos").mtime_nsec()), (1_600_000_000, 250_000_000));
+    assert_eq!(
+        (meta("nanos").mtime(), meta("nanos").mtime_nsec()),
+        (1_600_000_000, 250_000_000)
+    );
 }
 
 #[test]
 fn root_entry_sets_the_roots_own_mode() {
     let s = Scratch::new();
-    s.apply(Layer::new().dir_mode("./", 0o751).file("./a", b"a").bytes()).unwrap();
+    s.apply(Layer::new().dir_mode("./", 0o751).file("./a", b"a").bytes())
+        .unwrap();
     assert_eq!(mode(&s.root()), 0o751);
     assert_eq!(listing(&s.root()), ["a"]);
 }
@@ -217,9 +361,22 @@ fn root_entry_sets_the_roots_own_mode() {
 #[test]
 fn devices_are_refused_when_device_creation_is_off() {
     let s = Scratch::new();
-    let opts = UnpackOptions { create_devices: false, ..UnpackOptions::default() };
-    let err = s.apply_with(Layer::new().device("dev/null", tar::EntryType::Char, 1, 3).bytes(), &opts).unwrap_err();
-    assert!(matches!(&err, UnpackError::Refused { path, .. } if path == "dev/null"), "{err}");
+    let opts = UnpackOptions {
+        create_devices: false,
+        ..UnpackOptions::default()
+    };
+    let err = s
+        .apply_with(
+            Layer::new()
+                .device("dev/null", tar::EntryType::Char, 1, 3)
+                .bytes(),
+            &opts,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(&err, UnpackError::Refused { path, .. } if path == "dev/null"),
+        "{err}"
+    );
     assert!(err.to_string().contains("device"), "{err}");
     assert!(!s.root().join("dev/null").exists());
 }
@@ -230,14 +387,22 @@ fn truncated_stream_is_an_error_naming_the_entry() {
     let mut layer = Layer::new().file("big", &[7u8; 10_000]).bytes();
     layer.truncate(512 + 4096);
     let err = s.apply(layer).unwrap_err();
-    assert!(matches!(&err, UnpackError::Tar { after: Some(p), .. } if p == "big"), "{err}");
+    assert!(
+        matches!(&err, UnpackError::Tar { after: Some(p), .. } if p == "big"),
+        "{err}"
+    );
 }
 
 #[test]
 fn files_bigger_than_the_limit_are_refused_before_writing() {
     let s = Scratch::new();
-    let opts = UnpackOptions { max_file_size: 100, ..UnpackOptions::default() };
-    let err = s.apply_with(Layer::new().file("f", &[1u8; 101]).bytes(), &opts).unwrap_err();
+    let opts = UnpackOptions {
+        max_file_size: 100,
+        ..UnpackOptions::default()
+    };
+    let err = s
+        .apply_with(Layer::new().file("f", &[1u8; 101]).bytes(), &opts)
+        .unwrap_err();
     assert!(err.to_string().contains("exceeds the limit"), "{err}");
     assert!(!s.root().join("f").exists());
 }

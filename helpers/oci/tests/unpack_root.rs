@@ -16,11 +16,16 @@ use sha2::{Digest, Sha256};
 use unpack_support::{Layer, Scratch, get_xattr, mode, walk};
 
 fn require_root() {
-    assert!(nix::unistd::geteuid().is_root(), "root tier test: run as root (make test-root)");
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "root tier test: run as root (make test-root)"
+    );
 }
 
 /// A `security.capability` v2 value granting cap_net_raw (bit 13), effective.
-const CAP_NET_RAW_V2: [u8; 20] = [1, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+const CAP_NET_RAW_V2: [u8; 20] = [
+    1, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+];
 
 #[test]
 fn root_ownership_is_numeric_and_setuid_survives_chown() {
@@ -35,9 +40,17 @@ fn root_ownership_is_numeric_and_setuid_survives_chown() {
     s.apply(layer).unwrap();
     let meta = |p: &str| fs::symlink_metadata(s.root().join(p)).unwrap();
     assert_eq!((meta("bin/su").uid(), meta("bin/su").gid()), (1234, 5678));
-    assert_eq!(mode(&s.root().join("bin/su")), 0o4755, "chmod after chown keeps setuid");
+    assert_eq!(
+        mode(&s.root().join("bin/su")),
+        0o4755,
+        "chmod after chown keeps setuid"
+    );
     assert_eq!(mode(&s.root().join("bin/wall")), 0o2755);
-    assert_eq!((meta("big-ids").uid(), meta("big-ids").gid()), (100_000_000, 100_000_001), "PAX uid/gid win");
+    assert_eq!(
+        (meta("big-ids").uid(), meta("big-ids").gid()),
+        (100_000_000, 100_000_001),
+        "PAX uid/gid win"
+    );
 }
 
 #[test]
@@ -58,11 +71,25 @@ fn root_owner_of_symlinks_dirs_and_fifos() {
     link.set_gid(43);
     link.set_mtime(0);
     link.set_size(0);
-    let layer = Layer::new().raw(dir, b"srv", None, b"").raw(link, b"srv/link", Some(b"/etc/passwd"), b"").bytes();
+    let layer = Layer::new()
+        .raw(dir, b"srv", None, b"")
+        .raw(link, b"srv/link", Some(b"/etc/passwd"), b"")
+        .bytes();
     s.apply(layer).unwrap();
     let meta = |p: &str| fs::symlink_metadata(s.root().join(p)).unwrap();
-    assert_eq!((meta("srv").uid(), meta("srv").gid(), mode(&s.root().join("srv"))), (7, 8, 0o2770));
-    assert_eq!((meta("srv/link").uid(), meta("srv/link").gid()), (42, 43), "lchown, not the target");
+    assert_eq!(
+        (
+            meta("srv").uid(),
+            meta("srv").gid(),
+            mode(&s.root().join("srv"))
+        ),
+        (7, 8, 0o2770)
+    );
+    assert_eq!(
+        (meta("srv/link").uid(), meta("srv/link").gid()),
+        (42, 43),
+        "lchown, not the target"
+    );
 }
 
 #[test]
@@ -70,12 +97,18 @@ fn root_security_capability_xattr() {
     require_root();
     let s = Scratch::new();
     let layer = Layer::new()
-        .pax(&[("SCHILY.xattr.security.capability", &CAP_NET_RAW_V2), ("SCHILY.xattr.user.note", b"ping")])
+        .pax(&[
+            ("SCHILY.xattr.security.capability", &CAP_NET_RAW_V2),
+            ("SCHILY.xattr.user.note", b"ping"),
+        ])
         .file_mode("bin/ping", b"ping", 0o755)
         .bytes();
     s.apply(layer).unwrap();
     let ping = s.root().join("bin/ping");
-    assert_eq!(get_xattr(&ping, "security.capability").as_deref(), Some(&CAP_NET_RAW_V2[..]));
+    assert_eq!(
+        get_xattr(&ping, "security.capability").as_deref(),
+        Some(&CAP_NET_RAW_V2[..])
+    );
     assert_eq!(get_xattr(&ping, "user.note").as_deref(), Some(&b"ping"[..]));
 }
 
@@ -180,7 +213,11 @@ fn snapshot(root: &Path) -> (BTreeMap<String, Record>, BTreeSet<Vec<String>>) {
     let mut records = BTreeMap::new();
     let mut inodes: BTreeMap<u64, Vec<String>> = BTreeMap::new();
     walk(root, &mut |path, meta| {
-        let rel = path.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+        let rel = path
+            .strip_prefix(root)
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
         let ft = meta.file_type();
         let kind = if ft.is_dir() {
             "dir"
@@ -197,8 +234,16 @@ fn snapshot(root: &Path) -> (BTreeMap<String, Record>, BTreeSet<Vec<String>>) {
         } else {
             "other"
         };
-        let sha256 = if ft.is_file() { hex::encode(Sha256::digest(fs::read(path).unwrap())) } else { String::new() };
-        let link = if ft.is_symlink() { fs::read_link(path).unwrap().to_string_lossy().into_owned() } else { String::new() };
+        let sha256 = if ft.is_file() {
+            hex::encode(Sha256::digest(fs::read(path).unwrap()))
+        } else {
+            String::new()
+        };
+        let link = if ft.is_symlink() {
+            fs::read_link(path).unwrap().to_string_lossy().into_owned()
+        } else {
+            String::new()
+        };
         if !ft.is_dir() {
             inodes.entry(meta.ino()).or_default().push(rel.clone());
         }
@@ -217,7 +262,10 @@ fn snapshot(root: &Path) -> (BTreeMap<String, Record>, BTreeSet<Vec<String>>) {
         records.insert(rel, record);
         true
     });
-    let groups = inodes.into_values().filter(|paths| paths.len() > 1).collect();
+    let groups = inodes
+        .into_values()
+        .filter(|paths| paths.len() > 1)
+        .collect();
     (records, groups)
 }
 
@@ -235,7 +283,11 @@ fn differential(name: &str, layers: Vec<Vec<u8>>) {
         .arg(&bundle)
         .output()
         .expect("umoci must be installed (apt-get install umoci)");
-    assert!(out.status.success(), "umoci unpack {name}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "umoci unpack {name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let ours = scratch.path().join("ours");
     fs::create_dir(&ours).unwrap();
@@ -254,7 +306,10 @@ fn differential(name: &str, layers: Vec<Vec<u8>>) {
         if path.is_empty() {
             continue;
         }
-        assert_eq!(&mine[path], their, "{name}: {path:?} differs (left: ours, right: umoci)");
+        assert_eq!(
+            &mine[path], their,
+            "{name}: {path:?} differs (left: ours, right: umoci)"
+        );
     }
     assert_eq!(my_groups, their_groups, "{name}: hard link groups");
     assert!(!my_paths.is_empty());
@@ -288,9 +343,19 @@ fn base_layer() -> Vec<u8> {
         .file_owned("home-file", b"user", 0o600, 1000, 1000)
         .fifo("run/initctl", 0o600)
         .device("dev/null", tar::EntryType::Char, 1, 3)
-        .pax(&[("SCHILY.xattr.security.capability", &CAP_NET_RAW_V2), ("SCHILY.xattr.user.a", b"1")])
+        .pax(&[
+            ("SCHILY.xattr.security.capability", &CAP_NET_RAW_V2),
+            ("SCHILY.xattr.user.a", b"1"),
+        ])
         .file_mode("bin/ping", b"ELF ping", 0o755)
-        .file(&format!("usr/share/doc/{}/{}", "long-package-name".repeat(6), "changelog".repeat(20)), b"log")
+        .file(
+            &format!(
+                "usr/share/doc/{}/{}",
+                "long-package-name".repeat(6),
+                "changelog".repeat(20)
+            ),
+            b"log",
+        )
         .file("replaced-by-dir", b"file")
         .file("dir-to-file/child", b"c")
         .bytes()

@@ -26,7 +26,9 @@ impl Default for Layer {
 
 impl Layer {
     pub fn new() -> Layer {
-        Layer { builder: tar::Builder::new(Vec::new()) }
+        Layer {
+            builder: tar::Builder::new(Vec::new()),
+        }
     }
 
     fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
@@ -41,7 +43,13 @@ impl Layer {
     }
 
     /// Appends an entry with the path (and link target) written raw, through PAX records when long.
-    pub fn raw(mut self, mut header: tar::Header, path: &[u8], link: Option<&[u8]>, data: &[u8]) -> Layer {
+    pub fn raw(
+        mut self,
+        mut header: tar::Header,
+        path: &[u8],
+        link: Option<&[u8]>,
+        data: &[u8],
+    ) -> Layer {
         let mut pax: Vec<(&str, &[u8])> = Vec::new();
         if path.len() > 99 || path.contains(&0) {
             pax.push(("path", path));
@@ -92,7 +100,12 @@ impl Layer {
     }
 
     pub fn file_mode(self, path: &str, data: &[u8], mode: u32) -> Layer {
-        self.raw(Self::header(tar::EntryType::Regular, mode, data.len() as u64), path.as_bytes(), None, data)
+        self.raw(
+            Self::header(tar::EntryType::Regular, mode, data.len() as u64),
+            path.as_bytes(),
+            None,
+            data,
+        )
     }
 
     pub fn file_owned(self, path: &str, data: &[u8], mode: u32, uid: u64, gid: u64) -> Layer {
@@ -107,19 +120,39 @@ impl Layer {
     }
 
     pub fn dir_mode(self, path: &str, mode: u32) -> Layer {
-        self.raw(Self::header(tar::EntryType::Directory, mode, 0), path.as_bytes(), None, b"")
+        self.raw(
+            Self::header(tar::EntryType::Directory, mode, 0),
+            path.as_bytes(),
+            None,
+            b"",
+        )
     }
 
     pub fn symlink(self, path: &str, target: &str) -> Layer {
-        self.raw(Self::header(tar::EntryType::Symlink, 0o777, 0), path.as_bytes(), Some(target.as_bytes()), b"")
+        self.raw(
+            Self::header(tar::EntryType::Symlink, 0o777, 0),
+            path.as_bytes(),
+            Some(target.as_bytes()),
+            b"",
+        )
     }
 
     pub fn hardlink(self, path: &str, target: &str) -> Layer {
-        self.raw(Self::header(tar::EntryType::Link, 0o644, 0), path.as_bytes(), Some(target.as_bytes()), b"")
+        self.raw(
+            Self::header(tar::EntryType::Link, 0o644, 0),
+            path.as_bytes(),
+            Some(target.as_bytes()),
+            b"",
+        )
     }
 
     pub fn fifo(self, path: &str, mode: u32) -> Layer {
-        self.raw(Self::header(tar::EntryType::Fifo, mode, 0), path.as_bytes(), None, b"")
+        self.raw(
+            Self::header(tar::EntryType::Fifo, mode, 0),
+            path.as_bytes(),
+            None,
+            b"",
+        )
     }
 
     pub fn device(self, path: &str, kind: tar::EntryType, major: u32, minor: u32) -> Layer {
@@ -173,7 +206,11 @@ impl Scratch {
         self.apply_with(layer, &UnpackOptions::default())
     }
 
-    pub fn apply_with(&self, layer: Vec<u8>, opts: &UnpackOptions) -> Result<LayerStats, UnpackError> {
+    pub fn apply_with(
+        &self,
+        layer: Vec<u8>,
+        opts: &UnpackOptions,
+    ) -> Result<LayerStats, UnpackError> {
         apply_layer(&self.root(), &mut layer.as_slice(), opts)
     }
 
@@ -185,7 +222,11 @@ impl Scratch {
             if path.starts_with(&root) && path != root {
                 return false;
             }
-            let content = if meta.is_file() { fs::read(path).unwrap() } else { Vec::new() };
+            let content = if meta.is_file() {
+                fs::read(path).unwrap()
+            } else {
+                Vec::new()
+            };
             seen.insert(path.to_owned(), content);
             true
         });
@@ -196,13 +237,22 @@ impl Scratch {
     pub fn assert_outside_untouched(&self) {
         let mut expected = BTreeMap::new();
         for p in ["", "up", "up/root", "outside"] {
-            expected.insert(self.path().join(p).components().collect::<PathBuf>(), Vec::new());
+            expected.insert(
+                self.path().join(p).components().collect::<PathBuf>(),
+                Vec::new(),
+            );
         }
         expected.insert(self.path().join("outside/secret"), b"canary".to_vec());
         expected.insert(self.path().join("up/canary"), b"canary".to_vec());
-        let expected: BTreeMap<PathBuf, Vec<u8>> =
-            expected.into_iter().map(|(p, c)| (p.components().collect(), c)).collect();
-        assert_eq!(self.outside_snapshot(), expected, "something appeared or changed outside the root");
+        let expected: BTreeMap<PathBuf, Vec<u8>> = expected
+            .into_iter()
+            .map(|(p, c)| (p.components().collect(), c))
+            .collect();
+        assert_eq!(
+            self.outside_snapshot(),
+            expected,
+            "something appeared or changed outside the root"
+        );
     }
 }
 
@@ -212,7 +262,10 @@ pub fn walk(path: &Path, visit: &mut dyn FnMut(&Path, &fs::Metadata) -> bool) {
     if !visit(path, &meta) || !meta.is_dir() {
         return;
     }
-    let mut children: Vec<_> = fs::read_dir(path).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut children: Vec<_> = fs::read_dir(path)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     children.sort();
     for child in children {
         walk(&child, visit);
@@ -224,7 +277,12 @@ pub fn listing(root: &Path) -> Vec<String> {
     let mut out = Vec::new();
     walk(root, &mut |path, _| {
         if path != root {
-            out.push(path.strip_prefix(root).unwrap().to_string_lossy().into_owned());
+            out.push(
+                path.strip_prefix(root)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned(),
+            );
         }
         true
     });
@@ -237,7 +295,14 @@ pub fn get_xattr(path: &Path, key: &str) -> Option<Vec<u8>> {
     let ckey = std::ffi::CString::new(key).unwrap();
     let mut buf = vec![0u8; 65536];
     // SAFETY: valid NUL-terminated strings and a buffer of the given length.
-    let n = unsafe { nix::libc::lgetxattr(cpath.as_ptr(), ckey.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    let n = unsafe {
+        nix::libc::lgetxattr(
+            cpath.as_ptr(),
+            ckey.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
     if n < 0 {
         return None;
     }
