@@ -1,1 +1,89 @@
-fn main() {}
+//! `man8s-fetch NAME`: make machine NAME's rootfs exist and match its declaration.
+//!
+//! Runs as `ExecStartPre=` of `man8@NAME.service`. A thin shim: argv → declaration →
+//! [`man8s_oci::install::ensure_machine`]. Exit 0 ok, 1 runtime failure, 2 usage.
+
+use std::process::ExitCode;
+
+use man8s::{MachineName, Paths};
+use man8s_oci::install::{EnsureOptions, InstallOptions, Outcome};
+use man8s_oci::registry::RegistryConfig;
+
+const USAGE: &str = "usage: man8s-fetch [--platform OS/ARCH[/VARIANT]] NAME\n\
+Pulls (per Pull=) and installs the image of machine NAME at /var/lib/man8machines/NAME.";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut name = None;
+    let mut platform = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                return ExitCode::SUCCESS;
+            }
+            "--version" => {
+                println!("man8s-fetch {}", env!("CARGO_PKG_VERSION"));
+                return ExitCode::SUCCESS;
+            }
+            "--platform" => match it.next() {
+                Some(p) => platform = Some(p.clone()),
+                None => return usage("--platform needs a value"),
+            },
+            s if s.starts_with("--platform=") => {
+                platform = Some(s["--platform=".len()..].to_owned())
+            }
+            s if s.starts_with('-') => return usage(&format!("unknown option {s}")),
+            s if name.is_none() => name = Some(s.to_owned()),
+            s => return usage(&format!("unexpected argument {s:?}")),
+        }
+    }
+    let Some(name) = name else {
+        return usage("missing machine NAME");
+    };
+    let name = match MachineName::new(&name) {
+        Ok(n) => n,
+        Err(e) => return usage(&format!("invalid machine name {name:?}: {e}")),
+    };
+    let platform = match platform.map(|p| p.parse()) {
+        None => man8s_oci::Platform::host(),
+        Some(Ok(p)) => p,
+        Some(Err(e)) => return usage(&e.to_string()),
+    };
+    match run(&name, platform) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("man8s-fetch: {name}: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn usage(msg: &str) -> ExitCode {
+    eprintln!("man8s-fetch: {msg}\n{USAGE}");
+    ExitCode::from(2)
+}
+
+fn run(name: &MachineName, platform: man8s_oci::Platform) -> Result<(), String> {
+    let paths = Paths::from_env();
+    let machine =
+        man8s::declaration::load(&paths, name).map_err(|e| e.to_string().replace('\n', "; "))?;
+    let registry = RegistryConfig::load(&paths).map_err(|e| e.to_string())?;
+    let progress = man8s_oci::progress::auto();
+    let opts = EnsureOptions {
+        policy: machine.pull.into(),
+        platform,
+        registry: &registry,
+        install: InstallOptions::default(),
+        progress: progress.as_ref(),
+    };
+    let outcome =
+        man8s_oci::pull::block_on(man8s_oci::install::ensure_machine(&paths, &machine, &opts))
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+    if let Outcome::Installed { digest } = outcome {
+        eprintln!("{name}: installed {} ({digest})", machine.image);
+    }
+    Ok(())
+}
