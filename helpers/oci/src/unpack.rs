@@ -178,9 +178,10 @@ struct Unpacker<'a> {
     root: RootDir,
     opts: &'a UnpackOptions,
     /// Paths of this layer's entries: whiteouts and opaque markers only hide lower layers, never these.
-    written: HashSet<RelPath>,
+    /// (Joined with `/`: one allocation per entry keeps big layers small in memory.)
+    written: HashSet<Vec<u8>>,
     /// Ancestors of `written` paths (kept by an opaque marker, but emptied of lower content).
-    written_ancestors: HashSet<RelPath>,
+    written_ancestors: HashSet<Vec<u8>>,
     deferred_dirs: Vec<DeferredDir>,
     buf: Vec<u8>,
     stats: LayerStats,
@@ -377,10 +378,19 @@ impl Unpacker<'_> {
     }
 
     fn record_written(&mut self, path: RelPath) {
-        for ancestor in path.ancestors() {
-            self.written_ancestors.insert(ancestor);
+        let joined = path.to_bytes();
+        for (i, _) in joined.iter().enumerate().filter(|(_, b)| **b == b'/') {
+            if !self.written_ancestors.contains(&joined[..i]) {
+                self.written_ancestors.insert(joined[..i].to_vec());
+            }
         }
-        self.written.insert(path);
+        self.written.insert(joined);
+    }
+
+    /// True when this layer wrote `path` or something under it.
+    fn is_written(&self, path: &RelPath) -> bool {
+        let joined = path.to_bytes();
+        self.written.contains(&joined) || self.written_ancestors.contains(&joined)
     }
 
     fn chown_at(
@@ -572,7 +582,7 @@ impl Unpacker<'_> {
     fn empty_lower(&self, fd: &OwnedFd, dir: &RelPath) -> std::io::Result<()> {
         for child in rootdir::list_dir(fd)? {
             let child_path = dir.join(&child);
-            if self.written.contains(&child_path) || self.written_ancestors.contains(&child_path) {
+            if self.is_written(&child_path) {
                 if let Some(st) = lstat_at(fd, &child)?
                     && is_type(&st, SFlag::S_IFDIR)
                 {
@@ -588,7 +598,7 @@ impl Unpacker<'_> {
 
     /// Deletes `target` of lower layers (entries of this layer stay, whatever the order in the tar).
     fn whiteout(&self, target: &RelPath) -> std::io::Result<()> {
-        if self.written.contains(target) || self.written_ancestors.contains(target) {
+        if self.is_written(target) {
             return Ok(());
         }
         let Some((parent, file_name)) = target.split_last() else {
