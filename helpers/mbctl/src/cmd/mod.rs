@@ -1,8 +1,10 @@
 //! One module per command group; [`dispatch`] maps the parsed command line onto them.
 
 pub mod address;
+pub mod images;
 pub mod info;
 pub mod lifecycle;
+pub mod pull;
 pub mod remove;
 pub mod shell;
 pub mod verify;
@@ -33,11 +35,11 @@ pub fn dispatch(command: Command) -> Result<u8> {
         }
         Command::Machines(m) => machines(m),
         Command::Verify(a) => verify::verify(&a.files),
-        Command::Import(_)
-        | Command::Migrate(_)
-        | Command::Images(ImagesCommand::List(_) | ImagesCommand::Prune)
-        | Command::Cache(CacheCommand::Clear)
-        | Command::Oci(OciCommand::Download(_)) => not_yet(),
+        Command::Images(ImagesCommand::List(a)) => images::list(a.json),
+        Command::Images(ImagesCommand::Prune) => images::prune(),
+        Command::Cache(CacheCommand::Clear) => images::clear(),
+        Command::Oci(OciCommand::Download(a)) => images::download(&a.image, &a.dir),
+        Command::Import(_) | Command::Migrate(_) => not_yet(),
     }
 }
 
@@ -54,7 +56,15 @@ fn machines(command: MachinesCommand) -> Result<u8> {
         MachinesCommand::Remove(a) => remove::remove(&a.name, a.purge, a.force),
         MachinesCommand::List(a) => info::list(a.json),
         MachinesCommand::Status(a) => info::status(&a.name, a.json),
-        MachinesCommand::Pull(_) | MachinesCommand::Update(_) => not_yet(),
+        MachinesCommand::Pull(a) => pull::pull(&pull::PullRequest {
+            image: &a.image,
+            name: &a.name,
+            template: &a.template,
+            volumes: &a.volumes,
+            yes: a.yes,
+            no_fetch: a.no_fetch,
+        }),
+        MachinesCommand::Update(n) => pull::update(&n.name),
     }
 }
 

@@ -72,6 +72,10 @@ pub fn plan(paths: &Paths, name: &MachineName, purge: bool) -> Vec<Removal> {
     }
     let rootfs = paths.rootfs(name);
     for candidate in [rootfs.clone(), previous_rootfs(&rootfs)] {
+        // previous_rootfs falls back to the rootfs itself: never list a path twice.
+        if out.iter().any(|r| r.path() == candidate) {
+            continue;
+        }
         if candidate.symlink_metadata().is_ok_and(|m| m.is_dir()) {
             out.push(Removal::Tree(candidate));
         }
@@ -86,11 +90,9 @@ pub fn plan(paths: &Paths, name: &MachineName, purge: bool) -> Vec<Removal> {
     out
 }
 
-/// Where an update keeps the rootfs it replaced (for rollback).
+/// Where an update keeps the rootfs it replaced (for rollback): `man8s_oci`'s choice.
 pub fn previous_rootfs(rootfs: &Path) -> PathBuf {
-    let mut name = rootfs.file_name().unwrap_or_default().to_os_string();
-    name.push(".previous");
-    rootfs.with_file_name(name)
+    man8s_oci::install::previous_path(rootfs).unwrap_or_else(|_| rootfs.to_owned())
 }
 
 /// Delete everything in `plan`; every failure is collected, not just the first.
@@ -200,6 +202,7 @@ mod tests {
         touch(&paths.fs("/etc/man8s/machines/web.machine.d/a.conf"));
         touch(&paths.fs("/etc/man8s/machines/web2.machine"));
         touch(&paths.rootfs(&n).join("bin/sh"));
+        touch(&paths.fs("/var/lib/man8machines/.web.previous/bin/sh"));
         touch(&paths.rootfs(&other).join("bin/sh"));
         touch(&paths.env_file(&n));
         touch(&paths.storage_dir(&n).join("db"));
@@ -221,7 +224,8 @@ mod tests {
                 "etc/man8s/machines/web.machine.d",
                 "run/systemd/nspawn/web.nspawn",
                 "var/lib/machines/web",
-                "var/lib/man8machines/web"
+                "var/lib/man8machines/web",
+                "var/lib/man8machines/.web.previous"
             ]
             .map(PathBuf::from)
         );

@@ -1,0 +1,165 @@
+//! `images list|prune`, `cache clear`, `oci download IMAGE DIR`: over `man8s_oci`'s blob cache
+//! and installer.
+
+use std::fs;
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use man8s::{Paths, declaration};
+use man8s_oci::cache::BlobCache;
+use man8s_oci::install::{self, InstallOptions};
+use man8s_oci::pull::Policy;
+use serde::Serialize;
+
+use crate::EXIT_OK;
+use crate::cmd::pull::{fetch_image, image_ref};
+use crate::output::table;
+
+/// One cached image.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ImageInfo {
+    /// Reference as pulled.
+    pub reference: String,
+    /// Digest the reference resolved to.
+    pub digest: String,
+    /// Machines whose rootfs came from it.
+    pub used_by: Vec<String>,
+}
+
+/// `(machine, manifest digest, index digest)` of every installed rootfs of a declared machine.
+fn installed(paths: &Paths) -> Vec<(String, String, Option<String>)> {
+    let mut out = Vec::new();
+    for name in declaration::discover(paths).into_iter().flatten() {
+        if let Some(s) = install::read_source(&paths.rootfs(&name)) {
+            out.push((name.to_string(), s.manifest_digest, s.index_digest));
+        }
+        let prev = install::previous_path(&paths.rootfs(&name)).ok();
+        if let Some(s) = prev.and_then(|p| install::read_source(&p)) {
+            out.push((
+                format!("{name} (previous)"),
+                s.manifest_digest,
+                s.index_digest,
+            ));
+        }
+    }
+    out
+}
+
+/// Cached images and who uses them.
+pub fn collect(paths: &Paths) -> Result<Vec<ImageInfo>> {
+    let cache = BlobCache::new(paths);
+    let listing = cache.list()?;
+    let machines = installed(paths);
+    Ok(listing
+        .refs
+        .into_iter()
+        .map(|r| {
+            let used_by = machines
+                .iter()
+                .filter(|(_, m, i)| *m == r.digest || i.as_deref() == Some(&r.digest))
+                .map(|(n, _, _)| n.clone())
+                .collect();
+            ImageInfo {
+                reference: r.reference,
+                digest: r.digest,
+                used_by,
+            }
+        })
+        .collect())
+}
+
+/// `images list [--json]`
+pub fn list(json: bool) -> Result<u8> {
+    let images = collect(&Paths::from_env())?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&images)?);
+        return Ok(EXIT_OK);
+    }
+    let mut rows = vec![
+        ["REFERENCE", "DIGEST", "USED BY"]
+            .map(String::from)
+            .to_vec(),
+    ];
+    for i in &images {
+        rows.push(vec![
+            i.reference.clone(),
+            i.digest.clone(),
+            if i.used_by.is_empty() {
+                "-".into()
+            } else {
+                i.used_by.join(",")
+            },
+        ]);
+    }
+    print!("{}", table(&rows, |_, c| c.to_owned()));
+    Ok(EXIT_OK)
+}
+
+/// `images prune`: keep what installed machines (and their kept previous rootfs) came from.
+pub fn prune() -> Result<u8> {
+    let paths = Paths::from_env();
+    let keep: Vec<String> = installed(&paths)
+        .into_iter()
+        .flat_map(|(_, m, i)| std::iter::once(m).chain(i))
+        .collect();
+    let keep_refs: Vec<&str> = keep.iter().map(String::as_str).collect();
+    let report = BlobCache::new(&paths).gc(&keep_refs)?;
+    println!("Removed {} blobs ({} bytes).", report.removed, report.bytes);
+    Ok(EXIT_OK)
+}
+
+/// `cache clear`
+pub fn clear() -> Result<u8> {
+    let paths = Paths::from_env();
+    let cache = BlobCache::new(&paths);
+    cache.clear()?;
+    println!(
+        "Cleared {} (machines keep their rootfs).",
+        cache.root().display()
+    );
+    Ok(EXIT_OK)
+}
+
+/// `oci download IMAGE DIR`: the image's rootfs in DIR, its config in DIR/.man8s/image.json.
+pub fn download(image: &str, dir: &Path) -> Result<u8> {
+    let image = image_ref(image)?;
+    match fs::read_dir(dir) {
+        Ok(mut entries) => {
+            if entries.next().is_some() {
+                bail!(
+                    "{} is not empty; give a new or empty directory",
+                    dir.display()
+                );
+            }
+            // install_tree renames a finished tree into place; an empty dir is just a placeholder.
+            fs::remove_dir(dir)
+                .with_context(|| format!("cannot replace empty {}", dir.display()))?;
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot use {}", dir.display())),
+    }
+    let target =
+        std::path::absolute(dir).with_context(|| format!("bad directory {}", dir.display()))?;
+    let paths = Paths::from_env();
+    let resolved = fetch_image(&paths, &image, Policy::Always)?;
+    let progress = man8s_oci::progress::auto();
+    let opts = InstallOptions {
+        keep_previous: false,
+        protect_run_tmp: false,
+        unpack: Default::default(),
+    };
+    install::install_tree(
+        &target,
+        &resolved,
+        &BlobCache::new(&paths),
+        &opts,
+        progress.as_ref(),
+    )?;
+    println!(
+        "{} ({}) → {}",
+        resolved.reference,
+        resolved.manifest_digest,
+        target.display()
+    );
+    Ok(EXIT_OK)
+}

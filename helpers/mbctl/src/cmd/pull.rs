@@ -1,0 +1,438 @@
+//! `machines pull IMAGE NAME` (new machine from an image) and `machines update NAME` (new image
+//! for an existing machine, with rollback). Registry, cache and install are `man8s_oci`'s; this
+//! module decides what to ask, what to write and in which order.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use man8s::machine::{Machine, SourceFiles, Template, Volume, VolumeSource};
+use man8s::{MachineName, Paths, declaration};
+use man8s_oci::cache::BlobCache;
+use man8s_oci::install::{self, EnsureOptions, InstallOptions};
+use man8s_oci::pull::{Policy, Puller, ResolvedImage, block_on};
+use man8s_oci::registry::RegistryConfig;
+use man8s_oci::{ImageRef, Platform};
+
+use crate::bus::{Bus, UnitJob, unit_name};
+use crate::cmd::info::is_real_root;
+use crate::cmd::machine_name;
+use crate::prompt::{VolumeChoice, parse_volume_arg, resolve_volumes};
+use crate::{EXIT_OK, UsageError, render};
+
+/// Where `machines pull` writes declarations.
+pub const DECLARATION_DIR: &str = "/etc/man8s/machines";
+
+/// Parse an image reference; a bad one is a usage error.
+pub fn image_ref(image: &str) -> Result<ImageRef> {
+    ImageRef::parse(image).map_err(|e| UsageError(format!("{image:?}: {e}")).into())
+}
+
+/// A template name from the command line.
+pub fn template(name: &str) -> Result<Template> {
+    match name {
+        "network_isolated" => Ok(Template::NetworkIsolated),
+        "macvlan" => Err(UsageError(
+            "--template macvlan needs a host interface ([Network] MACVLAN=); pull with the default template and edit the declaration"
+                .into(),
+        )
+        .into()),
+        other => Err(UsageError(format!("unknown template {other:?} (network_isolated)")).into()),
+    }
+}
+
+/// Why `name` cannot be created: something of a machine by that name exists already.
+pub fn existing_machine(paths: &Paths, name: &MachineName) -> Option<String> {
+    if let Ok(Some(src)) = declaration::find(paths, name) {
+        return Some(format!("it is declared in {}", src.main.display()));
+    }
+    let rootfs = paths.rootfs(name);
+    if rootfs.symlink_metadata().is_ok() {
+        return Some(format!(
+            "{} exists",
+            Paths::rootfs_canonical(name).display()
+        ));
+    }
+    if paths.nspawn_etc(name).symlink_metadata().is_ok() {
+        return Some(format!(
+            "{}/{name}.nspawn exists (a machine of the Python mbctl? see mbctl migrate)",
+            man8s::paths::NSPAWN_ETC_DIR
+        ));
+    }
+    None
+}
+
+/// The machine a pull creates (pure): image, template, the chosen volumes.
+pub fn new_machine(
+    name: &MachineName,
+    image: &str,
+    template: Template,
+    volumes: &[(String, VolumeChoice)],
+) -> Machine {
+    let main = Path::new(DECLARATION_DIR).join(format!("{name}{}", declaration::SUFFIX));
+    let mut m = Machine::new(
+        name.clone(),
+        SourceFiles {
+            main,
+            dropins: Vec::new(),
+        },
+        image.to_owned(),
+    );
+    m.template = template;
+    for (path, choice) in volumes {
+        let source = match choice {
+            VolumeChoice::Config => VolumeSource::Config,
+            VolumeChoice::Data => VolumeSource::Data,
+            VolumeChoice::Host(p) => VolumeSource::Host(p.clone()),
+            VolumeChoice::Skip => continue,
+        };
+        m.volumes.push(Volume {
+            container_path: path.clone(),
+            source,
+            read_only: false,
+        });
+    }
+    m
+}
+
+/// Render `m`, check the text with the parser every other piece uses, and create the file
+/// (never replacing one). Returns the file-system path written.
+pub fn write_declaration(paths: &Paths, m: &Machine, header: &str) -> Result<PathBuf> {
+    let text = render::render(m, header)?;
+    let canonical = m.main_file().to_owned();
+    declaration::parse(&m.name, &[(canonical.clone(), text.clone())]).map_err(|d| {
+        anyhow::anyhow!("internal error: the declaration written would be invalid: {d}")
+    })?;
+    let path = paths.fs(&canonical);
+    let dir = path.parent().expect("declaration path has a parent");
+    fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("cannot write in {}", dir.display()))?;
+    tmp.write_all(text.as_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o644))?;
+    tmp.persist_noclobber(&path).map_err(|e| {
+        anyhow::Error::new(e.error).context(format!(
+            "cannot create {} (does it exist already?)",
+            path.display()
+        ))
+    })?;
+    Ok(path)
+}
+
+/// Pull `image` into the cache (every blob), per `policy`.
+pub fn fetch_image(paths: &Paths, image: &ImageRef, policy: Policy) -> Result<ResolvedImage> {
+    let registry = RegistryConfig::load(paths)?;
+    let cache = BlobCache::new(paths);
+    let progress = man8s_oci::progress::auto();
+    let puller = Puller {
+        cache: &cache,
+        config: &registry,
+        progress: progress.as_ref(),
+        platform: Platform::host(),
+    };
+    Ok(block_on(puller.pull(image, policy))??)
+}
+
+/// Rootfs, machinectl link, config dir, man8env.env and volumes of `m`, from the cache.
+pub fn install_machine(paths: &Paths, m: &Machine) -> Result<install::Outcome> {
+    let registry = RegistryConfig::load(paths)?;
+    let progress = man8s_oci::progress::auto();
+    let opts = EnsureOptions {
+        policy: Policy::Missing,
+        platform: Platform::host(),
+        registry: &registry,
+        install: InstallOptions {
+            keep_previous: false,
+            protect_run_tmp: true,
+            unpack: Default::default(),
+        },
+        progress: progress.as_ref(),
+    };
+    Ok(block_on(install::ensure_machine(paths, m, &opts))??)
+}
+
+/// After declarations changed: `systemctl daemon-reload` when this tree is the running system's.
+pub fn reload_systemd(paths: &Paths) {
+    if !is_real_root(paths) {
+        return;
+    }
+    match Bus::system().and_then(|b| b.reload()) {
+        Ok(()) => {}
+        Err(e) => eprintln!(
+            "mbctl: note: {}; run `systemctl daemon-reload` before starting the machine",
+            crate::one_line(&e)
+        ),
+    }
+}
+
+/// Options of `machines pull`.
+#[derive(Debug)]
+pub struct PullRequest<'a> {
+    /// Image reference as given.
+    pub image: &'a str,
+    /// Machine name as given.
+    pub name: &'a str,
+    /// Template name.
+    pub template: &'a str,
+    /// `--volume` answers.
+    pub volumes: &'a [String],
+    /// `--yes`.
+    pub yes: bool,
+    /// `--no-fetch`.
+    pub no_fetch: bool,
+}
+
+/// `machines pull`.
+pub fn pull(req: &PullRequest<'_>) -> Result<u8> {
+    // Everything the user typed is checked before anything is fetched or written.
+    let name = machine_name(req.name)?;
+    let template = template(req.template)?;
+    let mut answers = BTreeMap::new();
+    for v in req.volumes {
+        let (path, choice) = parse_volume_arg(v)?;
+        if answers.insert(path.clone(), choice).is_some() {
+            return Err(UsageError(format!("--volume {path} is given twice")).into());
+        }
+    }
+    declaration::validate_image_reference(req.image).map_err(UsageError)?;
+    let image = image_ref(req.image)?;
+    let paths = Paths::from_env();
+    if let Some(why) = existing_machine(&paths, &name) {
+        bail!(
+            "machine {name} exists already: {why}; remove it first (mbctl machines remove {name})"
+        );
+    }
+
+    let image_volumes: Vec<String> = if req.no_fetch {
+        Vec::new()
+    } else {
+        let resolved = fetch_image(&paths, &image, Policy::Always)?;
+        let declared = resolved
+            .config
+            .config
+            .as_ref()
+            .map(|c| c.volumes.keys().cloned().collect())
+            .unwrap_or_default();
+        normalised_volumes(declared)?
+    };
+    let stdin = std::io::stdin();
+    let chosen = resolve_volumes(
+        &image_volumes,
+        &answers,
+        req.yes,
+        &mut stdin.lock(),
+        &mut std::io::stdout(),
+    )?;
+
+    let machine = new_machine(&name, req.image, template, &chosen);
+    let header = format!(
+        "Machine {name}, created by `mbctl machines pull {}`.",
+        req.image
+    );
+    let written = write_declaration(&paths, &machine, &header)?;
+    println!("Wrote {}", written.display());
+    if !req.no_fetch
+        && let Err(e) = install_machine(&paths, &machine)
+    {
+        // Leave nothing half-made that would block the next attempt; config/data stay.
+        let _ = fs::remove_file(&written);
+        return Err(e.context(format!("machine {name} not created")));
+    }
+    reload_systemd(&paths);
+    if req.no_fetch {
+        println!(
+            "Machine {name} declared; its image is pulled when it first starts: mbctl machines start {name}"
+        );
+    } else {
+        println!("Machine {name} created. Start it with: mbctl machines start {name}");
+    }
+    Ok(EXIT_OK)
+}
+
+/// Image volume paths as volume keys; a path a declaration cannot hold is an error naming it.
+fn normalised_volumes(declared: Vec<String>) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for v in declared {
+        let n = crate::prompt::normalise_container_path(&v)
+            .map_err(|e| anyhow::anyhow!("image volume: {e}"))?;
+        if !out.contains(&n) {
+            out.push(n);
+        }
+    }
+    Ok(out)
+}
+
+/// How long a machine must stay up after an update before it counts as started.
+pub const SETTLE: Duration = Duration::from_secs(3);
+
+/// Swap `a` and `b` atomically (both exist).
+fn exchange(a: &Path, b: &Path) -> Result<()> {
+    nix::fcntl::renameat2(
+        nix::fcntl::AT_FDCWD,
+        a,
+        nix::fcntl::AT_FDCWD,
+        b,
+        nix::fcntl::RenameFlags::RENAME_EXCHANGE,
+    )
+    .with_context(|| format!("cannot swap {} and {}", a.display(), b.display()))
+}
+
+/// `machines update NAME`.
+pub fn update(name: &str) -> Result<u8> {
+    let name = machine_name(name)?;
+    let paths = Paths::from_env();
+    let machine = declaration::load(&paths, &name)?;
+    let image = image_ref(&machine.image)?;
+    let rootfs = paths.rootfs(&name);
+    let before = install::read_source(&rootfs);
+
+    let resolved = fetch_image(&paths, &image, Policy::Always)?;
+    if before
+        .as_ref()
+        .is_some_and(|s| s.manifest_digest == resolved.manifest_digest)
+    {
+        println!(
+            "Machine {name} is up to date ({}).",
+            resolved.manifest_digest
+        );
+        return Ok(EXIT_OK);
+    }
+
+    let bus = if is_real_root(&paths) {
+        Bus::system().ok()
+    } else {
+        None
+    };
+    let unit = unit_name(name.as_str());
+    if let Some(bus) = &bus
+        && bus.unit_state(&unit).is_ok_and(|s| s.is_running())
+    {
+        eprintln!("Stopping {unit}…");
+        bus.unit_job(UnitJob::Stop, &unit)?;
+    }
+    let cache = BlobCache::new(&paths);
+    let progress = man8s_oci::progress::auto();
+    let opts = InstallOptions {
+        keep_previous: true,
+        protect_run_tmp: true,
+        unpack: Default::default(),
+    };
+    let previous = install::install_tree(&rootfs, &resolved, &cache, &opts, progress.as_ref())?;
+    install::link_for_machinectl(&paths, &name)?;
+    install::prepare_machine(&paths, &machine, &resolved)?;
+    let old = before
+        .map(|s| s.manifest_digest)
+        .unwrap_or_else(|| "an unrecorded image".into());
+    println!("Installed {} (was {old}).", resolved.manifest_digest);
+
+    let Some(bus) = bus else {
+        eprintln!("mbctl: note: systemd not reachable; {name} updated but not started");
+        return Ok(EXIT_OK);
+    };
+    let started = bus.unit_job(UnitJob::Start, &unit).and_then(|s| {
+        if s.active != "active" {
+            bail!("{unit} is {} ({})", s.active, s.sub);
+        }
+        std::thread::sleep(SETTLE);
+        let s = bus.unit_state(&unit)?;
+        if s.active != "active" {
+            bail!(
+                "{unit} stopped within {} s: {} ({})",
+                SETTLE.as_secs(),
+                s.active,
+                s.sub
+            );
+        }
+        Ok(())
+    });
+    let Err(why) = started else {
+        println!("Machine {name} runs {}.", resolved.manifest_digest);
+        return Ok(EXIT_OK);
+    };
+    let Some(previous) = previous else {
+        bail!(
+            "machine {name} failed to start on the new image and there is no previous rootfs to go back to: {why}"
+        );
+    };
+    eprintln!(
+        "mbctl: {name} failed to start on the new image ({}); rolling back",
+        crate::one_line(&why)
+    );
+    let _ = bus.unit_job(UnitJob::Stop, &unit);
+    exchange(&previous, &rootfs)?;
+    // `previous` now holds the image that failed; it is of no further use.
+    if let Err(e) = fs::remove_dir_all(&previous) {
+        eprintln!("mbctl: note: cannot remove {}: {e}", previous.display());
+    }
+    let state = bus.unit_job(UnitJob::Start, &unit)?;
+    bail!(
+        "update of {name} to {} failed ({}); rolled back to {old}, which is {}; see: mbctl machines logs {name}",
+        resolved.manifest_digest,
+        crate::one_line(&why),
+        state.active
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_machine_declaration() {
+        let name = MachineName::new("Man8Registry").unwrap();
+        let vols = vec![
+            ("/var/lib/registry".to_owned(), VolumeChoice::Data),
+            ("/etc/docker/registry".to_owned(), VolumeChoice::Config),
+            ("/tmp/x".to_owned(), VolumeChoice::Skip),
+            (
+                "/srv".to_owned(),
+                VolumeChoice::Host("/srv/registry".into()),
+            ),
+        ];
+        let m = new_machine(
+            &name,
+            "docker.io/registry:latest",
+            Template::NetworkIsolated,
+            &vols,
+        );
+        assert_eq!(
+            render::render(&m, "h").unwrap(),
+            "# h\n[Machine]\nImage=docker.io/registry:latest\nVolume=/var/lib/registry:data\n\
+             Volume=/etc/docker/registry:config\nVolume=/srv:/srv/registry\n"
+        );
+    }
+
+    #[test]
+    fn declaration_never_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::new(dir.path());
+        let name = MachineName::new("web").unwrap();
+        let m = new_machine(&name, "redis", Template::NetworkIsolated, &[]);
+        assert_eq!(existing_machine(&paths, &name), None);
+        let p = write_declaration(&paths, &m, "x").unwrap();
+        assert_eq!(p, dir.path().join("etc/man8s/machines/web.machine"));
+        assert!(
+            existing_machine(&paths, &name)
+                .unwrap()
+                .contains("declared in /etc/man8s/machines/web.machine")
+        );
+        fs::write(&p, "# the user's edit\n").unwrap();
+        assert!(write_declaration(&paths, &m, "x").is_err());
+        assert_eq!(fs::read_to_string(&p).unwrap(), "# the user's edit\n");
+    }
+
+    #[test]
+    fn templates() {
+        assert_eq!(
+            template("network_isolated").unwrap(),
+            Template::NetworkIsolated
+        );
+        assert!(template("macvlan").is_err());
+        assert!(template("bogus").is_err());
+    }
+}
