@@ -1,0 +1,34 @@
+//! The files under `networkd/` (installed to /usr/share/man8s/networkd/) document what
+//! `man8s-bridge` writes; they must be exactly what the renderer produces for the README's
+//! example subnet. `MAN8S_UPDATE_EXAMPLES=1 cargo nextest run -p man8s-bridge shipped` rewrites them.
+
+use std::path::Path;
+
+use man8s_bridge::apply::render_networkd_conf_dropin;
+use man8s_bridge::networkd::{BridgeSpec, derive_ula, render_netdev, render_network};
+
+fn check(name: &str, want: &str) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../networkd").join(name);
+    if std::env::var_os("MAN8S_UPDATE_EXAMPLES").is_some() {
+        std::fs::write(&path, want).unwrap();
+    }
+    let have = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert_eq!(have, want, "{} differs from the renderer's output", path.display());
+}
+
+#[test]
+fn shipped_examples_match_the_renderer() {
+    let spec = BridgeSpec {
+        name: "srvgrp0".into(),
+        ipv4: "172.17.0.1/16".parse().unwrap(),
+        // The machine ID of machine-id(5)'s example.
+        ula: derive_ula("b08dfa6083e7567a1921a715000001fb", "srvgrp0"),
+        yggdrasil: Some("300:2e98:a4b0:1789::/64".parse().unwrap()),
+        dns: vec![],
+        ntp: vec![],
+        timezone: None,
+    };
+    check("10-man8s-srvgrp0.netdev", &render_netdev(&spec));
+    check("10-man8s-srvgrp0.network", &render_network(&spec));
+    check("networkd.conf.d-10-man8s.conf", &render_networkd_conf_dropin());
+}
