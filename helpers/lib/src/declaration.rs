@@ -593,6 +593,14 @@ fn unescape(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) -> Result<char
     })
 }
 
+/// Values that end up on one line of a generated file cannot hold line breaks or NUL.
+fn check_single_line(value: &str) -> Result<(), String> {
+    if value.contains(['\n', '\r', '\0']) {
+        return Err("line breaks and NUL bytes cannot be passed on".into());
+    }
+    Ok(())
+}
+
 fn check_no_control(value: &str) -> Result<(), String> {
     if value.chars().any(|c| c.is_control()) {
         return Err("control characters are not allowed".into());
@@ -1100,7 +1108,7 @@ pub fn parse(name: &MachineName, files: &[(PathBuf, String)]) -> Result<Machine,
                     }
                 }
                 ("Machine", "Exec") => {
-                    check_no_control(v)?;
+                    check_single_line(v)?;
                     m.exec = (!empty).then(|| v.to_owned());
                 }
                 ("Machine", "Environment") => {
@@ -1109,7 +1117,7 @@ pub fn parse(name: &MachineName, files: &[(PathBuf, String)]) -> Result<Machine,
                     } else {
                         let vars = split_environment(v)?;
                         for (_, val) in &vars {
-                            check_no_control(val).map_err(|e| format!("value: {e}"))?;
+                            check_single_line(val).map_err(|e| format!("value: {e}"))?;
                         }
                         m.environment.extend(vars);
                     }
@@ -1336,6 +1344,9 @@ pub fn parse(name: &MachineName, files: &[(PathBuf, String)]) -> Result<Machine,
     {
         errs.push(diag(f, *l, Some("Port"), "Port= forwarding needs Template=network_isolated (a macvlan machine is reachable at its own address)"));
     }
+    // Report in reading order: file by file, line by line; whole-file problems last.
+    let file_index = |f: &Path| files.iter().position(|(p, _)| p == f).unwrap_or(usize::MAX);
+    errs.sort_by_key(|d| (d.line == 0, file_index(&d.file), d.line));
     if errs.is_empty() {
         Ok(m)
     } else {

@@ -326,6 +326,7 @@ fn value_errors() {
         ("Image=a//b", "not an image reference"),
         ("Image=redis\nEnvironment=NOEQUALS", "is not NAME=VALUE"),
         ("Image=redis\nEnvironment=1A=x", "not a valid variable name"),
+        ("Image=redis\nEnvironment=A=a\\nb", "line breaks"),
         ("Image=redis\nEnvironment=\"A=x", "unterminated"),
         ("Image=redis\nEnvironment=A=\\q", "unknown escape"),
         ("Image=redis\nEnvironment=A=\\x00", "not a non-NUL ASCII"),
