@@ -1,0 +1,275 @@
+//! Root tier: the `man8s-fetch` binary end to end under `MAN8S_ROOT`, against a real
+//! `docker-registry` on 127.0.0.1.
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use man8s_testsupport::{
+    self as ts, Compression, Format, Image, LayerBuilder, Registry, require_root,
+};
+use serde_json::json;
+
+struct Host {
+    root: tempfile::TempDir,
+    layout: PathBuf,
+}
+
+impl Host {
+    fn new() -> Self {
+        require_root();
+        let root = tempfile::tempdir().unwrap();
+        let layout = root.path().join("_layout");
+        Self { root, layout }
+    }
+
+    fn p(&self, rel: &str) -> PathBuf {
+        self.root.path().join(rel.trim_start_matches('/'))
+    }
+
+    fn declare(&self, name: &str, text: &str) {
+        let d = self.p("etc/man8s/machines");
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join(format!("{name}.machine")), text).unwrap();
+    }
+
+    fn fetch_env(&self, args: &[&str], notify: Option<&Path>) -> Output {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_man8s-fetch"));
+        c.args(args)
+            .env("MAN8S_ROOT", self.root.path())
+            .env("HOME", self.root.path())
+            .env("RUST_BACKTRACE", "0")
+            .env_remove("REGISTRY_AUTH_FILE")
+            .env_remove("XDG_RUNTIME_DIR")
+            .env_remove("NOTIFY_SOCKET");
+        if let Some(n) = notify {
+            c.env("NOTIFY_SOCKET", n);
+        }
+        c.output().unwrap()
+    }
+
+    fn fetch(&self, args: &[&str]) -> Output {
+        self.fetch_env(args, None)
+    }
+
+    fn push(&self, reg: &Registry, img: &Image, repo: &str, tag: &str) -> ts::Written {
+        let w = img.write(&self.layout);
+        ts::tag(&self.layout, &w, tag, false);
+        reg.push(&self.layout, tag, repo, tag, Format::Oci);
+        w
+    }
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn app(version: &str) -> Image {
+    Image::new(vec![(
+        LayerBuilder::new()
+            .dir("srv", 0o755)
+            .dir("srv/data", 0o750)
+            .file_owned("srv/data/db", 0o600, 1000, 1000, b"seed-db")
+            .dir("etc", 0o755)
+            .dir("etc/app", 0o755)
+            .file("etc/app/app.conf", 0o644, b"listen=80\n")
+            .file("version", 0o644, version.as_bytes())
+            .tar(),
+        Compression::Gzip,
+    )])
+    .runtime(json!({"Env": ["PATH=/usr/bin", "GREETING=hello world"], "Entrypoint": ["/bin/app"], "Cmd": ["--port", "80"]}))
+}
+
+#[test]
+fn root_fetch_installs_machine_with_env_and_volumes() {
+    let h = Host::new();
+    let mut reg = Registry::start();
+    h.push(&reg, &app("1"), "app", "1");
+    let image = format!("{}/app:1", reg.host());
+    h.declare(
+        "web",
+        &format!("[Machine]\nImage={image}\nVolume=/srv/data:data\nVolume=/etc/app:config\nVolume=/empty:data\n"),
+    );
+    std::fs::create_dir_all(h.p("run/man8s")).unwrap();
+    std::fs::write(
+        h.p("run/man8s/yggdrasil.json"),
+        r#"{"address":"200::1","subnet":"300:2e98:a4b0:1789::/64"}"#,
+    )
+    .unwrap();
+    let o = h.fetch(&["web"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rootfs = h.p("var/lib/man8machines/web");
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("version")).unwrap(),
+        "1"
+    );
+    assert!(rootfs.join(".man8s/image.json").is_file());
+    assert_eq!(
+        std::fs::read_link(h.p("var/lib/machines/web")).unwrap(),
+        Path::new("/var/lib/man8machines/web")
+    );
+    let env = std::fs::read_to_string(h.p("var/lib/man8machine_configs/web/man8env.env")).unwrap();
+    let addr = man8s::address::machine_address("300:2e98:a4b0:1789::/64".parse().unwrap(), "web");
+    assert_eq!(
+        env,
+        format!(
+            "MAN8S_CONTAINER_NAME=web\nMAN8S_CONTAINER_TEMPLATE=network_isolated\nMAN8S_YGGDRASIL_ADDRESS={addr}\n\
+             MAN8S_OCI_IMAGE_URL={image}\nMAN8S_APPLICATION_ARGS=/bin/app --port 80\nGREETING=hello world\n"
+        )
+    );
+    // Volumes seeded from the image, owners and modes kept.
+    let db = h.p("var/lib/man8machine_storage/web/srv/data/db");
+    assert_eq!(std::fs::read(&db).unwrap(), b"seed-db");
+    let m = std::fs::metadata(&db).unwrap();
+    assert_eq!(
+        (m.uid(), m.gid(), m.permissions().mode() & 0o7777),
+        (1000, 1000, 0o600)
+    );
+    let dm = std::fs::metadata(h.p("var/lib/man8machine_storage/web/srv/data")).unwrap();
+    assert_eq!(dm.permissions().mode() & 0o7777, 0o750);
+    assert_eq!(
+        std::fs::read_to_string(h.p("var/lib/man8machine_configs/web/etc/app/app.conf")).unwrap(),
+        "listen=80\n"
+    );
+    assert!(h.p("var/lib/man8machine_storage/web/empty").is_dir());
+
+    // The user edits man8env.env and a volume; the registry goes away.
+    let env_path = h.p("var/lib/man8machine_configs/web/man8env.env");
+    std::fs::write(&env_path, "MAN8S_CONTAINER_NAME=web\nMINE=kept \"as is\"").unwrap();
+    std::fs::write(&db, b"user-data").unwrap();
+    reg.stop();
+    let o = h.fetch(&["web"]);
+    assert!(
+        o.status.success(),
+        "rootfs present, Pull=missing: no network needed: {}",
+        stderr(&o)
+    );
+    let env = std::fs::read_to_string(&env_path).unwrap();
+    assert_eq!(
+        env,
+        format!("MAN8S_CONTAINER_NAME=web\nMINE=kept \"as is\"\nMAN8S_YGGDRASIL_ADDRESS={addr}\n")
+    );
+    // Rootfs gone: re-created from the cache, still offline; user files untouched.
+    std::fs::remove_dir_all(&rootfs).unwrap();
+    let o = h.fetch(&["web"]);
+    assert!(
+        o.status.success(),
+        "second install from the cache: {}",
+        stderr(&o)
+    );
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("version")).unwrap(),
+        "1"
+    );
+    assert_eq!(std::fs::read(&db).unwrap(), b"user-data");
+    assert_eq!(std::fs::read_to_string(&env_path).unwrap(), env);
+    // Another machine from the same image: offline as well.
+    h.declare(
+        "web2",
+        &format!("[Machine]\nImage={image}\n[Network]\nYggdrasilAddress=no\n"),
+    );
+    let o = h.fetch(&["web2"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let env2 =
+        std::fs::read_to_string(h.p("var/lib/man8machine_configs/web2/man8env.env")).unwrap();
+    assert!(!env2.contains("YGGDRASIL"), "{env2}");
+}
+
+#[test]
+fn root_fetch_pull_always_replaces_only_on_change_and_notifies_systemd() {
+    let h = Host::new();
+    let reg = Registry::start();
+    h.push(&reg, &app("1"), "app", "stable");
+    h.declare(
+        "svc",
+        &format!("[Machine]\nImage={}/app:stable\nPull=always\n", reg.host()),
+    );
+    let sock_path = h.p("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_nonblocking(true).unwrap();
+    let o = h.fetch_env(&["svc"], Some(&sock_path));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mut msgs = String::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = sock.recv(&mut buf) {
+        msgs.push_str(&String::from_utf8_lossy(&buf[..n]));
+        msgs.push('\n');
+    }
+    assert!(
+        msgs.contains("STATUS=") && msgs.contains("EXTEND_TIMEOUT_USEC="),
+        "{msgs}"
+    );
+    assert!(
+        !stderr(&o).contains('\x1b'),
+        "journal lines carry no escape codes"
+    );
+    let rootfs = h.p("var/lib/man8machines/svc");
+    let first = man8s_oci::install::read_source(&rootfs).unwrap();
+    // Same tag, same content: kept.
+    let o = h.fetch(&["svc"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(man8s_oci::install::read_source(&rootfs).unwrap(), first);
+    assert!(stderr(&o).contains("already at"), "{}", stderr(&o));
+    // The tag moves: replaced.
+    let w2 = h.push(&reg, &app("2"), "app", "stable");
+    let o = h.fetch(&["svc"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("version")).unwrap(),
+        "2"
+    );
+    assert_eq!(
+        man8s_oci::install::read_source(&rootfs)
+            .unwrap()
+            .manifest_digest,
+        w2.digest
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(h.p("var/lib/man8machines"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("tmp") || n.contains("previous"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn root_fetch_exit_codes_and_one_line_errors() {
+    let h = Host::new();
+    let o = h.fetch(&[]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let o = h.fetch(&["a", "b"]);
+    assert_eq!(o.status.code(), Some(2));
+    let o = h.fetch(&["--bogus", "a"]);
+    assert_eq!(o.status.code(), Some(2));
+    let o = h.fetch(&["--platform", "linux", "a"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let o = h.fetch(&["nosuch"]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert_eq!(e.lines().count(), 1, "{e}");
+    assert!(e.contains("nosuch") && e.contains("no declaration"), "{e}");
+    // Pull=never with nothing cached.
+    h.declare("cold", "[Machine]\nImage=127.0.0.1:1/none:1\nPull=never\n");
+    let o = h.fetch(&["cold"]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert_eq!(e.lines().count(), 1, "{e}");
+    assert!(
+        e.contains("127.0.0.1:1/none:1") && e.contains("Pull=never"),
+        "{e}"
+    );
+    // A registry that does not exist: one line naming image and registry, after retries.
+    h.declare("gone", "[Machine]\nImage=127.0.0.1:1/none:1\n");
+    let o = h.fetch(&["gone"]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    let last = e.lines().last().unwrap();
+    assert!(
+        last.starts_with(
+            "man8s-fetch: gone: 127.0.0.1:1/none:1: cannot reach registry 127.0.0.1:1"
+        ),
+        "{e}"
+    );
+    assert!(!h.p("var/lib/man8machines/gone").exists());
+}
