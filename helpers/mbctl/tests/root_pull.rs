@@ -1,0 +1,370 @@
+//! Root tier: `mbctl machines pull` against a real docker-registry on 127.0.0.1 (Debian's, started
+//! by `man8s_testsupport`), with the volume questions answered through a pseudo-terminal; then
+//! list, images, update, oci download and remove on the same relocated tree (MAN8S_ROOT, so no
+//! systemd is asked).
+
+use std::io::Read;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use man8s_testsupport::{Compression, Format, Image, LayerBuilder, Registry, require_root};
+use serde_json::json;
+
+struct Tree {
+    dir: tempfile::TempDir,
+}
+
+impl Tree {
+    fn new() -> Self {
+        require_root();
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+    fn root(&self) -> &Path {
+        self.dir.path()
+    }
+    fn at(&self, canonical: &str) -> PathBuf {
+        self.root().join(canonical.trim_start_matches('/'))
+    }
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_mbctl"));
+        c.args(args)
+            .env("MAN8S_ROOT", self.root())
+            .env("RUST_BACKTRACE", "0")
+            .env("NO_COLOR", "1")
+            .env_remove("NOTIFY_SOCKET");
+        c
+    }
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).stdin(Stdio::null()).output().unwrap()
+    }
+}
+
+fn ok(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// An image with three volumes, content at two of them, an env and a command.
+fn app_image(version: &str) -> Image {
+    let layer = LayerBuilder::new()
+        .dir("bin", 0o755)
+        .file(
+            "bin/app",
+            0o755,
+            format!("#!/bin/sh\necho {version}\n").as_bytes(),
+        )
+        .dir("etc/app", 0o755)
+        .file(
+            "etc/app/app.conf",
+            0o644,
+            format!("version={version}\n").as_bytes(),
+        )
+        .dir("data", 0o755)
+        .file("data/seed.txt", 0o600, b"seed\n")
+        .dir("var/cache", 0o755)
+        .tar();
+    Image::new(vec![(layer, Compression::Gzip)]).runtime(json!({
+        "Env": ["PATH=/bin", "APP_MODE=production", "QUOTED=a \"b\" $c"],
+        "Cmd": ["/bin/app", "--serve"],
+        "Volumes": {"/etc/app": {}, "/data": {}, "/var/cache": {}, "/srv/custom": {}},
+    }))
+}
+
+fn push(reg: &Registry, tree: &Tree, img: &Image, tag: &str) -> String {
+    let layout = tree.root().join(format!("layout-{tag}"));
+    let w = img.write(&layout);
+    man8s_testsupport::tag(&layout, &w, tag, false);
+    reg.push(&layout, tag, "test/app", tag, Format::Oci);
+    w.digest
+}
+
+/// A child on a pseudo-terminal, and what it wrote so far.
+struct OnPty {
+    child: Child,
+    master: std::fs::File,
+    rx: mpsc::Receiver<Vec<u8>>,
+    seen: String,
+}
+
+impl OnPty {
+    fn spawn(mut cmd: Command) -> Self {
+        let pty = nix::pty::openpty(None, None).unwrap();
+        let slave: OwnedFd = pty.slave;
+        cmd.stdin(Stdio::from(slave.try_clone().unwrap()))
+            .stdout(Stdio::from(slave.try_clone().unwrap()))
+            .stderr(Stdio::from(slave));
+        let child = cmd.spawn().unwrap();
+        let master = std::fs::File::from(pty.master);
+        let mut reader = master.try_clone().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            // EIO once the child side is closed ends the loop.
+            while let Ok(n) = reader.read(&mut buf) {
+                if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                    break;
+                }
+            }
+        });
+        Self {
+            child,
+            master,
+            rx,
+            seen: String::new(),
+        }
+    }
+
+    /// Wait until the output (since the last call) contains `text`.
+    fn expect(&mut self, text: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(i) = self.seen.find(text) {
+                self.seen.drain(..i + text.len());
+                return;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(chunk) => self.seen.push_str(&String::from_utf8_lossy(&chunk)),
+                Err(_) => panic!("no {text:?} on the terminal; got:\n{}", self.seen),
+            }
+        }
+    }
+
+    fn send(&mut self, line: &str) {
+        use std::io::Write;
+        writeln!(self.master, "{line}").unwrap();
+    }
+
+    fn finish(mut self) -> (i32, String) {
+        let status = self.child.wait().unwrap();
+        while let Ok(chunk) = self.rx.recv_timeout(Duration::from_millis(200)) {
+            self.seen.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        let _ = self.master.as_raw_fd();
+        (status.code().unwrap_or(-1), self.seen)
+    }
+}
+
+#[test]
+fn root_pull_asks_about_volumes_on_a_terminal() {
+    let tree = Tree::new();
+    let reg = Registry::start();
+    let digest = push(&reg, &tree, &app_image("1"), "v1");
+    let image = format!("{}/test/app:v1", reg.host());
+
+    let custom = tree.root().join("custom-host-dir");
+    let mut cmd = tree.cmd(&[
+        "machines",
+        "pull",
+        &image,
+        "app",
+        "--volume",
+        "/var/cache=skip",
+    ]);
+    cmd.env("TERM", "dumb");
+    let mut pty = OnPty::spawn(cmd);
+    // Image volumes are asked in the image's (sorted) order; /var/cache is answered already.
+    pty.expect("The image declares the volume /data.");
+    pty.expect("1) config 2) data 3) custom path 4) skip: ");
+    pty.send("7");
+    pty.expect("\"7\" is not one of 1, 2, 3, 4.");
+    pty.expect("1) config 2) data 3) custom path 4) skip: ");
+    pty.send("2");
+    pty.expect("The image declares the volume /etc/app.");
+    pty.expect("4) skip: ");
+    pty.send("1");
+    pty.expect("The image declares the volume /srv/custom.");
+    pty.expect("4) skip: ");
+    pty.send("3");
+    pty.expect("Absolute host path for /srv/custom (must not exist yet): ");
+    pty.send("relative/path");
+    pty.expect("is not an absolute path");
+    pty.expect("Absolute host path for /srv/custom");
+    pty.send(custom.to_str().unwrap());
+    pty.expect("Machine app created.");
+    let (code, rest) = pty.finish();
+    assert_eq!(code, 0, "{rest}");
+
+    let decl = std::fs::read_to_string(tree.at("/etc/man8s/machines/app.machine")).unwrap();
+    assert_eq!(
+        decl,
+        format!(
+            "# Machine app, created by `mbctl machines pull {image}`.\n[Machine]\nImage={image}\n\
+             Volume=/data:data\nVolume=/etc/app:config\nVolume=/srv/custom:{}\n",
+            custom.display()
+        )
+    );
+    // The same parser the generator uses accepts it.
+    let v = tree.run(&["verify"]);
+    assert_eq!(ok(&v), "");
+
+    // Volumes seeded from the image on first creation; the skipped one not created.
+    let cfg = tree.at("/var/lib/man8machine_configs/app");
+    assert_eq!(
+        std::fs::read_to_string(cfg.join("etc/app/app.conf")).unwrap(),
+        "version=1\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(tree.at("/var/lib/man8machine_storage/app/data/seed.txt")).unwrap(),
+        "seed\n"
+    );
+    assert!(custom.is_dir());
+    assert!(!tree.at("/var/lib/man8machine_storage/app/var").exists());
+    // man8env.env as the Python tool wrote it.
+    let env = std::fs::read_to_string(cfg.join("man8env.env")).unwrap();
+    assert!(
+        env.starts_with("MAN8S_CONTAINER_NAME=app\nMAN8S_CONTAINER_TEMPLATE=network_isolated\n"),
+        "{env}"
+    );
+    assert!(
+        env.contains(&format!("MAN8S_OCI_IMAGE_URL={image}\n")),
+        "{env}"
+    );
+    assert!(
+        env.contains("MAN8S_APPLICATION_ARGS=/bin/app --serve\n"),
+        "{env}"
+    );
+    assert!(
+        env.contains("QUOTED=a \"b\" $c\n") && !env.contains("PATH="),
+        "{env}"
+    );
+    // Rootfs installed, machinectl link made.
+    assert!(tree.at("/var/lib/man8machines/app/bin/app").exists());
+    assert_eq!(
+        std::fs::read_link(tree.at("/var/lib/machines/app")).unwrap(),
+        Path::new("/var/lib/man8machines/app")
+    );
+
+    // Never overwrite an existing machine.
+    let again = tree.run(&["machines", "pull", &image, "app", "--yes"]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("machine app exists already"));
+    assert_eq!(
+        std::fs::read_to_string(tree.at("/etc/man8s/machines/app.machine")).unwrap(),
+        decl
+    );
+
+    // list --json on this tree: no systemd asked, state unknown.
+    let list: serde_json::Value =
+        serde_json::from_str(&ok(&tree.run(&["machines", "list", "--json"]))).unwrap();
+    let m = &list[0];
+    assert_eq!(m["name"], "app");
+    assert_eq!(m["state"], "unknown");
+    assert_eq!(m["image"], image.as_str());
+    assert_eq!(m["digest"], digest.as_str());
+    assert_eq!(m["rootfs_present"], true);
+    assert_eq!(m["volumes"].as_array().unwrap().len(), 3);
+    let table = ok(&tree.run(&["machines", "list"]));
+    assert!(table.starts_with("NAME  STATE    IMAGE"), "{table}");
+
+    // images list knows which machine uses the image.
+    let images: serde_json::Value =
+        serde_json::from_str(&ok(&tree.run(&["images", "list", "--json"]))).unwrap();
+    assert_eq!(images[0]["used_by"], json!(["app"]));
+}
+
+#[test]
+fn root_pull_yes_update_download_remove() {
+    let tree = Tree::new();
+    let reg = Registry::start();
+    let d1 = push(&reg, &tree, &app_image("1"), "latest");
+    let image = format!("{}/test/app:latest", reg.host());
+
+    // --yes: unanswered volumes become data volumes, no terminal needed.
+    let o = tree.run(&[
+        "machines",
+        "pull",
+        &image,
+        "web",
+        "--yes",
+        "--volume",
+        "/etc/app=config",
+    ]);
+    ok(&o);
+    let decl = std::fs::read_to_string(tree.at("/etc/man8s/machines/web.machine")).unwrap();
+    assert!(decl.contains("Volume=/data:data\nVolume=/etc/app:config\nVolume=/srv/custom:data\nVolume=/var/cache:data\n"), "{decl}");
+
+    // Without --yes and without a terminal answer, pull fails before writing anything.
+    let o = tree.run(&["machines", "pull", &image, "web2"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("no answer for volume /data"),
+        "{o:?}"
+    );
+    assert!(!tree.at("/etc/man8s/machines/web2.machine").exists());
+
+    // The user edits config; update must keep it.
+    let conf = tree.at("/var/lib/man8machine_configs/web/etc/app/app.conf");
+    std::fs::write(&conf, "edited\n").unwrap();
+    let env = tree.at("/var/lib/man8machine_configs/web/man8env.env");
+    let mut env_text = std::fs::read_to_string(&env).unwrap();
+    env_text.push_str("MY_SETTING=kept\n");
+    std::fs::write(&env, &env_text).unwrap();
+
+    let up = ok(&tree.run(&["machines", "update", "web"]));
+    assert!(up.contains("up to date"), "{up}");
+    let d2 = push(&reg, &tree, &app_image("2"), "latest");
+    assert_ne!(d1, d2);
+    let o = tree.run(&["machines", "update", "web"]);
+    let out = ok(&o);
+    assert!(out.contains(&format!("Installed {d2} (was {d1})")), "{out}");
+    assert_eq!(
+        std::fs::read_to_string(tree.at("/var/lib/man8machines/web/bin/app")).unwrap(),
+        "#!/bin/sh\necho 2\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(tree.at("/var/lib/man8machines/.web.previous/bin/app")).unwrap(),
+        "#!/bin/sh\necho 1\n"
+    );
+    assert_eq!(std::fs::read_to_string(&conf).unwrap(), "edited\n");
+    assert_eq!(std::fs::read_to_string(&env).unwrap(), env_text);
+
+    // oci download: rootfs + config, no protected-dir renames.
+    let dl = tree.root().join("download");
+    ok(&tree.run(&["oci", "download", &image, dl.to_str().unwrap()]));
+    assert!(dl.join("bin/app").exists() && dl.join(".man8s/image.json").exists());
+    let o = tree.run(&["oci", "download", &image, dl.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "refuses a non-empty dir");
+
+    // remove keeps config and data, removes rootfs, previous rootfs, declaration and link.
+    ok(&tree.run(&["machines", "remove", "web"]));
+    for gone in [
+        "/etc/man8s/machines/web.machine",
+        "/var/lib/man8machines/web",
+        "/var/lib/man8machines/.web.previous",
+        "/var/lib/machines/web",
+    ] {
+        assert!(
+            tree.at(gone).symlink_metadata().is_err(),
+            "{gone} still there"
+        );
+    }
+    assert_eq!(std::fs::read_to_string(&conf).unwrap(), "edited\n");
+    assert!(
+        tree.at("/var/lib/man8machine_storage/web/data/seed.txt")
+            .exists()
+    );
+    // A new pull of the same name reuses the kept config (the user's edits win).
+    ok(&tree.run(&["machines", "pull", &image, "web", "--yes"]));
+    assert_eq!(std::fs::read_to_string(&env).unwrap(), env_text);
+    ok(&tree.run(&["machines", "remove", "web", "--purge"]));
+    assert!(!tree.at("/var/lib/man8machine_configs/web").exists());
+    assert!(!tree.at("/var/lib/man8machine_storage/web").exists());
+
+    // prune: nothing installed any more, so every blob goes; clear empties the rest.
+    let pr = ok(&tree.run(&["images", "prune"]));
+    assert!(pr.starts_with("Removed "), "{pr}");
+    ok(&tree.run(&["cache", "clear"]));
+    assert_eq!(ok(&tree.run(&["images", "list", "--json"])).trim(), "[]");
+}
