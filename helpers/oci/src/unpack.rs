@@ -110,7 +110,8 @@ pub enum UnpackError {
 ///
 /// Layers must be applied in order; the function is streaming (no file is held in memory) and refuses hostile
 /// entries with [`UnpackError::Refused`], never writing outside `root`. On error the root holds a partly
-/// applied layer: callers unpack into a scratch directory and discard it on failure.
+/// applied layer: callers unpack into a scratch directory and discard it on failure. On success the stream
+/// has been read to its end (past the end-of-archive blocks).
 pub fn apply_layer(
     root: &Path,
     layer: &mut dyn Read,
@@ -146,6 +147,14 @@ pub fn apply_layer(
         last = Some(name);
     }
     unpacker.finish_dirs()?;
+    // Read what follows the end-of-archive blocks too, so that a digest computed by a reader wrapped around
+    // `layer` (diff_id check) covers the whole stream.
+    std::io::copy(&mut archive.into_inner(), &mut std::io::sink()).map_err(|source| {
+        UnpackError::Tar {
+            after: last,
+            source,
+        }
+    })?;
     Ok(unpacker.stats)
 }
 

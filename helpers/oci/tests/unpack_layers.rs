@@ -419,3 +419,14 @@ fn missing_root_is_a_clear_error() {
     assert!(matches!(err, UnpackError::Root { .. }), "{err}");
     assert!(err.to_string().contains("nope"), "{err}");
 }
+
+#[test]
+fn the_stream_is_read_to_its_end() {
+    // A digest computed around the reader (the diff_id check) must see the padding after the archive too.
+    let s = Scratch::new();
+    let mut layer = Layer::new().file("a", b"a").bytes();
+    layer.extend_from_slice(&[0; 8192]);
+    let mut reader = layer.as_slice();
+    man8s_oci::unpack::apply_layer(&s.root(), &mut reader, &UnpackOptions::default()).unwrap();
+    assert!(reader.is_empty(), "{} bytes left unread", reader.len());
+}
