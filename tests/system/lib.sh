@@ -13,7 +13,8 @@ HOST_PACKAGES=(
 )
 HOST_SUITE=sid
 # Packages apt installs into the base after debootstrap (debootstrap's own resolver is too weak for podman's
-# alternatives); the benchmarks add podman here. Part of the cache key.
+# alternatives); the benchmarks add podman here. Part of the cache key. The mirror may serve a snapshot whose
+# Release file is past its Valid-Until (debootstrap does not check it; apt does).
 HOST_EXTRA_APT=(${HOST_EXTRA_APT[@]+"${HOST_EXTRA_APT[@]}"})
 # Bumped when the way the base is prepared (below) changes, so old caches are not reused.
 BASE_RECIPE=1
@@ -70,7 +71,7 @@ ensure_base() {
         rm -rf --one-file-system "${tmp:?}"
         return 1
     fi
-    if [ "${#HOST_EXTRA_APT[@]}" -gt 0 ] && ! chroot "$tmp" sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@"' \
+    if [ "${#HOST_EXTRA_APT[@]}" -gt 0 ] && ! chroot "$tmp" sh -c 'apt-get -o Acquire::Check-Valid-Until=false update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@"' \
             sh "${HOST_EXTRA_APT[@]}" >>"$cache/debootstrap-$key.log" 2>&1; then
         say "system: apt-get install ${HOST_EXTRA_APT[*]} in the base failed; see $cache/debootstrap-$key.log"
         rm -rf --one-file-system "${tmp:?}"
@@ -234,8 +235,9 @@ host_boot() {
             say "host $name booted degraded; failed units:"
             in_host_on "$name" systemctl --failed --no-legend >&2 || true ;;
         *)
-            say "host $name did not finish booting (state '${state:-none}')"
+            say "host $name did not finish booting (state '${state:-none}'); console:"
             tail -n 30 "$dir/console.log" >&2
+            host_poweroff "$name" || true
             return 1 ;;
     esac
 }
