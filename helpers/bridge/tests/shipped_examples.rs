@@ -8,12 +8,19 @@ use man8s_bridge::apply::render_networkd_conf_dropin;
 use man8s_bridge::networkd::{BridgeSpec, derive_ula, render_netdev, render_network};
 
 fn check(name: &str, want: &str) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../networkd").join(name);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../networkd")
+        .join(name);
     if std::env::var_os("MAN8S_UPDATE_EXAMPLES").is_some() {
         std::fs::write(&path, want).unwrap();
     }
     let have = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    assert_eq!(have, want, "{} differs from the renderer's output", path.display());
+    assert_eq!(
+        have,
+        want,
+        "{} differs from the renderer's output",
+        path.display()
+    );
 }
 
 #[test]
@@ -30,5 +37,29 @@ fn shipped_examples_match_the_renderer() {
     };
     check("10-man8s-srvgrp0.netdev", &render_netdev(&spec));
     check("10-man8s-srvgrp0.network", &render_network(&spec));
-    check("networkd.conf.d-10-man8s.conf", &render_networkd_conf_dropin());
+    check(
+        "networkd.conf.d-10-man8s.conf",
+        &render_networkd_conf_dropin(),
+    );
+}
+
+#[test]
+fn man_page_configuration_example_parses() {
+    let page = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/man/man8s-bridge.8.scd"),
+    )
+    .unwrap();
+    let start = page
+        .find("```\n[Bridge]")
+        .expect("example in man8s-bridge.8.scd")
+        + 4;
+    let end = start + page[start..].find("```").unwrap();
+    let cfg =
+        man8s::hostconfig::HostConfig::parse(&page[start..end], "man8s-bridge.8.scd").unwrap();
+    assert_eq!(cfg.bridge.name, "srvgrp0");
+    assert_eq!(cfg.bridge.ntp, vec!["ntp.example.org"]);
+    assert_eq!(
+        cfg.yggdrasil.admin_endpoint.as_deref(),
+        Some("unix:///run/yggdrasil/yggdrasil.sock")
+    );
 }

@@ -4,17 +4,23 @@
 //!
 //! ```ini
 //! [Bridge]
-//! Name=srvgrp0                 # the networkd bridge machines are attached to
-//! IPv4Address=172.17.0.1/16    # the bridge's IPv4 address; its subnet is the DHCP pool
-//! ULAPrefix=fd12:3456:789a::/64  # IPv6 prefix for SLAAC (default: derived from /etc/machine-id)
-//! DNS=192.0.2.53               # repeatable; handed out by DHCP (default: the host's own servers)
-//! NTP=ntp.example              # repeatable; handed out by DHCP (default: the host's own servers)
-//! Timezone=Europe/Berlin       # handed out by DHCP (default: the host's time zone)
+//! # The networkd bridge machines are attached to.
+//! Name=srvgrp0
+//! # The bridge's IPv4 address; its subnet is the DHCP pool.
+//! IPv4Address=172.17.0.1/16
+//! # IPv6 prefix for SLAAC (default: derived from /etc/machine-id).
+//! ULAPrefix=fd12:3456:789a::/64
+//! # Handed out by DHCP; DNS= and NTP= repeat (default: the host's own).
+//! DNS=192.0.2.53
+//! NTP=ntp.example
+//! Timezone=Europe/Berlin
 //!
 //! [Yggdrasil]
-//! AdminEndpoint=unix:///run/yggdrasil/yggdrasil.sock  # default: AdminListen= from ConfigFile=
+//! # Default: AdminListen= from ConfigFile=, else yggdrasil's own default.
+//! AdminEndpoint=unix:///run/yggdrasil/yggdrasil.sock
 //! ConfigFile=/etc/yggdrasil/yggdrasil.conf
-//! WaitSec=10                   # how long to wait for a configured yggdrasil's admin socket
+//! # How long to wait for the admin socket of a yggdrasil that is configured.
+//! WaitSec=10
 //! ```
 //!
 //! `#` and `;` start comment lines. A repeatable key given an empty value (`DNS=`) clears the
