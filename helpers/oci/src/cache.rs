@@ -232,12 +232,12 @@ impl BlobCache {
         }
         let mut report = GcReport::default();
         for (digest, size) in self.list()?.blobs {
-            if !live.contains(&digest) {
-                if let Some(p) = self.blob_path(&digest) {
-                    fs::remove_file(&p).at(&p)?;
-                    report.removed += 1;
-                    report.bytes += size;
-                }
+            if !live.contains(&digest)
+                && let Some(p) = self.blob_path(&digest)
+            {
+                fs::remove_file(&p).at(&p)?;
+                report.removed += 1;
+                report.bytes += size;
             }
         }
         let partial = self.root.join("partial");
@@ -245,12 +245,11 @@ impl BlobCache {
             Ok(()) | Err(_) => {}
         }
         for r in self.list()?.refs {
-            if self.blob_path(&r.digest).is_none_or(|p| !p.exists()) {
-                if let Ok(img) = ImageRef::parse(&r.reference) {
-                    if let Some(p) = self.ref_path(&img) {
-                        let _ = fs::remove_file(p);
-                    }
-                }
+            if self.blob_path(&r.digest).is_none_or(|p| !p.exists())
+                && let Ok(img) = ImageRef::parse(&r.reference)
+                && let Some(p) = self.ref_path(&img)
+            {
+                let _ = fs::remove_file(p);
             }
         }
         Ok(report)

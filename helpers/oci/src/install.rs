@@ -72,13 +72,10 @@ pub fn unpack_layers(
             decompressed(file).map_err(|e| unpack_err(format!("cannot decompress: {e}")))?;
         let mut hashing = HashingReader::new(reader);
         if let Err(e) = apply_layer(root, &mut hashing, opts) {
-            if let crate::unpack::UnpackError::Io { source, .. } = &e {
-                if source.raw_os_error() == Some(nix::libc::ENOSPC) {
-                    return Err(Error::DiskFull {
-                        image: name,
-                        path: root.to_owned(),
-                    });
-                }
+            if let crate::unpack::UnpackError::Io { source, .. } = &e
+                && source.raw_os_error() == Some(nix::libc::ENOSPC)
+            {
+                return Err(Error::DiskFull { image: name, path: root.to_owned() });
             }
             return Err(unpack_err(e.to_string()));
         }
@@ -426,7 +423,7 @@ pub fn prepare_machine(paths: &Paths, machine: &Machine, image: &ResolvedImage) 
                     } else {
                         "\n"
                     };
-                    write!(f, "{sep}MAN8S_YGGDRASIL_ADDRESS={addr}\n").at(&env_path)?;
+                    writeln!(f, "{sep}MAN8S_YGGDRASIL_ADDRESS={addr}").at(&env_path)?;
                 }
             }
         }

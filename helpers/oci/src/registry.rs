@@ -200,10 +200,10 @@ impl Registry {
         }
         let mut req = self.http.get(&realm).query(&query);
         // Credentials go to the token realm only over TLS (or to a plain-HTTP registry already trusted).
-        if let Some(c) = &self.credentials {
-            if realm.starts_with("https://") || self.base.starts_with("http://") {
-                req = req.basic_auth(&c.username, Some(&c.password));
-            }
+        if let Some(c) = &self.credentials
+            && (realm.starts_with("https://") || self.base.starts_with("http://"))
+        {
+            req = req.basic_auth(&c.username, Some(&c.password));
         }
         let resp = req.send().await.map_err(|e| Failure::Retry {
             cause: describe(&e),

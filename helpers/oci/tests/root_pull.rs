@@ -764,3 +764,44 @@ fn root_concurrent_pulls_share_one_download() {
 fn _platform_is_host(p: Platform) -> bool {
     p == Platform::host()
 }
+
+/// Unmounts on drop.
+struct Tmpfs(PathBuf);
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn root_disk_full_is_one_clear_line() {
+    let env = Env::new();
+    let reg = Registry::start();
+    env.push(&reg, &big_layer_image(), "full", "1", Format::Oci);
+    let small = env.dir.path().join("small");
+    std::fs::create_dir(&small).unwrap();
+    let st = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(&small)
+        .status()
+        .unwrap();
+    assert!(st.success(), "mount tmpfs");
+    let _guard = Tmpfs(small.clone());
+    let env_small = Env {
+        cache: BlobCache::at(small.join("cache")),
+        ..Env::new()
+    };
+    let reference = format!("{}/full:1", reg.host());
+    let e = env_small.pull(&reference).unwrap_err();
+    let msg = e.to_string();
+    assert!(matches!(e, Error::DiskFull { .. }), "{msg}");
+    assert!(
+        msg.starts_with(&format!(
+            "{reference}: no space left on device while writing {}",
+            small.display()
+        )),
+        "{msg}"
+    );
+    assert!(!msg.contains('\n'));
+}
