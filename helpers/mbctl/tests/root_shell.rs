@@ -1,0 +1,187 @@
+//! Root tier: `mbctl machines shell` enters every namespace and the root of a running
+//! "machine" — here a process that `unshare` put in new user/mount/pid/net/uts/ipc/cgroup
+//! namespaces, chrooted into a busybox tree. `--leader-pid` stands in for machined's answer.
+
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use man8s_testsupport::require_root;
+
+/// A process in fresh namespaces with `root` as its root; killed on drop.
+struct Machine {
+    unshare: Child,
+    leader: i32,
+}
+
+impl Machine {
+    fn start(root: &Path, init: &str) -> Self {
+        let unshare = Command::new("unshare")
+            .args([
+                "--user",
+                "--map-root-user",
+                "--mount",
+                "--pid",
+                "--fork",
+                "--net",
+                "--uts",
+                "--ipc",
+                "--cgroup",
+                "--mount-proc",
+            ])
+            .arg(format!("--root={}", root.display()))
+            .args(["/bin/busybox", "sh", "-c", init])
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("unshare (util-linux)");
+        // The leader is unshare's forked child (PID 1 of the new PID namespace).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let leader = loop {
+            let children =
+                std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", unshare.id()))
+                    .unwrap_or_default();
+            if let Some(pid) = children.split_whitespace().next() {
+                let pid: i32 = pid.parse().unwrap();
+                // Wait until it has its hostname set (the init script's first step is done).
+                if std::fs::read_link(format!("/proc/{pid}/root")).is_ok_and(|r| r == root)
+                    && root.join("ready").exists()
+                {
+                    break pid;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "namespaced process did not come up"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        Self { unshare, leader }
+    }
+}
+
+impl Drop for Machine {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.leader),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let _ = self.unshare.kill();
+        let _ = self.unshare.wait();
+    }
+}
+
+fn busybox_tree(dir: &Path, with_shell: bool) {
+    std::fs::create_dir_all(dir.join("bin")).unwrap();
+    std::fs::copy("/bin/busybox", dir.join("bin/busybox")).unwrap();
+    if with_shell {
+        std::os::unix::fs::symlink("busybox", dir.join("bin/sh")).unwrap();
+    }
+    for d in ["proc", "tmp", "etc"] {
+        std::fs::create_dir_all(dir.join(d)).unwrap();
+    }
+    std::fs::write(dir.join("etc/marker"), "inside the machine\n").unwrap();
+}
+
+fn shell(leader: i32, command: Option<&str>) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_mbctl"));
+    c.args([
+        "machines",
+        "shell",
+        "testmachine",
+        "--leader-pid",
+        &leader.to_string(),
+    ]);
+    if let Some(cmd) = command {
+        c.args(["--command", cmd]);
+    }
+    c.env("RUST_BACKTRACE", "0")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn root_shell_enters_all_namespaces_and_the_root() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    busybox_tree(&root, true);
+    let m = Machine::start(
+        &root,
+        "busybox hostname inner-host; busybox touch /ready; exec busybox sleep 600",
+    );
+
+    let o = shell(
+        m.leader,
+        Some(
+            "busybox hostname; busybox cat /etc/marker; echo pid=$$; busybox id -u; busybox ip -o link | busybox wc -l; echo $PATH",
+        ),
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{out}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "inner-host", "uts namespace: {out}");
+    assert_eq!(lines[1], "inside the machine", "root: {out}");
+    let pid: u32 = lines[2].strip_prefix("pid=").unwrap().parse().unwrap();
+    assert!(pid < 10, "pid namespace: the shell is PID {pid}");
+    assert_eq!(lines[3], "0", "root of the machine's user namespace");
+    assert_eq!(lines[4], "1", "net namespace: only lo");
+    assert!(
+        lines[5].starts_with("/usr/local/sbin:"),
+        "clean environment: {out}"
+    );
+
+    // Same namespaces as the leader, checked from outside.
+    let o = shell(
+        m.leader,
+        Some("for n in net uts ipc user cgroup mnt; do busybox readlink /proc/self/ns/$n; done"),
+    );
+    let inside = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{inside}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    for ns in ["net", "uts", "ipc", "user", "cgroup", "mnt"] {
+        let leader_ns = std::fs::read_link(format!("/proc/{}/ns/{ns}", m.leader)).unwrap();
+        assert!(
+            inside.contains(leader_ns.to_str().unwrap()),
+            "{ns}: {inside}"
+        );
+    }
+
+    // Exit codes come through.
+    assert_eq!(shell(m.leader, Some("exit 7")).status.code(), Some(7));
+}
+
+#[test]
+fn root_shell_machine_without_shell_is_a_clear_error() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    busybox_tree(&root, false);
+    let m = Machine::start(&root, "busybox touch /ready; exec busybox sleep 600");
+    let o = shell(m.leader, None);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("machine testmachine has no shell: /bin/sh does not exist in it"),
+        "{err}"
+    );
+}
+
+#[test]
+fn root_shell_stopped_machine_is_a_clear_error() {
+    require_root();
+    // A PID that is not running.
+    let o = shell(i32::MAX - 1, Some("true"));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("has machine testmachine stopped?"), "{err}");
+}
