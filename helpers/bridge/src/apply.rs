@@ -1,12 +1,15 @@
 //! One run of `man8s-bridge`: ask yggdrasil, render the bridge files, write what changed.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::io;
+use std::net::Ipv6Addr;
 use std::path::{Path, PathBuf};
 
 use ipnet::Ipv6Net;
+use man8s::Paths;
+use man8s::declaration;
 use man8s::hostconfig::{HostConfig, HostConfigError};
-use man8s::{MachineName, Paths};
+use man8s::machine::YggdrasilAddress;
 
 use crate::networkd::{self, BridgeSpec, NETWORK_DIR};
 use crate::state::{self, STATE_FILE};
@@ -62,7 +65,7 @@ pub struct Report {
     /// Whether this run switched on IPv6 forwarding in the kernel.
     pub enabled_ipv6_forwarding: bool,
     /// Declared machines whose Yggdrasil addresses collide (`(bridge)` for the bridge's `::1`).
-    pub collisions: Vec<(String, String)>,
+    pub collisions: Vec<Collision>,
 }
 
 /// Run once against the host (or the tree) at `paths`.
@@ -123,10 +126,7 @@ pub fn apply(paths: &Paths) -> Result<Report, ApplyError> {
 
     let enabled_ipv6_forwarding = enable_ipv6_forwarding(paths)?;
     let collisions = match &ygg {
-        Ok(info) => {
-            let names = declared_names(paths);
-            man8s::address::collisions(info.subnet, names.iter().map(String::as_str))
-        }
+        Ok(info) => find_collisions(info.subnet, &declared_addresses(paths, info.subnet)),
         Err(_) => Vec::new(),
     };
     Ok(Report {
@@ -239,27 +239,64 @@ fn remove_stale(paths: &Paths, keep: &[PathBuf]) -> Result<Vec<PathBuf>, ApplyEr
     Ok(removed)
 }
 
-/// Names of the declared machines (`NAME.machine` in the declaration directories), deduplicated.
-///
-/// Only names matter for address collisions; declarations with an explicit `YggdrasilAddress=`
-/// are counted too, which can only over-report.
-pub fn declared_names(paths: &Paths) -> Vec<String> {
-    let mut names = BTreeSet::new();
-    for dir in paths.declaration_dirs() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
+/// The Yggdrasil address each declared machine will have in `subnet`: derived from its name
+/// (`YggdrasilAddress=auto`, also assumed for declarations that do not load, which can only
+/// over-report), or its explicit `YggdrasilAddress=`; machines with `no` are left out.
+pub fn declared_addresses(paths: &Paths, subnet: Ipv6Net) -> Vec<(String, Ipv6Addr)> {
+    let mut out = Vec::new();
+    for name in declaration::discover(paths).into_iter().flatten() {
+        let addr = match declaration::load(paths, &name).map(|m| m.network.yggdrasil) {
+            Ok(YggdrasilAddress::No) => continue,
+            Ok(YggdrasilAddress::Fixed(a)) => a,
+            Ok(YggdrasilAddress::Auto) | Err(_) => {
+                man8s::address::machine_address(subnet, name.as_str())
+            }
         };
-        for entry in entries.flatten() {
-            let file = entry.file_name();
-            let Some(name) = file.to_str().and_then(|f| f.strip_suffix(".machine")) else {
-                continue;
-            };
-            if MachineName::new(name).is_ok() {
-                names.insert(name.to_owned());
+        out.push((name.as_str().to_owned(), addr));
+    }
+    out
+}
+
+/// Two machines (or `(bridge)` and a machine) with the same Yggdrasil address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Collision {
+    /// One name (`(bridge)` for the bridge's `::1`).
+    pub first: String,
+    /// The other name.
+    pub second: String,
+    /// The address both would have.
+    pub address: Ipv6Addr,
+}
+
+/// Pairs of machines (sorted names) that share an address, and machines on the bridge's own
+/// `<subnet>::1` (paired with `(bridge)`).
+pub fn find_collisions(subnet: Ipv6Net, machines: &[(String, Ipv6Addr)]) -> Vec<Collision> {
+    let bridge = man8s::address::bridge_address(subnet);
+    let mut by_addr: BTreeMap<Ipv6Addr, Vec<&str>> = BTreeMap::new();
+    for (name, addr) in machines {
+        by_addr.entry(*addr).or_default().push(name);
+    }
+    let mut out = Vec::new();
+    for (addr, mut names) in by_addr {
+        names.sort_unstable();
+        if addr == bridge {
+            out.extend(names.iter().map(|n| Collision {
+                first: "(bridge)".to_owned(),
+                second: (*n).to_owned(),
+                address: addr,
+            }));
+        }
+        for (i, a) in names.iter().enumerate() {
+            for b in &names[i + 1..] {
+                out.push(Collision {
+                    first: (*a).to_owned(),
+                    second: (*b).to_owned(),
+                    address: addr,
+                });
             }
         }
     }
-    names.into_iter().collect()
+    out
 }
 
 #[cfg(test)]
@@ -282,20 +319,55 @@ mod tests {
     }
 
     #[test]
-    fn declared_names_from_all_dirs_once() {
+    fn collisions_from_real_declarations() {
         let dir = tempfile::tempdir().unwrap();
         let paths = Paths::new(dir.path());
-        for (d, f) in [
-            ("etc/man8s/machines", "web.machine"),
-            ("run/man8s/machines", "web.machine"),
-            ("usr/lib/man8s/machines", "db.machine"),
-            ("etc/man8s/machines", "bad_name.machine"),
-            ("etc/man8s/machines", "notes.txt"),
-        ] {
+        let subnet: Ipv6Net = "300:2e98:a4b0:1789::/64".parse().unwrap();
+        let web = man8s::address::machine_address(subnet, "web");
+        let decl = |d: &str, name: &str, extra: &str| {
             std::fs::create_dir_all(dir.path().join(d)).unwrap();
-            std::fs::write(dir.path().join(d).join(f), "").unwrap();
-        }
-        assert_eq!(declared_names(&paths), vec!["db", "web"]);
+            std::fs::write(
+                dir.path().join(d).join(format!("{name}.machine")),
+                format!("[Machine]\nImage=docker.io/library/busybox:latest\n{extra}"),
+            )
+            .unwrap();
+        };
+        decl("etc/man8s/machines", "web", "");
+        // An explicit address equal to web's derived one, one on the bridge's ::1, one opted out.
+        decl(
+            "usr/lib/man8s/machines",
+            "copycat",
+            &format!("[Network]\nYggdrasilAddress={web}\n"),
+        );
+        decl(
+            "run/man8s/machines",
+            "squatter",
+            "[Network]\nYggdrasilAddress=300:2e98:a4b0:1789::1\n",
+        );
+        decl(
+            "etc/man8s/machines",
+            "quiet",
+            "[Network]\nYggdrasilAddress=no\n",
+        );
+        let addrs = declared_addresses(&paths, subnet);
+        let names: Vec<_> = addrs.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["copycat", "squatter", "web"]);
+        let pairs: Vec<_> = find_collisions(subnet, &addrs)
+            .into_iter()
+            .map(|c| (c.first, c.second, c.address.to_string()))
+            .collect();
+        // Sorted by address: the bridge's ::1 first.
+        assert_eq!(
+            pairs,
+            [
+                (
+                    "(bridge)".to_owned(),
+                    "squatter".to_owned(),
+                    "300:2e98:a4b0:1789::1".to_owned()
+                ),
+                ("copycat".to_owned(), "web".to_owned(), web.to_string()),
+            ]
+        );
     }
 
     #[test]

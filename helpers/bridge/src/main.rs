@@ -66,13 +66,12 @@ fn report(r: &Report) {
         );
     }
     if let Ok(s) = &r.yggdrasil {
-        for (a, b) in &r.collisions {
-            let addr = man8s::address::machine_address(s.subnet, b);
+        for c in &r.collisions {
             log(
                 WARNING,
                 &format!(
-                    "Yggdrasil address collision in {}: {a} and {b} both get {addr}; rename one or set YggdrasilAddress= in its declaration",
-                    s.subnet
+                    "Yggdrasil address collision in {}: {} and {} both get {}; rename one or set YggdrasilAddress= in its declaration",
+                    s.subnet, c.first, c.second, c.address
                 ),
             );
         }

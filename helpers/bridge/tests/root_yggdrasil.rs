@@ -264,6 +264,14 @@ fn root_bridge_writes_files_and_state_then_only_changes() {
     // Now that its config is known, give the tree a copy naming the socket canonically.
     write_relocated_conf(r, &y.conf);
 
+    // A declaration whose explicit address is web's derived one: reported as a collision.
+    let web = man8s::address::machine_address(me.subnet, "web");
+    std::fs::write(
+        r.join("etc/man8s/machines/copycat.machine"),
+        format!("[Machine]\nImage=busybox\n[Network]\nYggdrasilAddress={web}\n"),
+    )
+    .unwrap();
+
     let (out, err) = run_bridge(r, &["--no-reload"]);
     assert!(out.status.success(), "{err}");
     let netdev = r.join("run/systemd/network/10-man8s-srvgrp0.netdev");
