@@ -196,6 +196,51 @@ mod tests {
     }
 
     #[test]
+    fn bitwarden_seed_comes_through_byte_for_byte() {
+        let text = include_str!("../tests/data/bitwarden.man8env.env");
+        let file = envfile::parse(text);
+        assert!(file.errors.is_empty());
+        assert_eq!(file.vars.len(), 40);
+        let env = compose(&Sources {
+            man8env: Some(&file),
+            ..Default::default()
+        });
+        let rendered: String = env.to_strings().iter().map(|l| format!("{l}\n")).collect();
+        assert_eq!(rendered, text);
+        assert_eq!(
+            env.get("globalSettings__baseServiceUri__internalAdmin"),
+            Some("http://localhost:5000")
+        );
+    }
+
+    #[test]
+    fn hostile_lines() {
+        let text = "A==x=\nQ=\"quoted\" 'single'\nD=$HOME ${X} `id`\nT=trailing  \t\nW=crlf\r\nnoequals\n=empty key\n  # comment\n\
+                    \t\nexport E=1\nU=grüße\nA=second\n";
+        let file = envfile::parse(text);
+        assert_eq!(
+            file.errors.iter().map(|e| e.line).collect::<Vec<_>>(),
+            [6, 7]
+        );
+        let env = compose(&Sources {
+            man8env: Some(&file),
+            ..Default::default()
+        });
+        assert_eq!(
+            env.vars(),
+            pairs(&[
+                ("A", "second"),
+                ("Q", "\"quoted\" 'single'"),
+                ("D", "$HOME ${X} `id`"),
+                ("T", "trailing  \t"),
+                ("W", "crlf"),
+                ("export E", "1"),
+                ("U", "grüße"),
+            ])
+        );
+    }
+
+    #[test]
     fn assignment_splitting() {
         assert_eq!(split_assignment("A=b=c"), Some(("A", "b=c")));
         assert_eq!(split_assignment("A="), Some(("A", "")));

@@ -1,0 +1,667 @@
+//! Root tier: the real `man8s-init` binary in network/mount/PID namespaces made here, against a
+//! real DHCP server and router advertisements (Debian's dnsmasq on the far end of a veth pair).
+//! Every test FAILS when not run as root.
+
+use std::fs;
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixDatagram, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+const INIT: &str = env!("CARGO_BIN_EXE_man8s-init");
+const YGG: &str = "300:2e98:a4b0:1789:1d44:bc13:a177:c4d";
+
+/// The Bitwarden man8env.env from the Python tool's README (seed 000), verbatim.
+const BITWARDEN_ENV: &str = include_str!("data/bitwarden.man8env.env");
+
+fn assert_root() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "root tier: must run as root (network and mount namespaces)"
+    );
+}
+
+fn sh(cmd: &str) -> Output {
+    let out = Command::new("sh")
+        .arg("-ec")
+        .arg(cmd)
+        .output()
+        .expect("run sh");
+    assert!(
+        out.status.success(),
+        "{cmd}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A rootfs made of static busybox, with test users that exist only in it.
+struct Rootfs {
+    _scratch: tempfile::TempDir,
+    dir: PathBuf,
+    root: PathBuf,
+}
+
+impl Rootfs {
+    fn new(with_shell: bool) -> Self {
+        let scratch = tempfile::Builder::new()
+            .prefix("man8s-init-root.")
+            .tempdir()
+            .unwrap();
+        let dir = scratch.path().to_owned();
+        let root = dir.join("rootfs");
+        for d in [
+            "bin", "usr/bin", "etc", "dev", "proc", "run", "tmp", "out", ".man8s",
+        ] {
+            fs::create_dir_all(root.join(d)).unwrap();
+        }
+        fs::set_permissions(root.join("out"), fs::Permissions::from_mode(0o777)).unwrap();
+        fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
+        let applets: &[&str] = if with_shell {
+            &[
+                "sh", "id", "env", "pwd", "cat", "stat", "echo", "sleep", "ls", "touch",
+            ]
+        } else {
+            &["env", "id"]
+        };
+        for a in applets {
+            std::os::unix::fs::symlink("/bin/busybox", root.join("usr/bin").join(a)).unwrap();
+        }
+        if with_shell {
+            std::os::unix::fs::symlink("/usr/bin/sh", root.join("bin/sh")).unwrap();
+        }
+        fs::write(
+            root.join("etc/passwd"),
+            "root:x:0:0:root:/root:/bin/sh\nm8bwuser:x:1654:1654:bitwarden:/home/m8bwuser:/bin/sh\n",
+        )
+        .unwrap();
+        fs::write(
+            root.join("etc/group"),
+            "root:x:0:\nm8bwuser:x:1654:\naudio:x:29:m8bwuser\nm8web:x:33:other,m8bwuser\n",
+        )
+        .unwrap();
+        fs::write(root.join("man8env.env"), BITWARDEN_ENV).unwrap();
+        Rootfs {
+            _scratch: scratch,
+            dir,
+            root,
+        }
+    }
+
+    fn image_config(&self, json: &str) {
+        fs::write(self.root.join(".man8s/image.json"), json).unwrap();
+    }
+
+    fn script(&self, path: &str, body: &str) {
+        let p = self.root.join(path.trim_start_matches('/'));
+        fs::write(&p, format!("#!/bin/sh\n{body}")).unwrap();
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    fn read(&self, path: &str) -> String {
+        fs::read_to_string(self.root.join(path.trim_start_matches('/')))
+            .unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    /// The command that runs the init as PID 1 of a new PID namespace, in a new mount namespace
+    /// (inside network namespace `netns` when given), with /proc, /run, /tmp and a small /dev.
+    fn init_command(&self, netns: Option<&str>, notify: Option<&Path>, args: &[&str]) -> Command {
+        let r = self.root.display();
+        let mut setup = format!(
+            "mount -t proc proc {r}/proc; mount -t tmpfs tmpfs {r}/run; mount -t tmpfs tmpfs {r}/tmp; \
+             mount -t tmpfs tmpfs {r}/dev; mknod -m 666 {r}/dev/null c 1 3; \
+             ln -s /proc/self/fd/1 {r}/dev/stdout; ln -s /proc/self/fd/2 {r}/dev/stderr; "
+        );
+        if let Some(sock) = notify {
+            setup.push_str(&format!(
+                "mkdir -p {r}/run/host; touch {r}/run/host/notify; mount --bind {} {r}/run/host/notify; ",
+                sock.display()
+            ));
+        }
+        setup.push_str(&format!("exec {INIT} --root={r} \"$@\""));
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, "unshare"]);
+                c
+            }
+            None => Command::new("unshare"),
+        };
+        cmd.args([
+            "--mount",
+            "--pid",
+            "--fork",
+            "--propagation",
+            "private",
+            "sh",
+            "-ec",
+            &setup,
+            "sh",
+        ]);
+        cmd.args(args);
+        // What nspawn hands its payload, plus things that must not reach the app.
+        cmd.env_clear()
+            .env(
+                "PATH",
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            )
+            .env("container", "systemd-nspawn")
+            .env("container_uuid", "0123456789abcdef0123456789abcdef")
+            .env("TERM", "vt220")
+            .env("HOME", "/root")
+            .env("LISTEN_FDS", "1")
+            .env("LISTEN_PID", "2")
+            .env("RUST_BACKTRACE", "0");
+        if notify.is_some() {
+            cmd.env("NOTIFY_SOCKET", "/run/host/notify");
+        }
+        cmd
+    }
+}
+
+/// Two network namespaces joined by a veth pair: `host0` in `app`, `peer` in `srv` with
+/// 10.77.N.1/24 and fd77:N::1/64; optionally dnsmasq serving DHCPv4 and RAs on it.
+struct Net {
+    app: String,
+    srv: String,
+    peer: String,
+    net: u32,
+    dnsmasq: Option<Child>,
+}
+
+impl Net {
+    fn new(dir: &Path, with_dhcp: bool) -> Self {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let id = std::process::id() % 100_000;
+        let net = 100 + (id * 7 + n) % 150;
+        let me = Net {
+            app: format!("m8i{id}a{n}"),
+            srv: format!("m8i{id}s{n}"),
+            peer: format!("m8p{id}x{n}"),
+            net,
+            dnsmasq: None,
+        };
+        let (app, srv, peer) = (me.app.clone(), me.srv.clone(), me.peer.clone());
+        sh(&format!(
+            "ip netns add {app}; ip netns add {srv}; \
+             ip link add host0 netns {app} type veth peer name {peer} netns {srv}; \
+             ip -n {srv} addr add 10.77.{net}.1/24 dev {peer}; ip -n {srv} addr add fd77:{net}::1/64 dev {peer} nodad; \
+             ip -n {srv} link set {peer} up; ip -n {srv} link set lo up"
+        ));
+        let mut me = me;
+        if with_dhcp {
+            let child = Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    &srv,
+                    "dnsmasq",
+                    "--keep-in-foreground",
+                    "--conf-file=/dev/null",
+                    "--no-resolv",
+                ])
+                .args([
+                    "--no-hosts",
+                    "--port=0",
+                    "--bind-interfaces",
+                    "--no-ping",
+                    "--dhcp-authoritative",
+                    "--user=root",
+                ])
+                .arg(format!("--interface={peer}"))
+                .arg(format!(
+                    "--dhcp-range=10.77.{net}.50,10.77.{net}.150,255.255.255.0,1h"
+                ))
+                .arg(format!("--dhcp-option=option:router,10.77.{net}.1"))
+                .arg(format!("--dhcp-option=option:dns-server,10.77.{net}.53"))
+                .arg("--dhcp-option=option:domain-name,m8s.test")
+                .arg("--enable-ra")
+                .arg(format!("--dhcp-range=fd77:{net}::,ra-only,64"))
+                .arg(format!("--dhcp-leasefile={}/leases", dir.display()))
+                .arg(format!("--pid-file={}/dnsmasq.pid", dir.display()))
+                .arg(format!("--log-facility={}/dnsmasq.log", dir.display()))
+                .arg("--log-dhcp")
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("start dnsmasq");
+            me.dnsmasq = Some(child);
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        me
+    }
+
+    fn json(&self, what: &str) -> serde_json::Value {
+        let out = sh(&format!("ip -j -n {} {what}", self.app));
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    fn addresses(&self) -> Vec<(String, u64, String)> {
+        let v = self.json("addr show dev host0");
+        v[0]["addr_info"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| {
+                (
+                    a["local"].as_str().unwrap().to_owned(),
+                    a["prefixlen"].as_u64().unwrap(),
+                    a["scope"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.dnsmasq.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.app])
+            .status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.srv])
+            .status();
+    }
+}
+
+fn run_to_end(mut cmd: Command, bound: Duration) -> (i32, String, String) {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut out = String::new();
+            let mut err = String::new();
+            child
+                .stdout
+                .take()
+                .unwrap()
+                .read_to_string(&mut out)
+                .unwrap();
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
+            eprintln!("--- init stderr ---\n{err}");
+            return (status.code().unwrap_or(-1), out, err);
+        }
+        if start.elapsed() > bound {
+            let _ = child.kill();
+            let mut err = String::new();
+            let _ = child.stderr.take().unwrap().read_to_string(&mut err);
+            panic!("init did not finish within {bound:?}; stderr:\n{err}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn bitwarden_lines() -> Vec<&'static str> {
+    BITWARDEN_ENV.lines().filter(|l| !l.is_empty()).collect()
+}
+
+#[test]
+fn root_boot_with_dhcp_slaac_yggdrasil_and_image_user() {
+    assert_root();
+    let rootfs = Rootfs::new(true);
+    rootfs.image_config(
+        r#"{"config":{"User":"m8bwuser","WorkingDir":"/srv/app","Env":["PATH=/usr/bin:/bin","IMAGE_ONLY=1","APP_UID=0"],
+            "Entrypoint":["/never-run"]}}"#,
+    );
+    // /entrypoint.sh is the seed's MAN8S_APPLICATION_ARGS.
+    rootfs.script(
+        "/entrypoint.sh",
+        "id -u > /out/uid; id -g > /out/gid; id -G > /out/groups; pwd > /out/pwd; env > /out/env\n\
+         stat -c '%u %g %a %N' /run/app/state /tmp/link > /out/protected\n",
+    );
+    fs::create_dir_all(rootfs.root.join("run.man8sprotected/app")).unwrap();
+    fs::write(rootfs.root.join("run.man8sprotected/app/state"), "x").unwrap();
+    sh(&format!(
+        "chown 1654:1654 {0}/run.man8sprotected/app/state; chmod 640 {0}/run.man8sprotected/app/state",
+        rootfs.root.display()
+    ));
+    fs::create_dir_all(rootfs.root.join("tmp.man8sprotected")).unwrap();
+    std::os::unix::fs::symlink(
+        "/run/app/state",
+        rootfs.root.join("tmp.man8sprotected/link"),
+    )
+    .unwrap();
+
+    let net = Net::new(&rootfs.dir, true);
+    let cmd = rootfs.init_command(
+        Some(&net.app),
+        None,
+        &["--dhcp-timeout=10", "--slaac-timeout=8"],
+    );
+    let (code, _out, err) = run_to_end(cmd, Duration::from_secs(40));
+    assert_eq!(code, 0, "init/app failed; stderr:\n{err}");
+
+    // Network: DHCP address, default route, resolv.conf, SLAAC and Yggdrasil addresses.
+    let addrs = net.addresses();
+    let v4 = addrs
+        .iter()
+        .find(|(a, _, _)| a.starts_with(&format!("10.77.{}.", net.net)))
+        .unwrap_or_else(|| panic!("{addrs:?}\n{err}"));
+    assert_eq!(v4.1, 24);
+    assert!(
+        addrs.iter().any(|(a, p, _)| a == YGG && *p == 64),
+        "{addrs:?}"
+    );
+    assert!(
+        addrs
+            .iter()
+            .any(|(a, p, s)| a.starts_with(&format!("fd77:{}:", net.net))
+                && *p == 64
+                && s == "global"),
+        "no SLAAC address: {addrs:?}\n{err}"
+    );
+    let routes = net.json("route show default");
+    assert_eq!(
+        routes[0]["gateway"],
+        format!("10.77.{}.1", net.net),
+        "{routes}"
+    );
+    assert_eq!(routes[0]["dev"], "host0");
+    let resolv = rootfs.read("/etc/resolv.conf");
+    assert!(
+        resolv.contains(&format!("nameserver 10.77.{}.53\n", net.net))
+            && resolv.contains("search m8s.test"),
+        "{resolv}"
+    );
+    assert!(err.contains("network: host0: 10.77."), "{err}");
+
+    // The app: user only in the image, its groups, created WorkingDir, environment.
+    assert_eq!(rootfs.read("/out/uid").trim(), "1654");
+    assert_eq!(rootfs.read("/out/gid").trim(), "1654");
+    let mut groups: Vec<u32> = rootfs
+        .read("/out/groups")
+        .split_whitespace()
+        .map(|g| g.parse().unwrap())
+        .collect();
+    groups.sort();
+    assert_eq!(groups, [29, 33, 1654]);
+    assert_eq!(rootfs.read("/out/pwd").trim(), "/srv/app");
+    let env = rootfs.read("/out/env");
+    let env_lines: Vec<&str> = env.lines().collect();
+    for line in bitwarden_lines() {
+        assert!(
+            env_lines.contains(&line),
+            "missing {line:?} in app env:\n{env}"
+        );
+    }
+    for line in [
+        "IMAGE_ONLY=1",
+        "PATH=/usr/bin:/bin",
+        "HOME=/home/m8bwuser",
+        "TERM=vt220",
+        &format!("MAN8S_YGGDRASIL_ADDRESS={YGG}"),
+    ] {
+        assert!(
+            env_lines.contains(&line),
+            "missing {line:?} in app env:\n{env}"
+        );
+    }
+    assert!(
+        env_lines.contains(&"APP_UID=1654"),
+        "man8env.env must win over image Env:\n{env}"
+    );
+    for dropped in [
+        "container=",
+        "container_uuid=",
+        "LISTEN_FDS=",
+        "LISTEN_PID=",
+        "NOTIFY_SOCKET=",
+    ] {
+        assert!(
+            !env.lines().any(|l| l.starts_with(dropped)),
+            "{dropped} leaked:\n{env}"
+        );
+    }
+
+    // Protected dirs copied with owner, mode and symlinks.
+    let protected = rootfs.read("/out/protected");
+    assert!(
+        protected.contains("1654 1654 640 /run/app/state\n"),
+        "{protected}"
+    );
+    assert!(
+        protected.contains("'/tmp/link' -> '/run/app/state'"),
+        "{protected}"
+    );
+    assert!(
+        err.contains("protected dirs: /run.man8sprotected → /run: 1 dirs, 1 files"),
+        "{err}"
+    );
+}
+
+#[test]
+fn root_no_dhcp_answer_warns_and_continues() {
+    assert_root();
+    let rootfs = Rootfs::new(true);
+    rootfs.script("/entrypoint.sh", "echo started > /out/started\n");
+    let net = Net::new(&rootfs.dir, false);
+    let started = Instant::now();
+    let cmd = rootfs.init_command(
+        Some(&net.app),
+        None,
+        &["--dhcp-timeout=1", "--slaac-timeout=0"],
+    );
+    let (code, _out, err) = run_to_end(cmd, Duration::from_secs(20));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(rootfs.read("/out/started"), "started\n");
+    let warning: Vec<&str> = err.lines().filter(|l| l.contains("no IPv4")).collect();
+    assert_eq!(warning.len(), 1, "{err}");
+    assert!(
+        warning[0]
+            .starts_with("man8s-init: network: warning: no IPv4 on host0: no DHCP server answered"),
+        "{err}"
+    );
+    assert!(warning[0].contains("Yggdrasil"), "{err}");
+    let addrs = net.addresses();
+    assert!(
+        addrs.iter().any(|(a, p, _)| a == YGG && *p == 64),
+        "{addrs:?}"
+    );
+    assert!(!addrs.iter().any(|(a, _, _)| a.contains('.')), "{addrs:?}");
+}
+
+#[test]
+fn root_exact_environment_without_shell_and_ready_notification() {
+    assert_root();
+    let rootfs = Rootfs::new(false);
+    assert!(!rootfs.root.join("bin/sh").exists());
+    rootfs.image_config(r#"{"config":{"Env":["FROM_IMAGE=yes","B=image"],"User":"1654"}}"#);
+    let notify_path = rootfs.dir.join("notify");
+    let notify = UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    // Split shell-style (no /bin/sh): `env` runs directly, with two extra assignments.
+    let cmd = rootfs.init_command(
+        None,
+        Some(&notify_path),
+        &[
+            "--no-network",
+            "--exec=env 'GREETING=held out' X=\"a\\\"b\"",
+            "--env=B=arg",
+            "--env=C=c=d",
+        ],
+    );
+    let (code, out, err) = run_to_end(cmd, Duration::from_secs(20));
+    assert_eq!(code, 0, "{err}");
+    let mut got: Vec<&str> = out.lines().collect();
+    got.sort();
+    let mut want: Vec<String> = bitwarden_lines().iter().map(|s| s.to_string()).collect();
+    want.extend(
+        [
+            "FROM_IMAGE=yes",
+            "B=arg",
+            "C=c=d",
+            "HOME=/home/m8bwuser",
+            "TERM=vt220",
+            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "GREETING=held out",
+            "X=a\"b",
+        ]
+        .map(String::from),
+    );
+    want.sort();
+    assert_eq!(got, want, "stderr:\n{err}");
+    assert!(err.contains("(from --exec) as 1654:1654"), "{err}");
+    let mut buf = [0u8; 256];
+    let n = notify.recv(&mut buf).expect("READY=1 on NOTIFY_SOCKET");
+    assert!(
+        buf[..n].starts_with(b"READY=1\n"),
+        "{:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+}
+
+#[test]
+fn root_dev_stdout_works_when_stdout_is_a_socket() {
+    assert_root();
+    let rootfs = Rootfs::new(true);
+    rootfs.script(
+        "/entrypoint.sh",
+        "echo by-path > /dev/stdout; echo err-by-path > /dev/stderr; echo direct; sleep 0.3\n",
+    );
+    let (mine, theirs) = UnixStream::pair().unwrap();
+    let theirs2 = theirs.try_clone().unwrap();
+    let mut cmd = rootfs.init_command(None, None, &["--no-network"]);
+    let mut child = cmd
+        .stdout(Stdio::from(std::os::fd::OwnedFd::from(theirs)))
+        .stderr(Stdio::from(std::os::fd::OwnedFd::from(theirs2)))
+        .spawn()
+        .unwrap();
+    let status = child.wait().unwrap();
+    drop(cmd);
+    let mut out = String::new();
+    mine.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut mine = mine;
+    let _ = mine.read_to_string(&mut out);
+    assert!(status.success(), "{out}");
+    assert!(out.contains("by-path\n"), "{out}");
+    assert!(out.contains("err-by-path\n"), "{out}");
+    assert!(out.contains("direct\n"), "{out}");
+    assert!(
+        out.contains("man8s-init: output: /dev/stdout and /dev/stderr relayed"),
+        "{out}"
+    );
+}
+
+#[test]
+fn root_failures_are_one_line_naming_the_step() {
+    assert_root();
+    let cases: &[(&str, bool, &[&str], &str)] = &[
+        (
+            "",
+            true,
+            &["--no-network", "--user=nobody-here"],
+            "man8s-init: user: no user \"nobody-here\" in the image's /etc/passwd",
+        ),
+        (
+            "",
+            false,
+            &["--no-network", "--exec=/bin/busybox 'unbalanced"],
+            "man8s-init: exec: --exec \"/bin/busybox 'unbalanced\": unbalanced '",
+        ),
+        ("", true, &["--no-network", "--exec=/nonexistent"], ""),
+        (
+            "{broken",
+            true,
+            &["--no-network"],
+            "man8s-init: image config: /.man8s/image.json:",
+        ),
+        (
+            "",
+            false,
+            &["--no-network", "--exec=missing-tool"],
+            "man8s-init: exec: \"missing-tool\" not found in PATH=",
+        ),
+        (
+            "",
+            true,
+            &["--bogus"],
+            "man8s-init: args: unknown argument \"--bogus\"",
+        ),
+    ];
+    for (image, shell, args, want) in cases {
+        let rootfs = Rootfs::new(*shell);
+        if !image.is_empty() {
+            rootfs.image_config(image);
+        }
+        let (code, _out, err) = run_to_end(
+            rootfs.init_command(None, None, args),
+            Duration::from_secs(20),
+        );
+        if want.is_empty() {
+            // With a shell the command goes to `sh -c "exec …"`, whose own error is the last line.
+            assert_ne!(code, 0, "{args:?}: {err}");
+            continue;
+        }
+        assert_eq!(
+            code,
+            if args.contains(&"--bogus") { 2 } else { 1 },
+            "{args:?}: {err}"
+        );
+        let last = err.lines().last().unwrap_or_default();
+        assert!(
+            last.starts_with(want),
+            "{args:?}: want {want:?}, got:\n{err}"
+        );
+        assert_eq!(
+            err.lines()
+                .filter(|l| l.starts_with("man8s-init: ") && !l.contains("warning"))
+                .filter(|l| l.contains(": "))
+                .count()
+                >= 1,
+            true
+        );
+    }
+}
+
+#[test]
+fn root_no_shell_falls_back_to_image_entrypoint() {
+    assert_root();
+    let rootfs = Rootfs::new(false);
+    // No MAN8S_APPLICATION_ARGS, no --exec: Entrypoint+Cmd as argv.
+    fs::write(rootfs.root.join("man8env.env"), "ONLY=this\n").unwrap();
+    rootfs.image_config(r#"{"config":{"Entrypoint":["/usr/bin/env"],"Cmd":["-u","HOME"]}}"#);
+    let (code, out, err) = run_to_end(
+        rootfs.init_command(None, None, &["--no-network"]),
+        Duration::from_secs(20),
+    );
+    assert_eq!(code, 0, "{err}");
+    let mut got: Vec<&str> = out.lines().collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            "ONLY=this",
+            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "TERM=vt220"
+        ],
+        "{err}"
+    );
+    assert!(
+        err.contains("(from image Entrypoint+Cmd) as 0:0 in /"),
+        "{err}"
+    );
+}
