@@ -356,6 +356,8 @@ fn base_layer() -> Vec<u8> {
             ),
             b"log",
         )
+        .symlink("sbin", "bin")
+        .symlink("lib", "/usr/lib")
         .file("replaced-by-dir", b"file")
         .file("dir-to-file/child", b"c")
         .bytes()
@@ -377,6 +379,9 @@ fn root_differential_whiteouts_opaque_replacement_symlink_writes() {
         .dir("replaced-by-dir")
         .file("replaced-by-dir/x", b"x")
         .file("dir-to-file", b"now a file")
+        .dir("sbin") // a directory entry replaces a symlink
+        .file("sbin/init", b"init")
+        .file("lib/libc.so.6", b"libc") // written through lib -> /usr/lib (created)
         .hardlink("bin/sh-copy", "bin/busybox") // hardlink to a lower-layer file
         .file_mode("etc/shadow", b"changed\n", 0o600)
         .bytes();
