@@ -392,6 +392,19 @@ fn root_differential_whiteouts_opaque_replacement_symlink_writes() {
         .whiteout(".wh.tmp")
         .symlink("tmp", "var/tmp")
         .file("tmp/through-relative-symlink", b"t")
+        .pax(&[
+            ("SCHILY.xattr.user.dir", b"d"),
+            ("mtime", b"1600000000.123456789"),
+        ])
+        .dir("xattr-dir")
+        .pax(&[
+            ("mtime", b"1600000000.5"),
+            ("uid", b"3000000"),
+            ("gid", b"3000001"),
+        ])
+        .file("xattr-dir/pax-times", b"p")
+        .hardlink("replaced-by-dir/hard", "bin/busybox")
+        .file_mode("bin/busybox", b"new busybox", 0o755) // the old links keep the old content
         .bytes();
     differential("three-layers", vec![base_layer(), second, third]);
 }
