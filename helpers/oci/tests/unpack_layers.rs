@@ -430,3 +430,36 @@ fn the_stream_is_read_to_its_end() {
     man8s_oci::unpack::apply_layer(&s.root(), &mut reader, &UnpackOptions::default()).unwrap();
     assert!(reader.is_empty(), "{} bytes left unread", reader.len());
 }
+
+#[test]
+fn deep_paths_without_directory_entries() {
+    // node_modules trees get deep; missing parents are created whatever the depth.
+    let s = Scratch::new();
+    let deep = vec!["n"; 100].join("/") + "/leaf";
+    s.apply(Layer::new().file(&deep, b"leaf").bytes()).unwrap();
+    assert_eq!(fs::read(s.root().join(&deep)).unwrap(), b"leaf");
+}
+
+#[test]
+fn symlink_loops_are_an_error_not_a_hang() {
+    let s = Scratch::new();
+    s.apply(
+        Layer::new()
+            .symlink("a", "b")
+            .symlink("b", "a")
+            .symlink("c", "/c/x")
+            .bytes(),
+    )
+    .unwrap();
+    let err = s.apply(Layer::new().file("a/f", b"x").bytes()).unwrap_err();
+    assert!(
+        matches!(&err, UnpackError::Io { path, .. } if path == "a/f"),
+        "{err}"
+    );
+    let err = s.apply(Layer::new().file("c/f", b"x").bytes()).unwrap_err();
+    assert!(
+        matches!(&err, UnpackError::Io { path, .. } if path == "c/f"),
+        "{err}"
+    );
+    s.assert_outside_untouched();
+}

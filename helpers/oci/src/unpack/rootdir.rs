@@ -71,7 +71,7 @@ impl RootDir {
                 Err(Errno::ENOENT) => {}
                 Err(e) => return Err(e.into()),
             }
-            match self.create_first_missing(&path)? {
+            match self.create_missing(&path)? {
                 Some(redirected) => path = redirected,
                 None => continue,
             }
@@ -79,9 +79,9 @@ impl RootDir {
         Err(Errno::ELOOP.into())
     }
 
-    /// Creates the first missing component of `path`; when it is a dangling symlink returns the path with the
+    /// Creates the missing directories of `path`; when one is a dangling symlink returns the path with the
     /// symlink replaced by its target instead.
-    fn create_first_missing(&self, path: &[Vec<u8>]) -> io::Result<Option<Vec<Vec<u8>>>> {
+    fn create_missing(&self, path: &[Vec<u8>]) -> io::Result<Option<Vec<Vec<u8>>>> {
         let mut parent = self.resolve_dir(&[])?;
         for (i, name) in path.iter().enumerate() {
             match self.resolve_dir(&path[..=i]) {
@@ -116,7 +116,14 @@ impl RootDir {
                         Ok(()) | Err(Errno::EEXIST) => {}
                         Err(e) => return Err(e.into()),
                     }
-                    return Ok(None);
+                    // Go on below the new directory (a real one, just made: nothing to resolve), so deep
+                    // paths do not count against the symlink hop limit.
+                    parent = openat(
+                        &parent,
+                        name.as_slice(),
+                        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                        Mode::empty(),
+                    )?;
                 }
                 Err(e) => return Err(e.into()),
             }
