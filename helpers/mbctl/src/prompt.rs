@@ -96,6 +96,7 @@ pub fn resolve_volumes(
     volumes: &[String],
     answers: &BTreeMap<String, VolumeChoice>,
     assume_yes: bool,
+    paths: &man8s::Paths,
     input: &mut dyn BufRead,
     out: &mut dyn Write,
 ) -> Result<Vec<(String, VolumeChoice)>> {
@@ -104,7 +105,7 @@ pub fn resolve_volumes(
         let choice = match answers.get(vol) {
             Some(c) => c.clone(),
             None if assume_yes => DEFAULT_CHOICE,
-            None => ask(vol, input, out)?,
+            None => ask(vol, paths, input, out)?,
         };
         result.push((vol.clone(), choice));
     }
@@ -129,8 +130,14 @@ fn read_answer(input: &mut dyn BufRead, volume: &str) -> Result<String> {
     Ok(line.trim().to_owned())
 }
 
-/// Ask where the image volume `volume` goes, until a valid answer comes.
-pub fn ask(volume: &str, input: &mut dyn BufRead, out: &mut dyn Write) -> Result<VolumeChoice> {
+/// Ask where the image volume `volume` goes, until a valid answer comes. A custom host path
+/// must not exist yet (checked under `paths`' root, like every other path).
+pub fn ask(
+    volume: &str,
+    paths: &man8s::Paths,
+    input: &mut dyn BufRead,
+    out: &mut dyn Write,
+) -> Result<VolumeChoice> {
     writeln!(out, "The image declares the volume {volume}.")?;
     writeln!(out, "Choose where to keep it:")?;
     loop {
@@ -148,7 +155,7 @@ pub fn ask(volume: &str, input: &mut dyn BufRead, out: &mut dyn Write) -> Result
                 let answer = read_answer(input, volume)?;
                 if !answer.starts_with('/') || answer.contains(':') {
                     writeln!(out, "{answer:?} is not an absolute path without ':'.")?;
-                } else if Path::new(&answer).symlink_metadata().is_ok() {
+                } else if paths.fs(&answer).symlink_metadata().is_ok() {
                     writeln!(out, "{answer} already exists; choose a path that does not.")?;
                 } else {
                     return Ok(VolumeChoice::Host(PathBuf::from(answer)));
@@ -199,7 +206,7 @@ mod tests {
     fn asks_until_valid() {
         let mut input: &[u8] = b"9\n\n3\nrelative\n/nonexistent-mbctl-test/x\n";
         let mut out = Vec::new();
-        let c = ask("/data", &mut input, &mut out).unwrap();
+        let c = ask("/data", &man8s::Paths::default(), &mut input, &mut out).unwrap();
         assert_eq!(c, VolumeChoice::Host("/nonexistent-mbctl-test/x".into()));
         let text = String::from_utf8(out).unwrap();
         assert_eq!(
@@ -216,7 +223,7 @@ mod tests {
         let mut input: &[u8] = b"3\n/\n4\n";
         let mut out = Vec::new();
         // "/" exists, then input ends: the question is repeated, then fails clearly.
-        let err = ask("/data", &mut input, &mut out).unwrap_err();
+        let err = ask("/data", &man8s::Paths::default(), &mut input, &mut out).unwrap_err();
         assert!(String::from_utf8(out).unwrap().contains("/ already exists"));
         assert!(err.to_string().contains("no answer for volume /data"));
     }
@@ -229,7 +236,15 @@ mod tests {
             ("/extra".to_owned(), VolumeChoice::Skip),
         ]);
         let mut input: &[u8] = b"";
-        let r = resolve_volumes(&vols, &answers, true, &mut input, &mut Vec::new()).unwrap();
+        let r = resolve_volumes(
+            &vols,
+            &answers,
+            true,
+            &man8s::Paths::default(),
+            &mut input,
+            &mut Vec::new(),
+        )
+        .unwrap();
         assert_eq!(
             r,
             vec![
@@ -240,7 +255,14 @@ mod tests {
         );
         let mut input: &[u8] = b"1\n";
         let mut out = Vec::new();
-        let r = resolve_volumes(&vols, &BTreeMap::new(), false, &mut input, &mut out);
+        let r = resolve_volumes(
+            &vols,
+            &BTreeMap::new(),
+            false,
+            &man8s::Paths::default(),
+            &mut input,
+            &mut out,
+        );
         assert!(r.is_err(), "second volume has no answer");
     }
 }

@@ -163,7 +163,9 @@ fn root_pull_asks_about_volumes_on_a_terminal() {
     let digest = push(&reg, &tree, &app_image("1"), "v1");
     let image = format!("{}/test/app:v1", reg.host());
 
-    let custom = tree.root().join("custom-host-dir");
+    // Host paths are canonical; MAN8S_ROOT relocates them like every other path.
+    let custom = Path::new("/srv/app-custom");
+    std::fs::create_dir_all(tree.at("/srv/taken")).unwrap();
     let mut cmd = tree.cmd(&[
         "machines",
         "pull",
@@ -190,6 +192,9 @@ fn root_pull_asks_about_volumes_on_a_terminal() {
     pty.expect("Absolute host path for /srv/custom (must not exist yet): ");
     pty.send("relative/path");
     pty.expect("is not an absolute path");
+    pty.expect("Absolute host path for /srv/custom");
+    pty.send("/srv/taken");
+    pty.expect("/srv/taken already exists; choose a path that does not.");
     pty.expect("Absolute host path for /srv/custom");
     pty.send(custom.to_str().unwrap());
     pty.expect("Machine app created.");
@@ -219,7 +224,7 @@ fn root_pull_asks_about_volumes_on_a_terminal() {
         std::fs::read_to_string(tree.at("/var/lib/man8machine_storage/app/data/seed.txt")).unwrap(),
         "seed\n"
     );
-    assert!(custom.is_dir());
+    assert!(tree.at("/srv/app-custom").is_dir());
     assert!(!tree.at("/var/lib/man8machine_storage/app/var").exists());
     // man8env.env as the Python tool wrote it.
     let env = std::fs::read_to_string(cfg.join("man8env.env")).unwrap();

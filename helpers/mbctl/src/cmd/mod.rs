@@ -4,6 +4,7 @@ pub mod address;
 pub mod images;
 pub mod info;
 pub mod lifecycle;
+pub mod migrate;
 pub mod pull;
 pub mod remove;
 pub mod shell;
@@ -39,7 +40,8 @@ pub fn dispatch(command: Command) -> Result<u8> {
         Command::Images(ImagesCommand::Prune) => images::prune(),
         Command::Cache(CacheCommand::Clear) => images::clear(),
         Command::Oci(OciCommand::Download(a)) => images::download(&a.image, &a.dir),
-        Command::Import(_) | Command::Migrate(_) => not_yet(),
+        Command::Migrate(a) => migrate::migrate(&a.name),
+        Command::Import(_) => not_yet(),
     }
 }
 

@@ -225,6 +225,7 @@ pub fn pull(req: &PullRequest<'_>) -> Result<u8> {
         &image_volumes,
         &answers,
         req.yes,
+        &paths,
         &mut stdin.lock(),
         &mut std::io::stdout(),
     )?;

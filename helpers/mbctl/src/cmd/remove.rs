@@ -133,7 +133,16 @@ pub fn remove(name: &str, purge: bool, force: bool) -> Result<u8> {
         bail!("no machine {name} to remove (no declaration, rootfs or settings file)");
     }
     // Running check: through systemd and machined; a host without systemd cannot run man8@.
-    match Bus::system() {
+    // A relocated tree (MAN8S_ROOT) is not the running system's: systemd is not asked then.
+    let bus = if crate::cmd::info::is_real_root(&paths) {
+        Bus::system()
+    } else {
+        Err(anyhow::anyhow!(
+            "{} is not the running system",
+            paths.root().display()
+        ))
+    };
+    match bus {
         Ok(bus) => {
             let unit = unit_name(name.as_str());
             let running = bus
