@@ -704,6 +704,12 @@ fn read_meta<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Meta, String> {
                 b"gid" => gid = parse_pax_number(value, "gid")?,
                 b"mtime" => mtime = parse_pax_time(value, "mtime")?,
                 b"atime" => atime = Some(parse_pax_time(value, "atime")?),
+                // The tar crate does not expand PAX sparse files: unpacking one would silently write the
+                // sparse map into the file (and under a GNUSparseFile.N/ name). OCI image builders do not
+                // write them; GNU sparse entries (type `S`) are supported.
+                _ if key.starts_with(b"GNU.sparse.") => {
+                    return Err("PAX sparse file (GNU.sparse.* records) is not supported".into());
+                }
                 _ => {}
             }
         }

@@ -463,3 +463,51 @@ fn symlink_loops_are_an_error_not_a_hang() {
     );
     s.assert_outside_untouched();
 }
+
+/// A sparse file (data, a 8 MiB hole, data) archived by GNU tar in the given format.
+fn sparse_tar(s: &Scratch, format: &str) -> Vec<u8> {
+    let src = s.path().join("sparse-src");
+    fs::create_dir_all(&src).unwrap();
+    let file = fs::File::create(src.join("sparse")).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&file, b"head", 0).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&file, b"tail", 8 << 20).unwrap();
+    let out = std::process::Command::new("tar")
+        .args(["--create", "--sparse", "--numeric-owner"])
+        .arg(format!("--format={format}"))
+        .arg("--directory")
+        .arg(&src)
+        .arg("sparse")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    fs::remove_dir_all(&src).unwrap();
+    out.stdout
+}
+
+#[test]
+fn gnu_sparse_files_are_expanded() {
+    let s = Scratch::new();
+    let layer = sparse_tar(&s, "gnu");
+    assert!(layer.len() < 1 << 20, "GNU tar wrote it sparse");
+    s.apply(layer).unwrap();
+    let content = fs::read(s.root().join("sparse")).unwrap();
+    assert_eq!(content.len(), (8 << 20) + 4);
+    assert_eq!(
+        (&content[..4], &content[8 << 20..]),
+        (&b"head"[..], &b"tail"[..])
+    );
+    assert!(content[4..8 << 20].iter().all(|&b| b == 0));
+}
+
+#[test]
+fn pax_sparse_files_are_refused_not_written_wrong() {
+    let s = Scratch::new();
+    let err = s.apply(sparse_tar(&s, "pax")).unwrap_err();
+    assert!(err.to_string().contains("PAX sparse"), "{err}");
+    assert_eq!(listing(&s.root()), Vec::<String>::new());
+    s.assert_outside_untouched();
+}
