@@ -447,3 +447,105 @@ fn root_differential_gnu_tar_of_host_directories() {
     );
     differential("host-dirs", vec![first, second]);
 }
+
+// ---- magic links ---------------------------------------------------------------------------------------------
+
+/// Env var telling the helper test it runs inside the private mount namespace with procfs at ROOT/proc.
+const MAGIC_ROOT_ENV: &str = "MAN8S_TEST_MAGIC_ROOT";
+
+/// An image's rootfs may have a real procfs mounted on it (a running machine); `/proc/self/root` and friends
+/// are magic links to the *host* root and must never be followed. The layer is applied in a child process in
+/// a private mount namespace with procfs mounted at ROOT/proc.
+#[test]
+fn root_magic_links_are_not_followed() {
+    use std::os::unix::process::CommandExt;
+    require_root();
+    let s = Scratch::new();
+    let root = s.root();
+    fs::create_dir(root.join("proc")).unwrap();
+    let proc_dir = root.join("proc");
+    let mut child = Command::new(std::env::current_exe().unwrap());
+    child.args([
+        "--exact",
+        "magic_link_helper",
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ]);
+    child.env(MAGIC_ROOT_ENV, &root);
+    // SAFETY: between fork and exec only async-signal-safe syscalls (unshare, mount) run.
+    unsafe {
+        child.pre_exec(move || {
+            use nix::mount::{MsFlags, mount};
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)?;
+            mount(
+                None::<&str>,
+                "/",
+                None::<&str>,
+                MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+                None::<&str>,
+            )?;
+            mount(
+                Some("proc"),
+                &proc_dir,
+                Some("proc"),
+                MsFlags::empty(),
+                None::<&str>,
+            )?;
+            Ok(())
+        });
+    }
+    let out = child.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "helper failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("1 passed"), "the helper ran:\n{stdout}");
+    s.assert_outside_untouched();
+}
+
+#[test]
+#[ignore = "helper of root_magic_links_are_not_followed, run by it inside a private mount namespace"]
+fn magic_link_helper() {
+    let root = std::path::PathBuf::from(
+        std::env::var_os(MAGIC_ROOT_ENV).expect("run by root_magic_links_are_not_followed"),
+    );
+    assert!(
+        root.join("proc/self/root").exists(),
+        "procfs is mounted in the root"
+    );
+    let marker = format!("man8s-magic-{}", std::process::id());
+    let apply = |layer: Vec<u8>| {
+        man8s_oci::unpack::apply_layer(&root, &mut layer.as_slice(), &Default::default())
+    };
+    for path in [
+        format!("proc/self/root/tmp/{marker}"),
+        format!("proc/1/root/tmp/{marker}"),
+        format!("proc/self/cwd/{marker}"),
+    ] {
+        let err = apply(Layer::new().file(&path, b"evil").bytes()).unwrap_err();
+        assert!(err.to_string().contains(&path), "{err}");
+    }
+    apply(Layer::new().symlink("escape", "/proc/self/root").bytes()).unwrap();
+    let err = apply(
+        Layer::new()
+            .file(&format!("escape/tmp/{marker}"), b"evil")
+            .bytes(),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("escape/tmp"), "{err}");
+    let err = apply(
+        Layer::new()
+            .hardlink("h", "proc/self/root/etc/passwd")
+            .bytes(),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("\"h\""), "{err}");
+    assert!(
+        !Path::new("/tmp").join(&marker).exists(),
+        "written through a magic link to the host"
+    );
+    assert!(!std::env::current_dir().unwrap().join(&marker).exists());
+}
