@@ -56,7 +56,13 @@ fn sysctl(ifname: &str, key: &str) -> Option<String> {
 fn enable_slaac(ifname: &str, log: &mut dyn FnMut(String)) {
     let forwarding = sysctl(ifname, "forwarding").as_deref() == Some("1");
     let want_ra = if forwarding { "2" } else { "1" };
-    for (key, want) in [("accept_ra", want_ra), ("autoconf", "1")] {
+    // DAD off: the MAC nspawn derives from the machine name is unique on the bridge, and DAD
+    // (link-local, then the SLAAC address) would hold the start back by 1–2 s.
+    for (key, want) in [
+        ("accept_ra", want_ra),
+        ("autoconf", "1"),
+        ("accept_dad", "0"),
+    ] {
         match sysctl(ifname, key) {
             None => return, // no IPv6 on this kernel/link
             Some(v) if v == want || (key == "accept_ra" && v == "2") => {}

@@ -10,7 +10,7 @@ use netlink_packet_core::{
 use netlink_packet_route::address::{
     AddressAttribute, AddressFlags, AddressMessage, AddressScope, CacheInfo,
 };
-use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkLayerType, LinkMessage};
+use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkLayerType, LinkMessage, State};
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
 };
@@ -32,6 +32,9 @@ pub struct Link {
     pub up: bool,
     /// Carrier present (`IFF_LOWER_UP`)?
     pub carrier: bool,
+    /// Operational state is up (the kernel's link watcher has activated the queue; packets
+    /// sent before that are dropped).
+    pub oper_up: bool,
 }
 
 /// An open rtnetlink socket.
@@ -222,11 +225,13 @@ fn link_of(l: &LinkMessage) -> Link {
             || l.header.flags.contains(LinkFlags::Loopback),
         up: l.header.flags.contains(LinkFlags::Up),
         carrier: l.header.flags.contains(LinkFlags::LowerUp),
+        oper_up: false,
     };
     for attr in &l.attributes {
         match attr {
             LinkAttribute::IfName(n) => link.name = n.clone(),
             LinkAttribute::Address(a) => link.mac = a.clone(),
+            LinkAttribute::OperState(state) => link.oper_up = *state == State::Up,
             _ => {}
         }
     }
@@ -254,6 +259,7 @@ mod tests {
             loopback,
             up: false,
             carrier: false,
+            oper_up: false,
         }
     }
 

@@ -165,7 +165,9 @@ impl Rootfs {
 }
 
 /// Two network namespaces joined by a veth pair: `host0` in `app`, `peer` in `srv` with
-/// 10.77.N.1/24 and fd77:N::1/64; optionally dnsmasq serving DHCPv4 and RAs on it.
+/// 10.77.N.1/24 and fd77:N::1/64; optionally dnsmasq serving DHCPv4 and RAs on it. DAD is off
+/// on the server side, as on a long-running bridge: a tentative link-local source would make the
+/// kernel ignore the first router advertisements.
 struct Net {
     app: String,
     srv: String,
@@ -190,6 +192,7 @@ impl Net {
         sh(&format!(
             "ip netns add {app}; ip netns add {srv}; \
              ip link add host0 netns {app} type veth peer name {peer} netns {srv}; \
+             ip netns exec {srv} sysctl -qw net.ipv6.conf.{peer}.accept_dad=0; \
              ip -n {srv} addr add 10.77.{net}.1/24 dev {peer}; ip -n {srv} addr add fd77:{net}::1/64 dev {peer} nodad; \
              ip -n {srv} link set {peer} up; ip -n {srv} link set lo up"
         ));
