@@ -629,14 +629,7 @@ fn root_failures_are_one_line_naming_the_step() {
             last.starts_with(want),
             "{args:?}: want {want:?}, got:\n{err}"
         );
-        assert_eq!(
-            err.lines()
-                .filter(|l| l.starts_with("man8s-init: ") && !l.contains("warning"))
-                .filter(|l| l.contains(": "))
-                .count()
-                >= 1,
-            true
-        );
+        assert!(!err.contains("panicked"), "{err}");
     }
 }
 
