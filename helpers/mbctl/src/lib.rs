@@ -9,6 +9,7 @@ pub mod bus;
 pub mod cli;
 pub mod cmd;
 pub mod docs;
+pub mod import;
 pub mod nsenter;
 pub mod output;
 pub mod prompt;

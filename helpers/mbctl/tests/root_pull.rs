@@ -373,3 +373,133 @@ fn root_pull_yes_update_download_remove() {
     ok(&tree.run(&["cache", "clear"]));
     assert_eq!(ok(&tree.run(&["images", "list", "--json"])).trim(), "[]");
 }
+
+/// `import` of every kind of archive, then a machine from one of them with no registry at all.
+#[test]
+fn root_import_archives_and_make_a_machine() {
+    let tree = Tree::new();
+    let layout = tree.root().join("layout");
+    let w = app_image("3").write(&layout);
+    man8s_testsupport::tag(&layout, &w, "v3", false);
+
+    // OCI layout directory.
+    let out = ok(&tree.run(&[
+        "import",
+        layout.to_str().unwrap(),
+        "--reference",
+        "localhost/app:dir",
+    ]));
+    assert!(
+        out.contains("(OCI image layout) as localhost/app:dir → ") && out.contains(&w.digest),
+        "{out}"
+    );
+    // OCI layout tarball.
+    let oci_tar = tree.root().join("oci.tar");
+    let st = Command::new("tar")
+        .arg("-C")
+        .arg(&layout)
+        .arg("-cf")
+        .arg(&oci_tar)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let out = ok(&tree.run(&[
+        "import",
+        oci_tar.to_str().unwrap(),
+        "--reference",
+        "localhost/app:tar",
+    ]));
+    assert!(out.contains(&w.digest), "{out}");
+    // docker save format, written by skopeo (legacy manifest.json, HEX.tar layers).
+    let save = tree.root().join("save.tar");
+    let o = Command::new("skopeo")
+        .args(["copy", "--quiet"])
+        .arg(format!("oci:{}:v3", layout.display()))
+        .arg(format!(
+            "docker-archive:{}:localhost/app:v3",
+            save.display()
+        ))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = ok(&tree.run(&[
+        "import",
+        save.to_str().unwrap(),
+        "--reference",
+        "localhost/app:save",
+    ]));
+    assert!(out.contains("(docker save archive)"), "{out}");
+    // docker export: a plain root file system tarball.
+    let rootfs_tar = tree.root().join("export.tar");
+    let layer = LayerBuilder::new()
+        .dir("bin", 0o755)
+        .file("bin/tool", 0o755, b"x")
+        .tar();
+    std::fs::write(&rootfs_tar, &layer).unwrap();
+    let out = ok(&tree.run(&[
+        "import",
+        rootfs_tar.to_str().unwrap(),
+        "--reference",
+        "localhost/tool:1",
+    ]));
+    assert!(
+        out.contains("(root file system tarball (docker export))") && out.contains("set Exec="),
+        "{out}"
+    );
+
+    let images: serde_json::Value =
+        serde_json::from_str(&ok(&tree.run(&["images", "list", "--json"]))).unwrap();
+    let refs: Vec<&str> = images
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["reference"].as_str().unwrap())
+        .collect();
+    assert_eq!(refs.len(), 4, "{refs:?}");
+
+    // A machine from an imported image: no registry exists in this test.
+    let out = ok(&tree.run(&[
+        "import",
+        save.to_str().unwrap(),
+        "--reference",
+        "localhost/app:save",
+        "--machine",
+        "offline",
+    ]));
+    assert!(out.contains("Machine offline created."), "{out}");
+    let decl = std::fs::read_to_string(tree.at("/etc/man8s/machines/offline.machine")).unwrap();
+    assert!(
+        decl.contains("Image=localhost/app:save\nPull=never\n"),
+        "{decl}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(tree.at("/var/lib/man8machines/offline/bin/app")).unwrap(),
+        "#!/bin/sh\necho 3\n"
+    );
+    assert!(
+        tree.at("/var/lib/man8machine_storage/offline/data/seed.txt")
+            .exists()
+    );
+
+    // A tampered OCI layout is refused, naming the blob.
+    let blob = layout
+        .join("blobs/sha256")
+        .join(w.layer_digests[0].strip_prefix("sha256:").unwrap());
+    std::fs::write(&blob, b"tampered").unwrap();
+    let o = tree.run(&[
+        "import",
+        layout.to_str().unwrap(),
+        "--reference",
+        "localhost/app:bad",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(&format!("blob {} hashes to", w.layer_digests[0])),
+        "{err}"
+    );
+    // Not an archive at all.
+    let o = tree.run(&["import", "/nonexistent.tar", "--reference", "localhost/x:1"]);
+    assert_eq!(o.status.code(), Some(1));
+}

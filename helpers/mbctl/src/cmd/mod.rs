@@ -41,7 +41,7 @@ pub fn dispatch(command: Command) -> Result<u8> {
         Command::Cache(CacheCommand::Clear) => images::clear(),
         Command::Oci(OciCommand::Download(a)) => images::download(&a.image, &a.dir),
         Command::Migrate(a) => migrate::migrate(&a.name),
-        Command::Import(_) => not_yet(),
+        Command::Import(a) => pull::import(&a.source, &a.reference, a.machine.as_deref()),
     }
 }
 
@@ -65,13 +65,10 @@ fn machines(command: MachinesCommand) -> Result<u8> {
             volumes: &a.volumes,
             yes: a.yes,
             no_fetch: a.no_fetch,
+            cached_only: false,
         }),
         MachinesCommand::Update(n) => pull::update(&n.name),
     }
-}
-
-fn not_yet() -> Result<u8> {
-    anyhow::bail!("this command is not available in this build yet")
 }
 
 /// A machine name from the command line, or a usage error naming why it is refused.

@@ -185,6 +185,8 @@ pub struct PullRequest<'a> {
     pub yes: bool,
     /// `--no-fetch`.
     pub no_fetch: bool,
+    /// The image is in the cache already (imported): never ask a registry, now or later.
+    pub cached_only: bool,
 }
 
 /// `machines pull`.
@@ -211,7 +213,12 @@ pub fn pull(req: &PullRequest<'_>) -> Result<u8> {
     let image_volumes: Vec<String> = if req.no_fetch {
         Vec::new()
     } else {
-        let resolved = fetch_image(&paths, &image, Policy::Always)?;
+        let policy = if req.cached_only {
+            Policy::Never
+        } else {
+            Policy::Always
+        };
+        let resolved = fetch_image(&paths, &image, policy)?;
         let declared = resolved
             .config
             .config
@@ -230,7 +237,10 @@ pub fn pull(req: &PullRequest<'_>) -> Result<u8> {
         &mut std::io::stdout(),
     )?;
 
-    let machine = new_machine(&name, req.image, template, &chosen);
+    let mut machine = new_machine(&name, req.image, template, &chosen);
+    if req.cached_only {
+        machine.pull = man8s::machine::PullPolicy::Never;
+    }
     let header = format!(
         "Machine {name}, created by `mbctl machines pull {}`.",
         req.image
@@ -253,6 +263,42 @@ pub fn pull(req: &PullRequest<'_>) -> Result<u8> {
         println!("Machine {name} created. Start it with: mbctl machines start {name}");
     }
     Ok(EXIT_OK)
+}
+
+/// `import SOURCE --reference REF [--machine NAME]`.
+pub fn import(source: &Path, reference: &str, machine: Option<&str>) -> Result<u8> {
+    let image = image_ref(reference)?;
+    if let Some(m) = machine {
+        machine_name(m)?;
+    }
+    let paths = Paths::from_env();
+    if let Some(m) = machine
+        && let Some(why) = existing_machine(&paths, &machine_name(m)?)
+    {
+        bail!("machine {m} exists already: {why}; remove it first (mbctl machines remove {m})");
+    }
+    let cache = BlobCache::new(&paths);
+    let imported = crate::import::import(&cache, source, &image)
+        .with_context(|| format!("cannot import {}", source.display()))?;
+    println!(
+        "Imported {} ({}) as {reference} → {}",
+        source.display(),
+        crate::import::describe(imported.kind),
+        imported.digest
+    );
+    if imported.kind == crate::import::SourceKind::Rootfs {
+        println!("note: a docker export tarball has no command; set Exec= in the declaration");
+    }
+    let Some(m) = machine else { return Ok(EXIT_OK) };
+    pull(&PullRequest {
+        image: reference,
+        name: m,
+        template: "network_isolated",
+        volumes: &[],
+        yes: true,
+        no_fetch: false,
+        cached_only: true,
+    })
 }
 
 /// Image volume paths as volume keys; a path a declaration cannot hold is an error naming it.
