@@ -178,7 +178,7 @@ fn root_fetch_installs_machine_with_env_and_volumes() {
 #[test]
 fn root_fetch_pull_always_replaces_only_on_change_and_notifies_systemd() {
     let h = Host::new();
-    let reg = Registry::start();
+    let mut reg = Registry::start();
     h.push(&reg, &app("1"), "app", "stable");
     h.declare(
         "svc",
@@ -231,6 +231,19 @@ fn root_fetch_pull_always_replaces_only_on_change_and_notifies_systemd() {
         .filter(|n| n.contains("tmp") || n.contains("previous"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
+    // Registry unreachable (network not up at boot): the installed rootfs is used, with a warning.
+    reg.stop();
+    let o = h.fetch(&["svc"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("warning:") && stderr(&o).contains("cannot reach registry"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("version")).unwrap(),
+        "2"
+    );
 }
 
 #[test]

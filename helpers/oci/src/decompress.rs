@@ -87,6 +87,93 @@ impl<R: Read> Read for HashingReader<R> {
     }
 }
 
+/// Chunk size handed from the decompressing thread to the unpacker.
+const CHUNK: usize = 256 << 10;
+/// Chunks in flight (bounds memory to a few MiB whatever the layer size).
+const IN_FLIGHT: usize = 8;
+
+/// A layer's uncompressed tar stream, decompressed and hashed on a second thread so that
+/// decompression and file creation overlap (what `gzip -dc | tar -x` gets from its pipe).
+pub struct Pipelined {
+    rx: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
+    cur: Vec<u8>,
+    pos: usize,
+    worker: Option<std::thread::JoinHandle<io::Result<(String, u64)>>>,
+}
+
+impl Pipelined {
+    /// Start decompressing `input` (the compressed blob).
+    pub fn start<R: Read + Send + 'static>(input: R) -> io::Result<Self> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<io::Result<Vec<u8>>>(IN_FLIGHT);
+        let worker = std::thread::Builder::new()
+            .name("layer-decompress".into())
+            .spawn(move || {
+                let (_, reader) = decompressed(input)?;
+                let mut hashing = HashingReader::new(reader);
+                loop {
+                    let mut buf = vec![0u8; CHUNK];
+                    let mut filled = 0;
+                    while filled < CHUNK {
+                        match hashing.read(&mut buf[filled..]) {
+                            Ok(0) => break,
+                            Ok(n) => filled += n,
+                            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                            Err(e) => {
+                                let msg = e.to_string();
+                                let _ = tx.send(Err(e));
+                                return Err(io::Error::other(msg));
+                            }
+                        }
+                    }
+                    if filled == 0 {
+                        return hashing.finish();
+                    }
+                    buf.truncate(filled);
+                    if tx.send(Ok(buf)).is_err() {
+                        // The consumer stopped (unpack error): nothing more to do.
+                        return Err(io::Error::other("layer consumer stopped"));
+                    }
+                }
+            })?;
+        Ok(Self {
+            rx,
+            cur: Vec::new(),
+            pos: 0,
+            worker: Some(worker),
+        })
+    }
+
+    /// Drain what the unpacker left unread and return the diff_id and the byte count.
+    pub fn finish(mut self) -> io::Result<(String, u64)> {
+        let mut sink = [0u8; 64 << 10];
+        while self.read(&mut sink)? > 0 {}
+        let worker = self.worker.take().expect("finish once");
+        drop(self.rx);
+        worker
+            .join()
+            .map_err(|_| io::Error::other("decompression thread panicked"))?
+    }
+}
+
+impl Read for Pipelined {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if self.pos == self.cur.len() {
+            match self.rx.recv() {
+                Ok(Ok(buf)) => {
+                    self.cur = buf;
+                    self.pos = 0;
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Ok(0), // worker done: end of stream
+            }
+        }
+        let n = out.len().min(self.cur.len() - self.pos);
+        out[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -115,6 +202,26 @@ mod tests {
             Detected::Zstd,
         );
         roundtrip(&data, data.clone(), Detected::None);
+    }
+
+    #[test]
+    fn pipelined_matches_direct() {
+        let data: Vec<u8> = (0..1_000_000u32).map(|i| (i % 241) as u8).collect();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&data).unwrap();
+        let mut p = Pipelined::start(std::io::Cursor::new(gz.finish().unwrap())).unwrap();
+        let mut head = vec![0u8; 300_000];
+        p.read_exact(&mut head).unwrap();
+        assert_eq!(head, data[..300_000]);
+        let (digest, n) = p.finish().unwrap();
+        assert_eq!(
+            (digest, n),
+            (crate::cache::sha256_digest(&data), data.len() as u64)
+        );
+        let mut bad = zstd::encode_all(&data[..], 1).unwrap();
+        bad.truncate(bad.len() / 2);
+        let mut p = Pipelined::start(std::io::Cursor::new(bad)).unwrap();
+        assert!(io::copy(&mut p, &mut io::sink()).is_err());
     }
 
     #[test]

@@ -14,11 +14,11 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::time::SystemTime;
 
-use man8s::machine::{Machine, VolumeSource, YggdrasilAddress};
+use man8s::machine::{Machine, YggdrasilAddress};
 use man8s::{MachineName, Paths};
 
 use crate::cache::BlobCache;
-use crate::decompress::{HashingReader, decompressed};
+use crate::decompress::Pipelined;
 use crate::error::{Error, IoContext, Result};
 use crate::progress::{Event, Progress};
 use crate::pull::ResolvedImage;
@@ -68,18 +68,20 @@ pub fn unpack_layers(
             digest: layer.digest.clone(),
             reason,
         };
-        let (_, reader) =
-            decompressed(file).map_err(|e| unpack_err(format!("cannot decompress: {e}")))?;
-        let mut hashing = HashingReader::new(reader);
-        if let Err(e) = apply_layer(root, &mut hashing, opts) {
+        let mut stream = Pipelined::start(file)
+            .map_err(|e| unpack_err(format!("cannot start decompression: {e}")))?;
+        if let Err(e) = apply_layer(root, &mut stream, opts) {
             if let crate::unpack::UnpackError::Io { source, .. } = &e
                 && source.raw_os_error() == Some(nix::libc::ENOSPC)
             {
-                return Err(Error::DiskFull { image: name, path: root.to_owned() });
+                return Err(Error::DiskFull {
+                    image: name,
+                    path: root.to_owned(),
+                });
             }
             return Err(unpack_err(e.to_string()));
         }
-        let (actual, _) = hashing
+        let (actual, _) = stream
             .finish()
             .map_err(|e| unpack_err(format!("cannot decompress: {e}")))?;
         let expected = &image.config.rootfs.diff_ids[index];
@@ -271,7 +273,9 @@ pub fn install_tree(
         // Never leave a half-state behind: whatever tmp_path holds now is not in use.
         let _ = remove_any(&tmp_path);
     }
-    progress.event(Event::Installed { path: target });
+    if result.is_ok() {
+        progress.event(Event::Installed { path: target });
+    }
     result
 }
 
@@ -430,10 +434,8 @@ pub fn prepare_machine(paths: &Paths, machine: &Machine, image: &ResolvedImage) 
     }
     let rootfs = paths.rootfs(name);
     for v in &machine.volumes {
-        let host = match &v.source {
-            VolumeSource::Host(p) => p.clone(),
-            _ => paths.fs(v.host_path(name)),
-        };
+        // Host paths are canonical too: MAN8S_ROOT relocates them like everything else.
+        let host = paths.fs(v.host_path(name));
         if fs::symlink_metadata(&host).is_ok() {
             continue; // not a first creation: the user's data stays as it is
         }
@@ -637,7 +639,21 @@ pub async fn ensure_machine(
         });
         None
     } else {
-        let resolved = puller.pull(&image, opts.policy).await?;
+        let resolved = match puller.pull(&image, opts.policy).await {
+            Ok(r) => r,
+            // Pull=always at boot with the network not up yet: the machine still starts from what it has.
+            Err(e @ Error::Network { .. }) if exists => {
+                opts.progress.event(Event::UpToDate {
+                    reason: &format!(
+                        "warning: {e}; starting {} with the installed rootfs",
+                        machine.name
+                    ),
+                });
+                link_for_machinectl(paths, &machine.name)?;
+                return Ok(Outcome::UpToDate);
+            }
+            Err(e) => return Err(e),
+        };
         if exists
             && installed
                 .as_ref()

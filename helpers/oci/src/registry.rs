@@ -468,10 +468,21 @@ impl Registry {
             reason,
         };
         let written = std::cell::Cell::new(have);
+        // Hashed as it streams in; bytes of an earlier, interrupted run are hashed from disk first.
+        let hasher = std::cell::RefCell::new(Sha256::new());
+        if have > 0 {
+            hash_prefix(&partial_path, have, &mut hasher.borrow_mut()).at(&partial_path)?;
+        }
+        let reset = || {
+            written.set(0);
+            *hasher.borrow_mut() = Sha256::new();
+        };
         self.with_retries(&what, progress, |_| {
             let url = url.clone();
             let what = what.clone();
             let written = &written;
+            let hasher = &hasher;
+            let reset = &reset;
             let partial_path = &partial_path;
             let corrupt = &corrupt;
             let image = &image;
@@ -486,7 +497,7 @@ impl Registry {
                 if status == StatusCode::RANGE_NOT_SATISFIABLE {
                     file.set_len(0)
                         .map_err(|e| Failure::Fatal(Error::io_for(image, partial_path, e)))?;
-                    written.set(0);
+                    reset();
                     return Err(Failure::Retry {
                         cause: "range not satisfiable, restarting".into(),
                         after: Some(Duration::ZERO),
@@ -501,7 +512,7 @@ impl Registry {
                     if start != Some(have) {
                         file.set_len(0)
                             .map_err(|e| Failure::Fatal(Error::io_for(image, partial_path, e)))?;
-                        written.set(0);
+                        reset();
                         return Err(Failure::Retry {
                             cause: "bad Content-Range, restarting".into(),
                             after: Some(Duration::ZERO),
@@ -512,19 +523,23 @@ impl Registry {
                     file.set_len(0)
                         .map_err(|e| Failure::Fatal(Error::io_for(image, partial_path, e)))?;
                     have = 0;
-                    written.set(0);
+                    reset();
                 }
                 file.seek(SeekFrom::Start(have))
                     .map_err(|e| Failure::Fatal(Error::io_for(image, partial_path, e)))?;
                 let mut stream = resp.bytes_stream();
                 while let Some(chunk) = stream.next().await {
                     let chunk = chunk.map_err(|e| Failure::Retry {
-                        cause: describe(&e),
+                        cause: format!(
+                            "connection broke after {have} of {} bytes: {}",
+                            desc.size,
+                            describe(&e)
+                        ),
                         after: None,
                     })?;
                     if have + chunk.len() as u64 > desc.size {
                         file.set_len(0).ok();
-                        written.set(0);
+                        reset();
                         return Err(Failure::Fatal(corrupt(format!(
                             "more than the {} bytes the manifest declares",
                             desc.size
@@ -532,6 +547,7 @@ impl Registry {
                     }
                     file.write_all(&chunk)
                         .map_err(|e| Failure::Fatal(Error::io_for(image, partial_path, e)))?;
+                    hasher.borrow_mut().update(&chunk);
                     have += chunk.len() as u64;
                     written.set(have);
                     progress.event(Event::Bytes(chunk.len() as u64));
@@ -546,14 +562,10 @@ impl Registry {
             }
         })
         .await?;
-        // Hash the completed file (it may have been assembled over several connections).
-        let actual = {
-            let path = partial_path.clone();
-            tokio::task::spawn_blocking(move || hash_file(&path))
-                .await
-                .map_err(|e| Error::Other(format!("hash task failed: {e}")))?
-                .at(&partial_path)?
-        };
+        let actual = format!(
+            "sha256:{}",
+            hex::encode(hasher.replace(Sha256::new()).finalize())
+        );
         if actual != desc.digest {
             let _ = file.set_len(0);
             return Err(corrupt(format!("content hashes to {actual}")));
@@ -564,18 +576,16 @@ impl Registry {
     }
 }
 
-fn hash_file(path: &std::path::Path) -> std::io::Result<String> {
-    let mut f = File::open(path)?;
-    let mut h = Sha256::new();
+fn hash_prefix(path: &std::path::Path, len: u64, h: &mut Sha256) -> std::io::Result<()> {
+    let mut f = File::open(path)?.take(len);
     let mut buf = vec![0u8; 256 << 10];
     loop {
         let n = f.read(&mut buf)?;
         if n == 0 {
-            break;
+            return Ok(());
         }
         h.update(&buf[..n]);
     }
-    Ok(format!("sha256:{}", hex::encode(h.finalize())))
 }
 
 async fn read_limited(resp: reqwest::Response, limit: u64) -> std::result::Result<Vec<u8>, String> {

@@ -805,3 +805,44 @@ fn root_disk_full_is_one_clear_line() {
     );
     assert!(!msg.contains('\n'));
 }
+
+#[test]
+fn root_interrupted_download_resumes_in_the_next_run() {
+    let mut env = Env::new();
+    let reg = Registry::start();
+    let w = env.push(&reg, &big_layer_image(), "resume", "1", Format::Oci);
+    let big = w.layer_digests[1].clone();
+    let proxy = FaultProxy::start(
+        reg.addr,
+        vec![Rule {
+            path_contains: big.clone(),
+            fault: Fault::TruncateAfter(1_000_000),
+            times: 1,
+        }],
+    );
+    env.config.retry.attempts = 1;
+    let reference = format!("{}/resume:1", proxy.host());
+    let msg = env.pull(&reference).unwrap_err().to_string();
+    assert!(msg.contains("after 1000000 of") && msg.contains("gave up after 1 attempts"), "{msg}");
+    let partial = env.cache.partial_path(&big).unwrap();
+    assert_eq!(
+        std::fs::metadata(&partial).unwrap().len(),
+        1_000_000,
+        "partial download kept"
+    );
+    env.config.retry.attempts = 4;
+    let r = env.pull(&reference).unwrap();
+    let ranges: Vec<_> = proxy
+        .seen()
+        .into_iter()
+        .filter(|s| s.line.contains(&big))
+        .map(|s| s.range)
+        .collect();
+    assert_eq!(ranges, vec![None, Some("bytes=1000000-".to_owned())]);
+    assert!(!partial.exists());
+    let root = env.install("resumed", &r).unwrap();
+    assert_eq!(
+        std::fs::read(root.join("big")).unwrap(),
+        ts::noise(3_000_000, 9)
+    );
+}
