@@ -86,15 +86,28 @@ pub fn render_network(spec: &BridgeSpec) -> String {
     o.push_str("LinkLocalAddressing=ipv6\n");
     o.push_str("IPv6AcceptRA=no\n");
     let _ = writeln!(o, "Address={}", spec.ipv4);
-    let _ = writeln!(o, "Address={}/64", ula_router(spec.ula));
-    if let Some(ygg) = spec.yggdrasil {
-        let _ = writeln!(o, "Address={}/{}", bridge_address(ygg), ygg.prefix_len());
-    }
     o.push_str("DHCPServer=yes\n");
     o.push_str("IPv6SendRA=yes\n");
     o.push_str("IPMasquerade=ipv4\n");
     o.push_str("IPv4Forwarding=yes\n");
     o.push_str("IPv6Forwarding=yes\n");
+
+    // IPv6 addresses without duplicate address detection: without a machine attached the bridge
+    // has no carrier, DAD never completes, and the addresses would stay tentative (unusable by
+    // the host) until the first machine starts. Nothing else on this segment can hold `::1`.
+    let _ = write!(
+        o,
+        "\n[Address]\nAddress={}/64\nDuplicateAddressDetection=none\n",
+        ula_router(spec.ula)
+    );
+    if let Some(ygg) = spec.yggdrasil {
+        let _ = write!(
+            o,
+            "\n[Address]\nAddress={}/{}\nDuplicateAddressDetection=none\n",
+            bridge_address(ygg),
+            ygg.prefix_len()
+        );
+    }
 
     o.push_str("\n[DHCPServer]\n");
     o.push_str("EmitDNS=yes\n");
@@ -189,13 +202,19 @@ mod tests {
              LinkLocalAddressing=ipv6\n\
              IPv6AcceptRA=no\n\
              Address=172.17.0.1/16\n\
-             Address=fd4b:1c2d:3e4f::1/64\n\
-             Address=300:2e98:a4b0:1789::1/64\n\
              DHCPServer=yes\n\
              IPv6SendRA=yes\n\
              IPMasquerade=ipv4\n\
              IPv4Forwarding=yes\n\
              IPv6Forwarding=yes\n\
+             \n\
+             [Address]\n\
+             Address=fd4b:1c2d:3e4f::1/64\n\
+             DuplicateAddressDetection=none\n\
+             \n\
+             [Address]\n\
+             Address=300:2e98:a4b0:1789::1/64\n\
+             DuplicateAddressDetection=none\n\
              \n\
              [DHCPServer]\n\
              EmitDNS=yes\n\
@@ -228,10 +247,12 @@ mod tests {
         s.timezone = Some("Europe/Berlin".into());
         let n = render_network(&s);
         assert!(n.contains("[Match]\nName=m8br\n"));
+        assert!(n.contains("Address=10.77.0.1/24\nDHCPServer=yes\n"), "{n}");
         assert!(
-            n.contains("Address=10.77.0.1/24\nAddress=fd4b:1c2d:3e4f::1/64\nDHCPServer=yes\n"),
+            n.contains("[Address]\nAddress=fd4b:1c2d:3e4f::1/64\nDuplicateAddressDetection=none\n"),
             "{n}"
         );
+        assert_eq!(n.matches("[Address]").count(), 1, "{n}");
         assert!(!n.contains("300:"), "{n}");
         assert!(n.contains("[DHCPServer]\nEmitDNS=yes\nDNS=192.0.2.53\nDNS=2001:db8::53\nEmitNTP=yes\nNTP=ntp.example\nEmitTimezone=yes\nTimezone=Europe/Berlin\n"), "{n}");
         assert_eq!(n.matches("[IPv6Prefix]").count(), 1);

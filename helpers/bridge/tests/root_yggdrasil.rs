@@ -280,7 +280,12 @@ fn root_bridge_writes_files_and_state_then_only_changes() {
     let dropin = r.join("run/systemd/networkd.conf.d/10-man8s.conf");
     let n = std::fs::read_to_string(&network).unwrap();
     let bridge_addr = man8s::address::bridge_address(me.subnet);
-    assert!(n.contains(&format!("Address={bridge_addr}/64\n")), "{n}");
+    assert!(
+        n.contains(&format!(
+            "[Address]\nAddress={bridge_addr}/64\nDuplicateAddressDetection=none\n"
+        )),
+        "{n}"
+    );
     assert!(
         n.contains(&format!(
             "[IPv6Prefix]\nPrefix={}\nAddressAutoconfiguration=no\n",
@@ -366,7 +371,8 @@ fn root_bridge_writes_files_and_state_then_only_changes() {
     );
     let n = std::fs::read_to_string(r.join("run/systemd/network/10-man8s-m8br.network")).unwrap();
     assert!(!n.contains("Address=3"), "{n}");
-    assert!(n.contains("Address=172.17.0.1/16\nAddress=fd"), "{n}");
+    assert!(n.contains("Address=172.17.0.1/16\n"), "{n}");
+    assert!(n.contains("[Address]\nAddress=fd"), "{n}");
     assert!(!state.exists());
     let warn: Vec<_> = err
         .lines()
