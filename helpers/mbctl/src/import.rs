@@ -190,12 +190,17 @@ pub fn detect(source: &Path) -> Result<SourceKind> {
     })
 }
 
+/// Archive path → digest of the blob it held.
+type PathDigests = BTreeMap<String, String>;
+/// Archive path → content of a small (JSON) file.
+type SmallFiles = BTreeMap<String, Vec<u8>>;
+
 /// Read a tarball once: blobs (OCI paths, `*/layer.tar`, `*.json` configs) go to the cache,
 /// small JSON files are kept. Returns `path → digest` and `path → JSON bytes`.
 fn ingest_tar(
     cache: &BlobCache,
     path: &Path,
-) -> Result<(BTreeMap<String, String>, BTreeMap<String, Vec<u8>>)> {
+) -> Result<(PathDigests, SmallFiles)> {
     let mut archive = tar::Archive::new(open_maybe_gzip(path)?);
     let mut blobs = BTreeMap::new();
     let mut links = BTreeMap::new();
