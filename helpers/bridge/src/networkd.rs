@@ -92,9 +92,9 @@ pub fn render_network(spec: &BridgeSpec) -> String {
     o.push_str("IPv4Forwarding=yes\n");
     o.push_str("IPv6Forwarding=yes\n");
 
-    // IPv6 addresses without duplicate address detection: without a machine attached the bridge
-    // has no carrier, DAD never completes, and the addresses would stay tentative (unusable by
-    // the host) until the first machine starts. Nothing else on this segment can hold `::1`.
+    // IPv6 addresses without duplicate address detection: nothing else on this host-only segment
+    // can hold `::1`, and DAD would hold the addresses back (tentative) for a second or more
+    // every time the bridge gains carrier, i.e. when the first machine starts.
     let _ = write!(
         o,
         "\n[Address]\nAddress={}/64\nDuplicateAddressDetection=none\n",
