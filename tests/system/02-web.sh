@@ -1,7 +1,7 @@
 # shellcheck shell=bash
 # A busybox httpd image (issue 3): `systemctl start man8@web` pulls from the host's registry and runs the app
 # inside nspawn; machinectl lists it; its output is in `journalctl -u man8@web`; it answers HTTP over the bridge;
-# `systemctl stop` stops it cleanly (inactive, not failed).
+# and over IPv6 (SLAAC); `systemctl stop` stops it cleanly (inactive, not failed).
 
 declare_machine web <<'DECL'
 [Machine]
@@ -17,6 +17,12 @@ ip=$(machine_ipv4 web) || fail "machine web got no IPv4 address on the bridge"
 body=$(http_get "http://$ip/") || fail "no HTTP answer from web at $ip:80"
 [ "$body" = "man8s web ok" ] || fail "web at $ip answered '$body', expected 'man8s web ok'"
 wait_journal man8@web.service "GET /" 10 || fail "httpd's request log is not in the journal of man8@web"
+
+# IPv6 SLAAC from the bridge's router advertisements (the test bridge announces fd42:8a5e:1::/64).
+slaac() { in_machine web ip -6 -o addr show scope global | awk '{print $4}' | cut -d/ -f1 | grep -m1 '^fd42:8a5e:1:'; }
+wait_for 30 slaac || fail "machine web got no SLAAC address in fd42:8a5e:1::/64"
+body=$(http_get "http://[$(slaac)]/") || fail "no HTTP answer from web at [$(slaac)]:80"
+[ "$body" = "man8s web ok" ] || fail "web at [$(slaac)] answered '$body'"
 
 # The rootfs is where the contract says, and machinectl sees it as an image.
 in_host test -x /var/lib/man8machines/web/bin/busybox || fail "/var/lib/man8machines/web has no rootfs"

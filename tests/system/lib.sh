@@ -17,7 +17,7 @@ HOST_SUITE=sid
 # Release file is past its Valid-Until (debootstrap does not check it; apt does).
 HOST_EXTRA_APT=(${HOST_EXTRA_APT[@]+"${HOST_EXTRA_APT[@]}"})
 # Bumped when the way the base is prepared (below) changes, so old caches are not reused.
-BASE_RECIPE=1
+BASE_RECIPE=2
 
 # The Debian mirror apt on this machine uses (deb822 or one-line sources), Debian's own as the fallback.
 debian_mirror() {
@@ -106,6 +106,8 @@ prepare_base() {
 version: 0.1
 log:
   level: warn
+  accesslog:
+    disabled: true
 storage:
   filesystem:
     rootdirectory: /var/lib/docker-registry
@@ -391,7 +393,9 @@ assert_contains() {
     local haystack=$1 needle=$2 what=${3:-output}
     case "$haystack" in
         *"$needle"*) ;;
-        *) fail "$what does not contain '$needle'" ;;
+        *)
+            say "--- $what was:"; printf '%s\n' "$haystack" | head -n 30 >&2
+            fail "$what does not contain '$needle'" ;;
     esac
 }
 
@@ -406,10 +410,18 @@ unit_state() {
 start_machine() {
     local name=${1:?} out
     if ! out=$(in_host timeout 240 systemctl start "man8@$name.service" 2>&1); then
-        fail "systemctl start man8@$name failed: $(printf '%s' "$out" | tail -n1) [$(unit_state "man8@$name.service")]"
+        fail "systemctl start man8@$name failed [$(unit_state "man8@$name.service")]: $(unit_error "man8@$name.service")"
     fi
     [ "$(unit_state "man8@$name.service")" = active/success ] \
         || fail "man8@$name is $(unit_state "man8@$name.service") right after a successful start"
+}
+
+# The last line of UNIT's journal that says something of its own (not systemd's generic start/fail lines).
+unit_error() {
+    in_host journalctl -b -u "${1:?}" -o cat --no-pager 2>/dev/null \
+        | grep -v -e "^${1%.service}" -e '^Failed to start' -e '^Starting ' -e '^Stopped ' -e '^Stopping ' \
+            -e 'pids.max' -e 'Note: in a future version' -e '^Scheduled restart job' \
+        | tail -n1
 }
 
 # Stops man8@NAME and asserts it ended inactive with Result=success (not failed, not killed).
