@@ -29,6 +29,9 @@ pub struct Args {
     pub slaac_timeout: Duration,
     /// Do not leave a process behind to renew the DHCP lease.
     pub no_lease_keeper: bool,
+    /// `--forward=[tcp:|udp:]PORT`: container ports to relay from the Yggdrasil address to an
+    /// app that listens on IPv4 only (see [`crate::forward`]).
+    pub forward: Vec<(crate::forward::Proto, u16)>,
     /// Test harness only: `chroot` here before doing anything else.
     pub root: Option<PathBuf>,
     /// `--help` was asked for.
@@ -50,6 +53,7 @@ impl Default for Args {
             carrier_timeout: Duration::from_secs(5),
             slaac_timeout: Duration::from_secs(3),
             no_lease_keeper: false,
+            forward: Vec::new(),
             root: None,
             help: false,
             version: false,
@@ -61,7 +65,7 @@ impl Default for Args {
 pub const USAGE: &str = "\
 usage: man8s-init [--exec=CMD] [--user=USER[:GROUP]] [--workdir=DIR] [--env=K=V]... [--env-file=PATH]...
                   [--no-network] [--dhcp-timeout=SECS] [--carrier-timeout=SECS] [--slaac-timeout=SECS]
-                  [--no-lease-keeper]
+                  [--no-lease-keeper] [--forward=[tcp:|udp:]PORT]...
 Runs as PID 2 inside a man8s machine: environment, protected dirs, network, then exec of the app.
 See man8s-init(8).
 ";
@@ -84,6 +88,26 @@ fn seconds(opt: &str, v: &str) -> Result<Duration, UsageError> {
         .filter(|s| s.is_finite() && *s >= 0.0 && *s < 86_400.0)
         .map(Duration::from_secs_f64)
         .ok_or_else(|| UsageError(format!("{opt}: {v:?} is not a number of seconds")))
+}
+
+fn forward_port(v: &str) -> Result<(crate::forward::Proto, u16), UsageError> {
+    use crate::forward::Proto;
+    let (proto, port) = match v.split_once(':') {
+        Some(("tcp", p)) => (Proto::Tcp, p),
+        Some(("udp", p)) => (Proto::Udp, p),
+        None => (Proto::Tcp, v),
+        Some(_) => {
+            return Err(UsageError(format!(
+                "--forward: {v:?} is not [tcp:|udp:]PORT"
+            )));
+        }
+    };
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 && port.bytes().all(|b| b.is_ascii_digit()) => Ok((proto, p)),
+        _ => Err(UsageError(format!(
+            "--forward: {v:?} is not [tcp:|udp:]PORT"
+        ))),
+    }
 }
 
 /// Parse arguments (without argv[0]).
@@ -117,7 +141,7 @@ where
                 flag(&mut args, &inline)?
             }
             "--exec" | "--user" | "--workdir" | "--env" | "--env-file" | "--dhcp-timeout"
-            | "--carrier-timeout" | "--slaac-timeout" | "--root" => {
+            | "--carrier-timeout" | "--slaac-timeout" | "--forward" | "--root" => {
                 let value = match inline {
                     Some(v) => v,
                     None => it
@@ -138,6 +162,7 @@ where
                     "--dhcp-timeout" => args.dhcp_timeout = seconds(&opt, &value)?,
                     "--carrier-timeout" => args.carrier_timeout = seconds(&opt, &value)?,
                     "--slaac-timeout" => args.slaac_timeout = seconds(&opt, &value)?,
+                    "--forward" => args.forward.push(forward_port(&value)?),
                     "--root" => args.root = Some(PathBuf::from(value)),
                     _ => unreachable!("matched above"),
                 }
@@ -171,6 +196,9 @@ mod tests {
             "--no-network",
             "--dhcp-timeout=0.5",
             "--no-lease-keeper",
+            "--forward=8080",
+            "--forward",
+            "udp:53",
         ])
         .unwrap();
         assert_eq!(a.exec.as_deref(), Some("nginx -g 'daemon off;'"));
@@ -183,6 +211,8 @@ mod tests {
         assert_eq!(a.env_files, vec![PathBuf::from("/run/host/man8s/env/0")]);
         assert!(a.no_network && a.no_lease_keeper);
         assert_eq!(a.dhcp_timeout, Duration::from_millis(500));
+        use crate::forward::Proto;
+        assert_eq!(a.forward, vec![(Proto::Tcp, 8080), (Proto::Udp, 53)]);
     }
 
     #[test]
@@ -196,6 +226,10 @@ mod tests {
             vec!["--dhcp-timeout=soon"],
             vec!["--dhcp-timeout=-1"],
             vec!["--no-network=yes"],
+            vec!["--forward=sctp:1"],
+            vec!["--forward=0"],
+            vec!["--forward=tcp:+80"],
+            vec!["--forward=70000"],
         ] {
             assert!(parse(bad.clone()).is_err(), "{bad:?} should be refused");
         }

@@ -12,6 +12,7 @@ pub mod detach;
 pub mod dhcp;
 pub mod env;
 pub mod exec;
+pub mod forward;
 pub mod image;
 pub mod net;
 pub mod netlink;
@@ -211,6 +212,21 @@ pub fn run(args: args::Args) -> Failure {
         match net::configure(&cfg, &mut |m| log("network", &m)) {
             Ok(o) => outcome = Some(o),
             Err(e) => return Failure::new("network", e),
+        }
+        match (yggdrasil, args.forward.is_empty()) {
+            (_, true) => {}
+            (Some(ygg), false) => {
+                if let Err(e) = forward::spawn(&args.forward, ygg) {
+                    log(
+                        "network",
+                        &format!("warning: could not start the IPv4 port forwarder: {e}"),
+                    );
+                }
+            }
+            (None, false) => log(
+                "network",
+                "warning: --forward without a Yggdrasil address; nothing to forward to",
+            ),
         }
     }
 
