@@ -8,6 +8,10 @@
 #              image's /etc/passwd (uid 1234, supplementary group extra 2345), WorkingDirectory=/home/app;
 #              it writes `id`, $HOME and `pwd` to /www/id.txt before serving
 
+#   journey:1  two layers (busybox, then the app) with a Volume /data holding seed.txt: on each start the app
+#              appends to /data/boots, writes its sorted environment to /www/env.txt, copies /data/boots to
+#              /www/boots.txt, logs "journey-started" and serves /www on :80; image Env JOURNEY_FROM_IMAGE=yes
+
 # umoci unpack + repack of one image: FILL is a function that populates the rootfs given as $1.
 build_image() {
     local layout=${1:?} tag=${2:?} fill=${3:?} bundle
@@ -53,6 +57,32 @@ fill_imguser() {
     chown -R 1234:1234 "$r/home/app" "$r/www"
 }
 
+fill_journey_app() {
+    local r=${1:?}
+    mkdir -p "$r/app" "$r/data"
+    printf 'seeded by the image\n' >"$r/data/seed.txt"
+    printf 'man8s journey ok\n' >"$r/www/index.html"
+    cat >"$r/app/start.sh" <<'SH'
+#!/bin/sh
+date +%s >> /data/boots
+env | sort > /www/env.txt
+cp /data/boots /www/boots.txt
+echo journey-started
+exec httpd -f -v -p 80 -h /www
+SH
+    chmod 755 "$r/app/start.sh"
+    ln -sf busybox "$r/bin/date"; ln -sf busybox "$r/bin/env"; ln -sf busybox "$r/bin/sort"; ln -sf busybox "$r/bin/cp"
+}
+
+# A second layer on top of TAG: unpack, FILL, repack.
+add_layer() {
+    local layout=${1:?} tag=${2:?} fill=${3:?} bundle=${IMAGES_DIR:?}/bundle-$2-top
+    umoci unpack --image "$layout:$tag" "$bundle" >/dev/null
+    "$fill" "$bundle/rootfs"
+    umoci repack --image "$layout:$tag" "$bundle" >/dev/null
+    rm -rf --one-file-system "${bundle:?}"
+}
+
 # Builds every test image into $IMAGES_DIR/layout (a fresh layout per run; it takes about a second).
 build_images() {
     local layout=${IMAGES_DIR:?}/layout
@@ -80,5 +110,10 @@ build_images() {
         --config.workingdir /home/app --config.cmd /bin/sh --config.cmd -c \
         --config.cmd 'id > /www/id.txt; echo "HOME=$HOME" >> /www/id.txt; echo "PWD=$(pwd)" >> /www/id.txt; echo imguser-started; exec httpd -f -v -p 8080 -h /www' \
         >/dev/null
+
+    build_image "$layout" journey busybox_rootfs
+    add_layer "$layout" journey fill_journey_app
+    umoci config --image "$layout:journey" --config.env PATH=/bin --config.env JOURNEY_FROM_IMAGE=yes \
+        --config.volume /data --config.cmd /bin/sh --config.cmd /app/start.sh >/dev/null
     umoci gc --layout "$layout"
 }
