@@ -9,7 +9,7 @@
 #   host -> machine over the bridge's IPv4            (what the Python tool's users had)
 #   host -> machine over its Yggdrasil address        (plain IPv6 on the same bridge)
 #   host -> IPv4-only app through the man8s forwarder (vs the same app on IPv6 directly)
-#   remote Yggdrasil node -> machine's Yggdrasil address (through both yggdrasil daemons)
+#   remote Yggdrasil node -> the host itself, and -> the machine (through both yggdrasil daemons)
 # Ratios are printed against the bridge's IPv4. Needs root, iperf3, yggdrasil. Traffic stays
 # inside the namespaces. Usage: bench/net/run.sh [SECONDS_PER_RUN]
 set -euo pipefail
@@ -19,6 +19,8 @@ for t in iperf3 yggdrasil yggdrasilctl ip; do
     command -v "$t" >/dev/null || { echo "bench/net: $t not installed (apt-get install iperf3 yggdrasil iproute2)" >&2; exit 1; }
 done
 SECS=${1:-3}
+# MTU of the bridge and the machine's veth (nspawn's default is 1500).
+MTU=${MTU:-1500}
 RR=${RR:-20000}
 export RUST_BACKTRACE=0
 
@@ -75,6 +77,7 @@ ip -n "$H" link set vb-m master br0 up
 ip -n "$M" addr add 172.31.0.2/16 dev host0
 ip -n "$M" addr add "$YGG/64" dev host0 nodad
 ip -n "$M" link set host0 up
+ip -n "$H" link set vb-m mtu "$MTU"; ip -n "$M" link set host0 mtu "$MTU"; ip -n "$H" link set br0 mtu "$MTU"
 ip -n "$M" route add default via 172.31.0.1
 ip -n "$M" -6 route add default via "$PREFIX::1"
 inh sysctl -qw net.ipv6.conf.all.forwarding=1
@@ -85,6 +88,10 @@ bg inm iperf3 -s -p 5202 -B 127.0.0.1
 bg inm "$EX/tcp-rr" server "[::]:7000"
 bg inm "$EX/tcp-rr" server "127.0.0.1:7001"
 bg inm "$EX/forward-run" "$YGG" 5202 7001
+# And on the host itself, as the mesh baseline (what yggdrasil gives without any bridge).
+bg inh iperf3 -s -p 5301
+bg inh "$EX/tcp-rr" server "[::]:7300"
+HOSTYGG=$(yggdrasilctl -endpoint "unix://$TMP/h.sock" -json getself | python3 -c 'import json,sys; print(json.load(sys.stdin)["address"])')
 sleep 1
 
 wait_tcp() { # NS ADDR PORT
@@ -113,5 +120,6 @@ BASE=$(gbps "$H" 172.31.0.2 5201); BASE_RR=$(rr "$H" 172.31.0.2:7000)
 row "host -> machine, bridge IPv4" "$BASE" "$BASE_RR"
 row "host -> machine, Yggdrasil address (direct)" "$(gbps "$H" "$YGG" 5201)" "$(rr "$H" "[$YGG]:7000")"
 row "host -> IPv4-only app via forwarder" "$(gbps "$H" "$YGG" 5202)" "$(rr "$H" "[$YGG]:7001")"
-row "remote ygg node -> machine (mesh)" "$(gbps "$A" "$YGG" 5201)" "$(rr "$A" "[$YGG]:7000")"
-echo "(rtt in microseconds, $RR round trips of 1 byte; throughput: iperf3, ${SECS}s, 1 stream)"
+row "remote ygg node -> host itself (mesh)" "$(gbps "$A" "$HOSTYGG" 5301)" "$(rr "$A" "[$HOSTYGG]:7300")"
+row "remote ygg node -> machine (mesh + bridge)" "$(gbps "$A" "$YGG" 5201)" "$(rr "$A" "[$YGG]:7000")"
+echo "(rtt in microseconds, $RR round trips of 1 byte; throughput: iperf3, ${SECS}s, 1 stream; bridge MTU $MTU)"
