@@ -107,6 +107,21 @@ pub fn switch_user(creds: &Credentials) -> nix::Result<()> {
     Ok(())
 }
 
+/// Signal dispositions the app starts with (ignored ones survive `execve`):
+/// - SIGPIPE back to the default (Rust's runtime ignores it in the init; apps expect the default);
+/// - SIGHUP ignored: nspawn's stub PID 1 stops the app with SIGTERM *and then SIGHUP*, and an app
+///   that handles SIGTERM but not SIGHUP would die by SIGHUP before shutting down cleanly. Apps
+///   that install their own SIGHUP handler are not affected.
+pub fn prepare_signals() -> nix::Result<()> {
+    use nix::sys::signal::{SigHandler, Signal, signal};
+    // SAFETY: no handler functions are installed, only SIG_DFL/SIG_IGN.
+    unsafe {
+        signal(Signal::SIGPIPE, SigHandler::SigDfl)?;
+        signal(Signal::SIGHUP, SigHandler::SigIgn)?;
+    }
+    Ok(())
+}
+
 /// `execve`; returns only on failure.
 pub fn exec(program: &Path, argv: &[String], env: &[String]) -> String {
     let to_c = |s: &str| CString::new(s).map_err(|_| format!("{s:?} contains a NUL byte"));

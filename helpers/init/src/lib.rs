@@ -319,10 +319,16 @@ pub fn run(args: args::Args) -> Failure {
         );
     }
 
-    if let Some((_, path)) = inherited.iter().find(|(k, _)| k == "NOTIFY_SOCKET")
-        && let Err(e) = notify::notify(path, "READY=1\nSTATUS=Starting the application\n")
-    {
-        log("notify", &format!("warning: READY=1 to {path}: {e}"));
+    match inherited.iter().find(|(k, _)| k == "NOTIFY_SOCKET") {
+        Some((_, path)) => match notify::notify(
+            path,
+            "READY=1\nSTATUS=Starting the application\n",
+            notify::stand_in_pid(),
+        ) {
+            Ok(()) => log("notify", &format!("READY=1 sent to {path}")),
+            Err(e) => log("notify", &format!("warning: READY=1 to {path}: {e}")),
+        },
+        None => log("notify", "no NOTIFY_SOCKET; not reporting readiness"),
     }
 
     log(
@@ -335,6 +341,9 @@ pub fn run(args: args::Args) -> Failure {
             started.elapsed().as_millis()
         ),
     );
+    if let Err(e) = exec::prepare_signals() {
+        return Failure::new("exec", format!("signal dispositions: {e}"));
+    }
     if let Err(e) = exec::switch_user(&creds) {
         return Failure::new(
             "user",

@@ -327,7 +327,8 @@ fn root_boot_with_dhcp_slaac_yggdrasil_and_image_user() {
     rootfs.script(
         "/entrypoint.sh",
         "id -u > /out/uid; id -g > /out/gid; id -G > /out/groups; pwd > /out/pwd; env > /out/env\n\
-         stat -c '%u %g %a %N' /run/app/state /tmp/link > /out/protected\n",
+         stat -c '%u %g %a %N' /run/app/state /tmp/link > /out/protected\n\
+         cat /proc/self/status > /out/status\n",
     );
     fs::create_dir_all(rootfs.root.join("run.man8sprotected/app")).unwrap();
     fs::write(rootfs.root.join("run.man8sprotected/app/state"), "x").unwrap();
@@ -432,6 +433,16 @@ fn root_boot_with_dhcp_slaac_yggdrasil_and_image_user() {
             "{dropped} leaked:\n{env}"
         );
     }
+
+    // SIGPIPE at its default (the Rust runtime of the init ignores it), SIGHUP ignored.
+    let status = rootfs.read("/out/status");
+    let ignored = status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigIgn:\t"))
+        .map(|hex| u64::from_str_radix(hex, 16).unwrap())
+        .unwrap();
+    assert_eq!(ignored & 1, 1, "SIGHUP (1) not ignored: {ignored:x}");
+    assert_eq!(ignored & (1 << 12), 0, "SIGPIPE (13) ignored: {ignored:x}");
 
     // Protected dirs copied with owner, mode and symlinks.
     let protected = rootfs.read("/out/protected");
@@ -539,11 +550,13 @@ fn root_exact_environment_without_shell_and_ready_notification() {
 
 #[test]
 fn root_dev_stdout_works_when_stdout_is_a_socket() {
+    // The relay is a separate process: what is written by path in the last moment before the
+    // machine ends can be lost (documented), hence the app's pause before it exits.
     assert_root();
     let rootfs = Rootfs::new(true);
     rootfs.script(
         "/entrypoint.sh",
-        "echo by-path > /dev/stdout; echo err-by-path > /dev/stderr; echo direct; sleep 0.3\n",
+        "echo by-path > /dev/stdout; echo err-by-path > /dev/stderr; echo direct; sleep 1\n",
     );
     let (mine, theirs) = UnixStream::pair().unwrap();
     let theirs2 = theirs.try_clone().unwrap();
@@ -659,5 +672,128 @@ fn root_no_shell_falls_back_to_image_entrypoint() {
     assert!(
         err.contains("(from image Entrypoint+Cmd) as 0:0 in /"),
         "{err}"
+    );
+}
+
+/// Under the real systemd-nspawn (`--as-pid2`, the stub PID 1 of `ProcessTwo=yes`, with a private
+/// user namespace as `PrivateUsers=pick`): READY=1 reaches nspawn's own notify socket
+/// (`--notify-ready=yes`; nspawn accepts it only from the payload's PID 1, so the init sends it on
+/// the stub's behalf), `SIGTERM` to nspawn with
+/// `--kill-signal=SIGRTMIN+3` gives the app SIGTERM, and an app's own exit status becomes
+/// nspawn's. The debug build of the init is dynamic, so the host's libraries are bound in.
+#[test]
+fn root_under_nspawn_ready_stop_and_exit_status() {
+    assert_root();
+    let nspawn = |rootfs: &Rootfs, notify: Option<&Path>| {
+        let mut cmd = Command::new("systemd-nspawn");
+        cmd.args([
+            "--quiet",
+            "--keep-unit",
+            "--register=no",
+            "--as-pid2",
+            "--private-users=pick",
+            "--kill-signal=SIGRTMIN+3",
+            "--console=pipe",
+        ])
+        .args([
+            "--private-network",
+            "--bind-ro=/lib/x86_64-linux-gnu",
+            "--bind-ro=/lib64",
+        ])
+        .arg(format!("--bind-ro={INIT}:/run/host/man8s/man8s-init"))
+        .arg(format!("--directory={}", rootfs.root.display()))
+        .env("RUST_BACKTRACE", "0")
+        .env_remove("NOTIFY_SOCKET");
+        // With --notify-ready=yes nspawn reports READY=1 only once the payload sent it.
+        if let Some(sock) = notify {
+            cmd.arg("--notify-ready=yes").env("NOTIFY_SOCKET", sock);
+        }
+        cmd.args(["/run/host/man8s/man8s-init", "--no-network"]);
+        cmd
+    };
+
+    // Stop: the app traps SIGTERM and exits 7; nspawn powers the machine off and exits 0.
+    let rootfs = Rootfs::new(true);
+    rootfs.script(
+        "/entrypoint.sh",
+        "trap 'echo TERM >> /out/signals; exit 7' TERM\necho up > /out/up\n\
+         i=0; while [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done\nexit 3\n",
+    );
+    let notify_path = rootfs.dir.join("nspawn-notify");
+    let notify = UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    let mut child = nspawn(&rootfs, Some(&notify_path))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 512];
+    let ready = loop {
+        let n = notify
+            .recv(&mut buf)
+            .expect("nspawn never reported READY=1");
+        let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if msg.lines().any(|l| l == "READY=1") {
+            break msg;
+        }
+    };
+    assert!(ready.contains("READY=1"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !rootfs.root.join("out/up").exists() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let mut err = String::new();
+            let _ = child.stderr.take().unwrap().read_to_string(&mut err);
+            panic!("app never started:\n{err}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let started = Instant::now();
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "stop took {:?}",
+        started.elapsed()
+    );
+    let signals = fs::read_to_string(rootfs.root.join("out/signals")).unwrap_or_default();
+    assert_eq!(signals, "TERM\n", "status {status:?}, stderr:\n{err}");
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "a stopped machine is a clean poweroff: {err}"
+    );
+
+    // Exit on its own: the status comes through.
+    let rootfs = Rootfs::new(true);
+    rootfs.script("/entrypoint.sh", "exit 42\n");
+    let status = nspawn(&rootfs, None)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(42));
+
+    // A failing step: nspawn exits with the init's 1.
+    let rootfs = Rootfs::new(true);
+    rootfs.image_config(r#"{"config":{"User":"ghost"}}"#);
+    let out = nspawn(&rootfs, None).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("man8s-init: user: no user \"ghost\""),
+        "{out:?}"
     );
 }
