@@ -339,22 +339,59 @@ fn out_err(path: &Path) -> impl FnOnce(io::Error) -> FatalError + '_ {
     }
 }
 
-/// Write `contents` to `path` atomically (temp file + rename), unless it already holds exactly that.
-fn write_atomic(path: &Path, contents: &str) -> Result<(), FatalError> {
-    if fs::read(path).is_ok_and(|old| old == contents.as_bytes()) {
-        return Ok(());
+/// Output directories this run created or found, so that each is created once; a file in a
+/// directory this run created cannot have an old version to compare with or replace.
+#[derive(Default)]
+struct DirCache {
+    /// directory → created by this run (so it was empty)
+    known: std::collections::HashMap<PathBuf, bool>,
+}
+
+impl DirCache {
+    /// Make sure `dir` exists; true when this run created it.
+    fn ensure(&mut self, dir: &Path) -> Result<bool, FatalError> {
+        if let Some(&fresh) = self.known.get(dir) {
+            return Ok(fresh);
+        }
+        let fresh = match fs::create_dir(dir) {
+            Ok(()) => true,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => false,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                fs::create_dir_all(dir).map_err(out_err(dir))?;
+                true
+            }
+            Err(e) => return Err(out_err(dir)(e)),
+        };
+        self.known.insert(dir.to_owned(), fresh);
+        Ok(fresh)
     }
-    let dir = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir).map_err(out_err(dir))?;
+}
+
+fn tmp_name(path: &Path) -> PathBuf {
     let file_name = path
         .file_name()
         .map(|n| n.to_string_lossy())
         .unwrap_or_default();
-    let tmp = dir.join(format!(".{file_name}.tmp{}", std::process::id()));
+    path.with_file_name(format!(".{file_name}.man8s-tmp"))
+}
+
+/// Write `contents` to `path` atomically (temp file + rename), unless it already holds exactly that.
+fn write_atomic(dirs: &mut DirCache, path: &Path, contents: &str) -> Result<(), FatalError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    if dirs.ensure(dir)? {
+        // A directory this run created: nobody can be reading a half-written file in it (systemd
+        // reads generator output only after all generators ran), so no temp file is needed.
+        return fs::write(path, contents).map_err(out_err(path));
+    }
+    if fs::read(path).is_ok_and(|old| old == contents.as_bytes()) {
+        return Ok(());
+    }
+    let tmp = tmp_name(path);
     let result = (|| {
         let mut f = fs::File::create(&tmp)?;
+        // No fsync: the outputs live on /run (tmpfs) and are rebuilt at every boot; the rename
+        // alone keeps readers from seeing a half-written file.
         f.write_all(contents.as_bytes())?;
-        f.sync_data()?;
         fs::rename(&tmp, path)
     })();
     if result.is_err() {
@@ -372,19 +409,15 @@ fn is_ours(path: &Path) -> bool {
     f.take(HEADER.len() as u64).read_exact(&mut buf).is_ok() && buf == HEADER.as_bytes()
 }
 
-fn symlink_atomic(target: &Path, link: &Path) -> Result<(), FatalError> {
+fn symlink_atomic(dirs: &mut DirCache, target: &Path, link: &Path) -> Result<(), FatalError> {
+    let dir = link.parent().unwrap_or(Path::new("."));
+    if dirs.ensure(dir)? {
+        return std::os::unix::fs::symlink(target, link).map_err(out_err(link));
+    }
     if fs::read_link(link).is_ok_and(|t| t == target) {
         return Ok(());
     }
-    let dir = link.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir).map_err(out_err(dir))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp{}",
-        link.file_name()
-            .map(|n| n.to_string_lossy())
-            .unwrap_or_default(),
-        std::process::id()
-    ));
+    let tmp = tmp_name(link);
     let _ = fs::remove_file(&tmp);
     std::os::unix::fs::symlink(target, &tmp).map_err(out_err(&tmp))?;
     fs::rename(&tmp, link).map_err(out_err(link))
@@ -405,8 +438,18 @@ pub fn run(paths: &Paths, out: &Outputs, log: &mut dyn FnMut(&str)) -> Result<Re
     let mut keep_links: BTreeSet<PathBuf> = BTreeSet::new();
     let template = Path::new(TEMPLATE_UNIT);
 
-    for entry in declaration::discover(paths) {
-        let name = match entry {
+    // The user's own settings files, listed once.
+    let user_nspawn: BTreeSet<String> = fs::read_dir(paths.fs(man8s::paths::NSPAWN_ETC_DIR))
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().into_string().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut dirs = DirCache::default();
+
+    for entry in declaration::discover_sources(paths) {
+        let (name, source) = match entry {
             Ok(n) => n,
             Err(e) => {
                 log(&e.to_string());
@@ -415,25 +458,25 @@ pub fn run(paths: &Paths, out: &Outputs, log: &mut dyn FnMut(&str)) -> Result<Re
         };
         let unit = unit_name(&name);
         let dropin_path = out.unit_dir.join(format!("{unit}.d")).join(DROPIN_NAME);
-        match declaration::load(paths, &name) {
+        match declaration::load_sources(paths, &name, &source) {
             Ok(m) => {
-                let user_nspawn = paths.nspawn_etc(&name);
                 let user_canonical =
                     Path::new(man8s::paths::NSPAWN_ETC_DIR).join(format!("{name}.nspawn"));
-                let user_owned = fs::symlink_metadata(&user_nspawn).is_ok();
+                let user_owned = user_nspawn.contains(&format!("{name}.nspawn"));
                 if !user_owned {
                     let nspawn_path = out.nspawn_dir.join(format!("{name}.nspawn"));
-                    write_atomic(&nspawn_path, &render_nspawn(&m))?;
+                    write_atomic(&mut dirs, &nspawn_path, &render_nspawn(&m))?;
                     keep_nspawn.insert(nspawn_path);
                 }
                 write_atomic(
+                    &mut dirs,
                     &dropin_path,
                     &render_dropin(&m, user_owned.then_some(user_canonical.as_path())),
                 )?;
                 keep_dropins.insert(dropin_path);
                 for target in &m.install.wanted_by {
                     let link = out.unit_dir.join(format!("{target}.wants")).join(&unit);
-                    symlink_atomic(template, &link)?;
+                    symlink_atomic(&mut dirs, template, &link)?;
                     keep_links.insert(link);
                 }
                 report.generated.push(name);
@@ -450,6 +493,7 @@ pub fn run(paths: &Paths, out: &Outputs, log: &mut dyn FnMut(&str)) -> Result<Re
                     "machine {name} skipped: starting {unit} will fail with the error above"
                 ));
                 write_atomic(
+                    &mut dirs,
                     &dropin_path,
                     &render_failed_dropin(&name, source.as_deref(), &text),
                 )?;
@@ -508,9 +552,10 @@ fn remove_stale(
             let mut removed = false;
             for l in links.flatten() {
                 let p = l.path();
-                let ours = l.file_name().to_string_lossy().starts_with("man8@")
+                let ours = !keep_links.contains(&p)
+                    && l.file_name().to_string_lossy().starts_with("man8@")
                     && fs::read_link(&p).is_ok_and(|t| t == template);
-                if ours && !keep_links.contains(&p) {
+                if ours {
                     remove(&p);
                     removed = true;
                 }

@@ -161,31 +161,10 @@ pub fn find(paths: &Paths, name: &MachineName) -> Result<Option<SourceFiles>, io
     let Some(main) = main else { return Ok(None) };
 
     // Drop-ins: file name → canonical path of the highest-precedence one.
-    let dropin_dir = format!("{name}{SUFFIX}.d");
     let mut dropins: BTreeMap<String, Option<PathBuf>> = BTreeMap::new();
     for dir in crate::paths::DECLARATION_DIRS {
-        let canonical_dir = Path::new(dir).join(&dropin_dir);
-        let entries = match fs::read_dir(paths.fs(&canonical_dir)) {
-            Ok(e) => e,
-            Err(e)
-                if e.kind() == io::ErrorKind::NotFound
-                    || e.kind() == io::ErrorKind::NotADirectory =>
-            {
-                continue;
-            }
-            Err(e) => return Err(e),
-        };
-        for entry in entries {
-            let entry = entry?;
-            let Some(fname) = entry.file_name().to_str().map(str::to_owned) else {
-                continue;
-            };
-            if !fname.ends_with(".conf") || fname.starts_with('.') || dropins.contains_key(&fname) {
-                continue;
-            }
-            let masked = is_masked(&entry.path());
-            dropins.insert(fname.clone(), (!masked).then(|| canonical_dir.join(&fname)));
-        }
+        let canonical_dir = Path::new(dir).join(format!("{name}{SUFFIX}.d"));
+        collect_dropins(paths, &canonical_dir, &mut dropins)?;
     }
     Ok(Some(SourceFiles {
         main,
@@ -231,6 +210,15 @@ pub fn load(paths: &Paths, name: &MachineName) -> Result<Machine, LoadError> {
             source,
         })?
         .ok_or_else(|| LoadError::NotFound(name.clone()))?;
+    load_sources(paths, name, &source)
+}
+
+/// Read and parse the files [`find`] or [`discover_sources`] gave for `name`.
+pub fn load_sources(
+    paths: &Paths,
+    name: &MachineName,
+    source: &SourceFiles,
+) -> Result<Machine, LoadError> {
     let mut files = Vec::new();
     let mut bad = Vec::new();
     for canonical in std::iter::once(&source.main).chain(&source.dropins) {
@@ -255,10 +243,29 @@ pub fn load(paths: &Paths, name: &MachineName) -> Result<Machine, LoadError> {
 /// search directories (masked ones left out), or an error for a file name that is not a valid
 /// machine name or a directory that cannot be read.
 pub fn discover(paths: &Paths) -> Vec<Result<MachineName, DiscoverError>> {
-    // file name → (canonical path, masked) of the highest-precedence one
-    let mut seen: BTreeMap<String, (PathBuf, bool)> = BTreeMap::new();
+    discover_sources(paths)
+        .into_iter()
+        .map(|r| r.map(|(name, _)| name))
+        .collect()
+}
+
+/// Like [`discover`], with each machine's files (as [`find`] gives them), found with one listing
+/// of each search directory: what the generator uses for many machines at once.
+pub fn discover_sources(paths: &Paths) -> Vec<Result<(MachineName, SourceFiles), DiscoverError>> {
+    // Per search directory (highest precedence first): main files and drop-in dirs it holds.
+    struct Listing {
+        dir: &'static str,
+        mains: BTreeMap<String, std::fs::FileType>,
+        dropin_dirs: BTreeMap<String, ()>,
+    }
+    let mut listings = Vec::new();
     let mut errors = Vec::new();
     for dir in crate::paths::DECLARATION_DIRS {
+        let mut l = Listing {
+            dir,
+            mains: BTreeMap::new(),
+            dropin_dirs: BTreeMap::new(),
+        };
         let entries = match fs::read_dir(paths.fs(dir)) {
             Ok(e) => e,
             Err(e)
@@ -289,22 +296,95 @@ pub fn discover(paths: &Paths) -> Vec<Result<MachineName, DiscoverError>> {
             let Some(fname) = entry.file_name().to_str().map(str::to_owned) else {
                 continue;
             };
-            if fname.starts_with('.') || !fname.ends_with(SUFFIX) || seen.contains_key(&fname) {
+            if fname.starts_with('.') {
                 continue;
             }
-            let masked = is_masked(&entry.path());
-            seen.insert(fname.clone(), (Path::new(dir).join(&fname), masked));
+            let Ok(ft) = entry.file_type() else { continue };
+            if let Some(stem) = fname.strip_suffix(".d") {
+                if stem.ends_with(SUFFIX) {
+                    l.dropin_dirs.insert(stem.to_owned(), ());
+                }
+            } else if fname.ends_with(SUFFIX) {
+                l.mains.insert(fname, ft);
+            }
         }
+        listings.push(l);
     }
-    let mut out: Vec<Result<MachineName, DiscoverError>> = errors.into_iter().map(Err).collect();
-    for (fname, (file, masked)) in seen {
-        if masked {
+
+    let mut names: Vec<&String> = listings.iter().flat_map(|l| l.mains.keys()).collect();
+    names.sort();
+    names.dedup();
+    let mut out: Vec<Result<(MachineName, SourceFiles), DiscoverError>> =
+        errors.into_iter().map(Err).collect();
+    for fname in names {
+        let winner = listings
+            .iter()
+            .find(|l| l.mains.contains_key(fname))
+            .expect("listed");
+        let main = Path::new(winner.dir).join(fname);
+        // Only a symlink (or a device node) can be a mask; a regular file needs no stat.
+        let ft = winner.mains[fname];
+        if !ft.is_file() && is_masked(&paths.fs(&main)) {
             continue;
         }
         let stem = &fname[..fname.len() - SUFFIX.len()];
-        out.push(MachineName::new(stem).map_err(|source| DiscoverError::BadName { file, source }));
+        let name = match MachineName::new(stem) {
+            Ok(n) => n,
+            Err(source) => {
+                out.push(Err(DiscoverError::BadName { file: main, source }));
+                continue;
+            }
+        };
+        let mut dropins: BTreeMap<String, Option<PathBuf>> = BTreeMap::new();
+        for l in listings
+            .iter()
+            .filter(|l| l.dropin_dirs.contains_key(fname))
+        {
+            let canonical_dir = Path::new(l.dir).join(format!("{fname}.d"));
+            if let Err(source) = collect_dropins(paths, &canonical_dir, &mut dropins) {
+                out.push(Err(DiscoverError::Io {
+                    dir: canonical_dir,
+                    source,
+                }));
+            }
+        }
+        let source = SourceFiles {
+            main,
+            dropins: dropins.into_values().flatten().collect(),
+        };
+        out.push(Ok((name, source)));
     }
     out
+}
+
+/// Add the `*.conf` files of one drop-in directory to `dropins` (file name → canonical path, or
+/// `None` when masked), unless a directory of higher precedence already had that name.
+fn collect_dropins(
+    paths: &Paths,
+    canonical_dir: &Path,
+    dropins: &mut BTreeMap<String, Option<PathBuf>>,
+) -> io::Result<()> {
+    let entries = match fs::read_dir(paths.fs(canonical_dir)) {
+        Ok(e) => e,
+        Err(e)
+            if e.kind() == io::ErrorKind::NotFound || e.kind() == io::ErrorKind::NotADirectory =>
+        {
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let Some(fname) = entry.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        if !fname.ends_with(".conf") || fname.starts_with('.') || dropins.contains_key(&fname) {
+            continue;
+        }
+        let masked = !entry.file_type().is_ok_and(|t| t.is_file()) && is_masked(&entry.path());
+        dropins.insert(fname.clone(), (!masked).then(|| canonical_dir.join(&fname)));
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
