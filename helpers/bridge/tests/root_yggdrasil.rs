@@ -437,3 +437,99 @@ fn root_bridge_config_error_is_one_line_exit_1() {
     let (out, _) = run_bridge(root.path(), &["--no-such-flag"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// A private dbus-daemon (session configuration) standing in for the system bus: no networkd on it.
+struct Bus {
+    child: Child,
+    address: String,
+}
+
+impl Bus {
+    fn start() -> Bus {
+        let mut child = Command::new("dbus-daemon")
+            .args(["--session", "--nofork", "--print-address"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("dbus-daemon (package dbus) is installed");
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        assert!(line.starts_with("unix:"), "dbus-daemon printed {line:?}");
+        Bus {
+            child,
+            address: line.trim().to_owned(),
+        }
+    }
+}
+
+impl Drop for Bus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn run_bridge_on_bus(root: &Path, bus: &str, args: &[&str]) -> (Output, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_man8s-bridge"))
+        .args(args)
+        .env("MAN8S_ROOT", root)
+        .env("DBUS_SYSTEM_BUS_ADDRESS", bus)
+        .env_remove("JOURNAL_STREAM")
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    (out, err)
+}
+
+#[test]
+fn root_reload_asks_the_bus_and_does_not_start_networkd() {
+    require_root();
+    let root = bridge_root();
+    let r = root.path();
+    std::fs::write(r.join("etc/man8s/man8s.conf"), "[Yggdrasil]\nWaitSec=0\n").unwrap();
+    let bus = Bus::start();
+    // Files change → reload → networkd is not on this bus → said so, success.
+    let (out, err) = run_bridge_on_bus(r, &bus.address, &[]);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("systemd-networkd is not running; it will apply the files when it starts"),
+        "{err}"
+    );
+    // Nothing changed → no reload asked; --force-reload asks anyway.
+    let (out, err) = run_bridge_on_bus(r, &bus.address, &[]);
+    assert!(
+        out.status.success() && !err.contains("systemd-networkd"),
+        "{err}"
+    );
+    let (out, err) = run_bridge_on_bus(r, &bus.address, &["--force-reload"]);
+    assert!(
+        out.status.success() && err.contains("systemd-networkd is not running"),
+        "{err}"
+    );
+}
+
+#[test]
+fn root_reload_without_a_bus_fails_clearly() {
+    require_root();
+    let root = bridge_root();
+    let r = root.path();
+    std::fs::write(r.join("etc/man8s/man8s.conf"), "[Yggdrasil]\nWaitSec=0\n").unwrap();
+    let nowhere = format!("unix:path={}", r.join("no-bus-here").display());
+    let (out, err) = run_bridge_on_bus(r, &nowhere, &[]);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let last = err.lines().last().unwrap();
+    assert!(
+        last.starts_with("man8s-bridge: files written, but systemd-networkd was not reloaded: cannot connect to the system bus: "),
+        "{err}"
+    );
+    assert!(last.ends_with("; run 'networkctl reload'"), "{err}");
+    assert!(
+        r.join("run/systemd/network/10-man8s-srvgrp0.network")
+            .exists()
+    );
+}
