@@ -18,7 +18,10 @@ use std::time::{Duration, Instant};
 
 use ipnet::Ipv6Net;
 use man8s::Paths;
-use man8s::hostconfig::{DEFAULT_ADMIN_ENDPOINT, YggdrasilConfig};
+use man8s::hostconfig::{DEFAULT_ADMIN_ENDPOINT, DEFAULT_YGGDRASIL_CONFIG, YggdrasilConfig};
+
+/// Where yggdrasil's configuration was kept before `/etc/yggdrasil/` (older upstream units).
+pub const LEGACY_YGGDRASIL_CONFIG: &str = "/etc/yggdrasil.conf";
 use serde_json::Value;
 
 /// The largest admin answer we read; `getself` answers are a few hundred bytes.
@@ -320,16 +323,21 @@ pub fn locate(paths: &Paths, cfg: &YggdrasilConfig) -> Result<Located, Yggdrasil
             configured: true,
         });
     }
-    let conf_path = paths.fs(&cfg.config_file);
-    let text = std::fs::read(&conf_path)
-        .ok()
-        .map(|b| String::from_utf8_lossy(&b).into_owned());
-    let listen = text.as_deref().and_then(parse_admin_listen);
+    // The default location, else where older packages and upstream units kept it.
+    let mut candidates = vec![cfg.config_file.as_path()];
+    if cfg.config_file == Path::new(DEFAULT_YGGDRASIL_CONFIG) {
+        candidates.push(Path::new(LEGACY_YGGDRASIL_CONFIG));
+    }
+    let found = candidates.into_iter().find_map(|c| {
+        let bytes = std::fs::read(paths.fs(c)).ok()?;
+        Some((c, String::from_utf8_lossy(&bytes).into_owned()))
+    });
+    let text = found.as_ref().map(|(_, t)| t.as_str());
+    let listen = text.and_then(parse_admin_listen);
     let endpoint = match listen.as_deref() {
         Some("none") => {
-            return Err(YggdrasilError::AdminDisabled(
-                cfg.config_file.display().to_string(),
-            ));
+            let file = found.as_ref().map_or(cfg.config_file.as_path(), |(c, _)| c);
+            return Err(YggdrasilError::AdminDisabled(file.display().to_string()));
         }
         Some(l) => parse_endpoint(l)?,
         None => parse_endpoint(DEFAULT_ADMIN_ENDPOINT)?,
@@ -594,6 +602,23 @@ mod tests {
             e.contains("/etc/yggdrasil/yggdrasil.conf: AdminListen is \"none\""),
             "{e}"
         );
+
+        // The legacy location is used when the default one does not exist.
+        std::fs::remove_file(dir.path().join("etc/yggdrasil/yggdrasil.conf")).unwrap();
+        std::fs::write(
+            dir.path().join("etc/yggdrasil.conf"),
+            "AdminListen: unix:///run/old.sock\n",
+        )
+        .unwrap();
+        let l = locate(&paths, &cfg).unwrap();
+        assert_eq!(l.endpoint, AdminEndpoint::Unix("/run/old.sock".into()));
+        assert!(l.configured);
+        // But not when another file is configured explicitly.
+        let other = YggdrasilConfig {
+            config_file: "/etc/other.conf".into(),
+            ..Default::default()
+        };
+        assert!(!locate(&paths, &other).unwrap().configured);
 
         cfg.admin_endpoint = Some("unix:///run/y.sock".into());
         assert_eq!(
