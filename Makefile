@@ -34,9 +34,10 @@ all: build init docs
 build:
 	$(CARGO) build --release --locked --workspace --exclude man8s-init
 
-# The init is linked statically (glibc, crt-static) so it runs in any image, even without a libc.
+# The init is linked statically (glibc, crt-static) so it runs in any image, even without a libc; getrandom (for
+# dhcproto's xids) uses the raw syscall, as a static glibc has no dlsym and /dev may be bare.
 init:
-	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --locked --profile release-init \
+	RUSTFLAGS="-C target-feature=+crt-static --cfg getrandom_backend=\"linux_raw\"" $(CARGO) build --locked --profile release-init \
 		--target $(HOST_TRIPLE) -p man8s-init
 
 docs: $(MAN_OUT) build

@@ -156,7 +156,7 @@ pub fn configure(cfg: &NetConfig, log: &mut dyn FnMut(String)) -> Result<NetOutc
         Ok(l) => {
             apply_lease(&mut nl, &link, &l)?;
             log(format!(
-                "{}: {}/{}{} from {} (lease {}, DHCP {} ms){}",
+                "{}: {}/{}{} from {} (lease {}, DHCP {:.1} ms){}",
                 link.name,
                 l.address,
                 l.prefix_len,
@@ -165,7 +165,7 @@ pub fn configure(cfg: &NetConfig, log: &mut dyn FnMut(String)) -> Result<NetOutc
                 l.lease_secs
                     .map(|s| format!("{s} s"))
                     .unwrap_or_else(|| "infinite".into()),
-                started.elapsed().as_millis(),
+                started.elapsed().as_secs_f64() * 1000.0,
                 if l.dns.is_empty() {
                     String::new()
                 } else {
