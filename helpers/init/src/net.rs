@@ -147,6 +147,17 @@ pub fn configure(cfg: &NetConfig, log: &mut dyn FnMut(String)) -> Result<NetOutc
         ));
     }
 
+    // The kernel's own solicitation goes out when the link comes up, before the link watcher has
+    // activated the queue, and is dropped; the next one is 4 s later. Ask once more now.
+    if cfg.slaac_timeout > Duration::ZERO
+        && let Err(e) = send_router_solicitation(&link.name)
+    {
+        log(format!(
+            "warning: router solicitation on {}: {e}",
+            link.name
+        ));
+    }
+
     let mut lease = None;
     let started = Instant::now();
     match dhcp::client_socket(&link.name, Ipv4Addr::UNSPECIFIED)
@@ -211,6 +222,40 @@ pub fn configure(cfg: &NetConfig, log: &mut dyn FnMut(String)) -> Result<NetOutc
         lease,
         slaac,
     })
+}
+
+/// An ICMPv6 Router Solicitation (RFC 4861 §4.1) to all routers, from the link-local address.
+/// The kernel fills in the checksum of raw ICMPv6 sockets.
+fn send_router_solicitation(ifname: &str) -> io::Result<()> {
+    use nix::sys::socket::{
+        self, AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType, SockaddrIn6, sockopt,
+    };
+    let fd = socket::socket(
+        AddressFamily::Inet6,
+        SockType::Raw,
+        SockFlag::SOCK_CLOEXEC,
+        SockProtocol::IcmpV6,
+    )?;
+    socket::setsockopt(
+        &fd,
+        sockopt::BindToDevice,
+        &std::ffi::OsString::from(ifname),
+    )?;
+    socket::setsockopt(&fd, sockopt::Ipv6MulticastHops, &255)?;
+    let all_routers = SockaddrIn6::from(std::net::SocketAddrV6::new(
+        Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 2),
+        0,
+        0,
+        0,
+    ));
+    let rs = [133u8, 0, 0, 0, 0, 0, 0, 0];
+    socket::sendto(
+        std::os::fd::AsRawFd::as_raw_fd(&fd),
+        &rs,
+        &all_routers,
+        MsgFlags::empty(),
+    )?;
+    Ok(())
 }
 
 fn join(list: &[Ipv6Addr]) -> String {
