@@ -797,3 +797,93 @@ fn root_under_nspawn_ready_stop_and_exit_status() {
         "{out:?}"
     );
 }
+
+/// Run `f` on a thread that has entered network namespace `ns`.
+fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let fd = fs::File::open(format!("/run/netns/{ns}")).unwrap();
+            nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            f()
+        })
+        .join()
+        .unwrap()
+    })
+}
+
+/// The lease keeper's protocol steps against dnsmasq: a lease, its renewal by unicast (RENEWING)
+/// and by broadcast (REBINDING). (A NAK to a REQUEST with `ciaddr` goes to that address, which
+/// only a client holding it can receive; NAK parsing is covered by the unit tests.)
+#[test]
+fn root_dhcp_renew_and_rebind() {
+    use man8s_init::dhcp::{self, Reply};
+    use man8s_init::netlink::Netlink;
+    use std::net::Ipv4Addr;
+    assert_root();
+    let scratch = tempfile::Builder::new()
+        .prefix("man8s-init-root.")
+        .tempdir()
+        .unwrap();
+    let net = Net::new(scratch.path(), true);
+    let subnet = net.net;
+    in_netns(&net.app, || {
+        let mut nl = Netlink::open().unwrap();
+        let link = nl
+            .links()
+            .unwrap()
+            .into_iter()
+            .find(|l| l.name == "host0")
+            .unwrap();
+        nl.set_up(link.index).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !nl
+            .links()
+            .unwrap()
+            .iter()
+            .any(|l| l.index == link.index && l.oper_up)
+        {
+            assert!(Instant::now() < deadline, "host0 never came up");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let sock = dhcp::client_socket("host0", Ipv4Addr::UNSPECIFIED).unwrap();
+        let lease = dhcp::acquire(&sock, &link.mac, Duration::from_secs(10)).unwrap();
+        assert_eq!(lease.address.octets()[..3], [10, 77, subnet as u8]);
+        assert_eq!(lease.server, Ipv4Addr::new(10, 77, subnet as u8, 1));
+        assert_eq!(
+            (lease.lease_secs, lease.t1(), lease.t2()),
+            (Some(3600), Some(1800), Some(3150))
+        );
+        nl.add_ipv4(
+            link.index,
+            lease.address,
+            lease.prefix_len,
+            lease.lease_secs,
+        )
+        .unwrap();
+
+        let renewed = dhcp::renew_once(
+            &sock,
+            &link.mac,
+            lease.address,
+            lease.server,
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        match renewed {
+            Some(Reply::Ack(l)) => assert_eq!(l.address, lease.address),
+            other => panic!("unicast renewal: {other:?}"),
+        }
+        let rebound = dhcp::renew_once(
+            &sock,
+            &link.mac,
+            lease.address,
+            Ipv4Addr::BROADCAST,
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        match rebound {
+            Some(Reply::Ack(l)) => assert_eq!(l.address, lease.address),
+            other => panic!("broadcast rebinding: {other:?}"),
+        }
+    });
+}
