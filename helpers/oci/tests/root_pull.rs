@@ -12,7 +12,7 @@ use man8s_oci::registry::{RegistryConfig, RetryPolicy};
 use man8s_oci::{Error, ImageRef, Platform};
 use man8s_testsupport::{
     self as ts, Compression, Fault, FaultProxy, Format, Image, LayerBuilder, Registry, Rule,
-    require_root,
+    TokenAuth, require_root,
 };
 use serde_json::json;
 
@@ -823,7 +823,10 @@ fn root_interrupted_download_resumes_in_the_next_run() {
     env.config.retry.attempts = 1;
     let reference = format!("{}/resume:1", proxy.host());
     let msg = env.pull(&reference).unwrap_err().to_string();
-    assert!(msg.contains("after 1000000 of") && msg.contains("gave up after 1 attempts"), "{msg}");
+    assert!(
+        msg.contains("after 1000000 of") && msg.contains("gave up after 1 attempts"),
+        "{msg}"
+    );
     let partial = env.cache.partial_path(&big).unwrap();
     assert_eq!(
         std::fs::metadata(&partial).unwrap().len(),
@@ -844,5 +847,111 @@ fn root_interrupted_download_resumes_in_the_next_run() {
     assert_eq!(
         std::fs::read(root.join("big")).unwrap(),
         ts::noise(3_000_000, 9)
+    );
+}
+
+#[test]
+fn root_bearer_token_challenge_anonymous_and_with_credentials() {
+    let env = Env::new();
+    let reg = Registry::start();
+    env.push(&reg, &app_image(), "gated", "1", Format::Oci);
+    // Anonymous token (Docker Hub style).
+    let open = FaultProxy::start_with(
+        reg.addr,
+        vec![],
+        Some(TokenAuth {
+            token: "tok-123".into(),
+            basic: None,
+        }),
+    );
+    let r = env.pull(&format!("{}/gated:1", open.host())).unwrap();
+    env.install("gated", &r).unwrap();
+    let seen = open.seen();
+    assert!(
+        seen.iter()
+            .any(|s| s.line.contains("/token?")
+                && s.line.contains("scope=repository%3Agated%3Apull")),
+        "{seen:?}"
+    );
+    // A token endpoint that wants credentials.
+    let closed = FaultProxy::start_with(
+        reg.addr,
+        vec![],
+        Some(TokenAuth {
+            token: "tok-456".into(),
+            basic: Some(("bob".into(), "pw".into())),
+        }),
+    );
+    let reference = format!("{}/gated:1", closed.host());
+    let fresh = Env::new();
+    let msg = fresh.pull(&reference).unwrap_err().to_string();
+    assert!(
+        msg.contains("access denied") && msg.contains("no credentials"),
+        "{msg}"
+    );
+    std::fs::write(
+        fresh.dir.path().join("auth.json"),
+        json!({"auths": {closed.host(): {"username": "bob", "password": "pw"}}}).to_string(),
+    )
+    .unwrap();
+    fresh.pull(&reference).unwrap();
+}
+
+#[test]
+fn root_stalled_response_times_out_and_is_retried() {
+    let mut env = Env::new();
+    let reg = Registry::start();
+    let w = env.push(&reg, &big_layer_image(), "slow", "1", Format::Oci);
+    let big = w.layer_digests[1].clone();
+    env.config.retry.read_timeout = Duration::from_millis(700);
+    env.config.retry.attempts = 2;
+    let proxy = FaultProxy::start(
+        reg.addr,
+        vec![Rule {
+            path_contains: big.clone(),
+            fault: Fault::Stall(Duration::from_secs(3)),
+            times: 2,
+        }],
+    );
+    let msg = env
+        .pull(&format!("{}/slow:1", proxy.host()))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("timed out") && msg.contains("gave up after 2 attempts"),
+        "{msg}"
+    );
+    // One stall only: the retry gets through.
+    let proxy = FaultProxy::start(
+        reg.addr,
+        vec![Rule {
+            path_contains: big,
+            fault: Fault::Stall(Duration::from_secs(3)),
+            times: 1,
+        }],
+    );
+    env.pull(&format!("{}/slow:1", proxy.host())).unwrap();
+}
+
+#[test]
+fn root_http_proxy_from_environment_is_used() {
+    let env = Env::new();
+    let reg = Registry::start();
+    env.push(&reg, &app_image(), "via", "1", Format::Oci);
+    let proxy = FaultProxy::start(reg.addr, vec![]);
+    // Nothing listens on 127.0.0.3:9; only the proxy can make this pull work.
+    // SAFETY: nextest runs every test in its own process; no other thread reads the environment yet.
+    unsafe {
+        std::env::set_var("HTTP_PROXY", format!("http://{}", proxy.host()));
+        std::env::remove_var("NO_PROXY");
+        std::env::remove_var("no_proxy");
+    }
+    env.pull("127.0.0.3:9/via:1").unwrap();
+    let seen = proxy.seen();
+    assert!(
+        seen.iter().any(|s| s
+            .line
+            .starts_with("GET http://127.0.0.3:9/v2/via/manifests/1 ")),
+        "{seen:?}"
     );
 }

@@ -481,6 +481,8 @@ pub enum Fault {
     ResetAfter(usize),
     /// Forward, but close the connection cleanly after this many body bytes.
     TruncateAfter(usize),
+    /// Accept the request and say nothing for this long (to trigger read timeouts).
+    Stall(Duration),
 }
 
 /// A rule: requests whose path contains `path_contains` get `fault`, `times` times.
@@ -513,9 +515,25 @@ pub struct FaultProxy {
     seen: Arc<Mutex<Vec<Seen>>>,
 }
 
+/// Token auth in front of an anonymous registry, as Docker Hub and ghcr do it: `/v2/…` without
+/// `Authorization: Bearer TOKEN` gets 401 with a Bearer challenge whose realm is this proxy's
+/// `/token`, which hands out TOKEN (only with these basic credentials, when given).
+#[derive(Clone, Debug)]
+pub struct TokenAuth {
+    /// The token handed out and required.
+    pub token: String,
+    /// `user:password` the token endpoint requires, if any.
+    pub basic: Option<(String, String)>,
+}
+
 impl FaultProxy {
     /// Start forwarding to `upstream` with these rules.
     pub fn start(upstream: SocketAddr, rules: Vec<Rule>) -> Self {
+        Self::start_with(upstream, rules, None)
+    }
+
+    /// Start forwarding with token auth in front (see [`TokenAuth`]).
+    pub fn start_with(upstream: SocketAddr, rules: Vec<Rule>, token: Option<TokenAuth>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
         let addr = listener.local_addr().expect("addr");
         let rules = Arc::new(Mutex::new(rules));
@@ -524,9 +542,9 @@ impl FaultProxy {
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 let Ok(conn) = conn else { continue };
-                let (r, s) = (r.clone(), s.clone());
+                let (r, s, t) = (r.clone(), s.clone(), token.clone());
                 std::thread::spawn(move || {
-                    let _ = serve(conn, upstream, &r, &s);
+                    let _ = serve(conn, upstream, addr, &r, &s, t.as_ref());
                 });
             }
         });
@@ -573,8 +591,10 @@ fn read_head(r: &mut BufReader<TcpStream>) -> std::io::Result<Vec<String>> {
 fn serve(
     client: TcpStream,
     upstream: SocketAddr,
+    me: SocketAddr,
     rules: &Mutex<Vec<Rule>>,
     seen: &Mutex<Vec<Seen>>,
+    token: Option<&TokenAuth>,
 ) -> std::io::Result<()> {
     let mut reader = BufReader::new(client.try_clone()?);
     let head = read_head(&mut reader)?;
@@ -600,6 +620,49 @@ fn serve(
             })
     };
     let mut client_w = client;
+    if let Some(t) = token {
+        let header = |name: &str| {
+            head.iter()
+                .skip(1)
+                .find(|h| h.to_ascii_lowercase().starts_with(&format!("{name}:")))
+                .map(|h| h[name.len() + 1..].trim().to_owned())
+        };
+        if path.starts_with("/token") {
+            let authorized = match &t.basic {
+                None => true,
+                Some((u, p)) => header("authorization").is_some_and(|a| {
+                    a.strip_prefix("Basic ")
+                        .is_some_and(|b| decode_b64(b) == format!("{u}:{p}").into_bytes())
+                }),
+            };
+            let ok = authorized
+                && path.contains("scope=repository")
+                && path.contains("service=test-registry");
+            let body = if ok {
+                format!(r#"{{"token":"{}"}}"#, t.token)
+            } else {
+                "{}".to_owned()
+            };
+            let status = if ok { "200 OK" } else { "401 Unauthorized" };
+            write!(
+                client_w,
+                "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )?;
+            return Ok(());
+        }
+        if header("authorization").as_deref() != Some(&format!("Bearer {}", t.token)) {
+            write!(
+                client_w,
+                "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer realm=\"http://{me}/token\",service=\"test-registry\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            )?;
+            return Ok(());
+        }
+    }
+    if let Some(Fault::Stall(d)) = fault {
+        std::thread::sleep(d);
+        return Ok(());
+    }
     if let Some(Fault::Status { code, retry_after }) = fault {
         let mut resp =
             format!("HTTP/1.1 {code} Injected\r\nContent-Length: 0\r\nConnection: close\r\n");
@@ -671,6 +734,28 @@ fn serve(
         sent += n;
     }
     Ok(())
+}
+
+fn decode_b64(s: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    let (mut acc, mut bits) = (0u32, 0);
+    for b in s.bytes() {
+        let v = match b {
+            b'A'..=b'Z' => b - b'A',
+            b'a'..=b'z' => b - b'a' + 26,
+            b'0'..=b'9' => b - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => break,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    out
 }
 
 /// A deterministic pseudo-random payload (incompressible enough to make real layers).
