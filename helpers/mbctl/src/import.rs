@@ -197,10 +197,7 @@ type SmallFiles = BTreeMap<String, Vec<u8>>;
 
 /// Read a tarball once: blobs (OCI paths, `*/layer.tar`, `*.json` configs) go to the cache,
 /// small JSON files are kept. Returns `path → digest` and `path → JSON bytes`.
-fn ingest_tar(
-    cache: &BlobCache,
-    path: &Path,
-) -> Result<(PathDigests, SmallFiles)> {
+fn ingest_tar(cache: &BlobCache, path: &Path) -> Result<(PathDigests, SmallFiles)> {
     let mut archive = tar::Archive::new(open_maybe_gzip(path)?);
     let mut blobs = BTreeMap::new();
     let mut links = BTreeMap::new();

@@ -82,11 +82,15 @@ fn app_image(version: &str) -> Image {
 }
 
 fn push(reg: &Registry, tree: &Tree, img: &Image, tag: &str) -> String {
+    push_written(reg, tree, img, tag).digest
+}
+
+fn push_written(reg: &Registry, tree: &Tree, img: &Image, tag: &str) -> man8s_testsupport::Written {
     let layout = tree.root().join(format!("layout-{tag}"));
     let w = img.write(&layout);
     man8s_testsupport::tag(&layout, &w, tag, false);
     reg.push(&layout, tag, "test/app", tag, Format::Oci);
-    w.digest
+    w
 }
 
 /// A child on a pseudo-terminal, and what it wrote so far.
@@ -160,8 +164,12 @@ impl OnPty {
 fn root_pull_asks_about_volumes_on_a_terminal() {
     let tree = Tree::new();
     let reg = Registry::start();
-    let digest = push(&reg, &tree, &app_image("1"), "v1");
+    let written = push_written(&reg, &tree, &app_image("1"), "v1");
+    let digest = written.digest.clone();
     let image = format!("{}/test/app:v1", reg.host());
+    let layer_blob = tree
+        .at("/var/cache/man8s/blobs/sha256")
+        .join(written.layer_digests[0].strip_prefix("sha256:").unwrap());
 
     // Host paths are canonical; MAN8S_ROOT relocates them like every other path.
     let custom = Path::new("/srv/app-custom");
@@ -179,6 +187,15 @@ fn root_pull_asks_about_volumes_on_a_terminal() {
     // Image volumes are asked in the image's (sorted) order; /var/cache is answered already.
     pty.expect("The image declares the volume /data.");
     pty.expect("1) config 2) data 3) custom path 4) skip: ");
+    // Asked from the image config, before any layer was downloaded.
+    assert!(
+        tree.at("/var/cache/man8s/blobs/sha256").is_dir(),
+        "manifest and config are cached by now"
+    );
+    assert!(
+        !layer_blob.exists(),
+        "the layer was downloaded before the questions"
+    );
     pty.send("7");
     pty.expect("\"7\" is not one of 1, 2, 3, 4.");
     pty.expect("1) config 2) data 3) custom path 4) skip: ");
@@ -200,6 +217,10 @@ fn root_pull_asks_about_volumes_on_a_terminal() {
     pty.expect("Machine app created.");
     let (code, rest) = pty.finish();
     assert_eq!(code, 0, "{rest}");
+    assert!(
+        layer_blob.exists(),
+        "the layer is cached after the pull (so the check above looked at the right path)"
+    );
 
     let decl = std::fs::read_to_string(tree.at("/etc/man8s/machines/app.machine")).unwrap();
     assert_eq!(

@@ -138,6 +138,111 @@ pub fn fetch_image(paths: &Paths, image: &ImageRef, policy: Policy) -> Result<Re
     Ok(block_on(puller.pull(image, policy))??)
 }
 
+/// What `machines pull` needs to answer the volume questions.
+#[derive(Debug, Clone)]
+pub struct VolumeAsker {
+    /// `--volume` answers.
+    pub answers: BTreeMap<String, VolumeChoice>,
+    /// `--yes`.
+    pub yes: bool,
+    /// For custom host paths.
+    pub paths: Paths,
+}
+
+impl VolumeAsker {
+    /// Ask about the volumes of `config` on the terminal.
+    pub fn ask(
+        &self,
+        config: &man8s_oci::manifest::ImageConfig,
+    ) -> Result<Vec<(String, VolumeChoice)>> {
+        let declared = config
+            .config
+            .as_ref()
+            .map(|c| c.volumes.keys().cloned().collect())
+            .unwrap_or_default();
+        let volumes = normalised_volumes(declared)?;
+        resolve_volumes(
+            &volumes,
+            &self.answers,
+            self.yes,
+            &self.paths,
+            &mut std::io::stdin().lock(),
+            &mut std::io::stdout(),
+        )
+    }
+}
+
+/// Progress that, when the registry has answered with manifest and config (and before any layer
+/// is downloaded), reads the config from the cache and asks the volume questions; every event
+/// then goes on to the usual reporter.
+struct AskWhenResolved {
+    inner: Box<dyn man8s_oci::progress::Progress>,
+    cache: BlobCache,
+    asker: VolumeAsker,
+    answer: std::sync::Mutex<Option<Result<Vec<(String, VolumeChoice)>>>>,
+}
+
+impl AskWhenResolved {
+    fn config_of(&self, manifest_digest: &str) -> Result<man8s_oci::manifest::ImageConfig> {
+        use man8s_oci::manifest::{self, Manifest};
+        let body = self
+            .cache
+            .read_small(manifest_digest, manifest::MAX_MANIFEST_BYTES)?
+            .with_context(|| format!("manifest {manifest_digest} is not in the cache"))?;
+        let Manifest::Image(img) = manifest::parse(&body, None).map_err(anyhow::Error::msg)? else {
+            bail!("{manifest_digest} is not an image manifest");
+        };
+        let config = self
+            .cache
+            .read_small(&img.config.digest, manifest::MAX_CONFIG_BYTES)?
+            .with_context(|| format!("config {} is not in the cache", img.config.digest))?;
+        manifest::parse_config(&config, img.layers.len(), &Platform::host())
+            .map_err(anyhow::Error::msg)
+    }
+}
+
+impl man8s_oci::progress::Progress for AskWhenResolved {
+    fn event(&self, event: man8s_oci::progress::Event<'_>) {
+        if let man8s_oci::progress::Event::Resolved { digest, .. } = &event {
+            let mut answer = self.answer.lock().unwrap_or_else(|p| p.into_inner());
+            if answer.is_none() {
+                *answer = Some(self.config_of(digest).and_then(|c| self.asker.ask(&c)));
+            }
+        }
+        self.inner.event(event);
+    }
+}
+
+/// [`fetch_image`], asking the volume questions as soon as the config is known. The second
+/// value is `None` when the image came from the cache without asking the registry.
+pub fn fetch_image_asking(
+    paths: &Paths,
+    image: &ImageRef,
+    policy: Policy,
+    asker: VolumeAsker,
+) -> Result<(ResolvedImage, Option<Result<Vec<(String, VolumeChoice)>>>)> {
+    let registry = RegistryConfig::load(paths)?;
+    let cache = BlobCache::new(paths);
+    let progress = AskWhenResolved {
+        inner: man8s_oci::progress::auto(),
+        cache: cache.clone(),
+        asker,
+        answer: Default::default(),
+    };
+    let puller = Puller {
+        cache: &cache,
+        config: &registry,
+        progress: &progress,
+        platform: Platform::host(),
+    };
+    let resolved = block_on(puller.pull(image, policy))??;
+    let answer = progress
+        .answer
+        .into_inner()
+        .unwrap_or_else(|p| p.into_inner());
+    Ok((resolved, answer))
+}
+
 /// Rootfs, machinectl link, config dir, man8env.env and volumes of `m`, from the cache.
 pub fn install_machine(paths: &Paths, m: &Machine) -> Result<install::Outcome> {
     let registry = RegistryConfig::load(paths)?;
@@ -210,32 +315,49 @@ pub fn pull(req: &PullRequest<'_>) -> Result<u8> {
         );
     }
 
-    let image_volumes: Vec<String> = if req.no_fetch {
-        Vec::new()
+    // The questions come as soon as the image config is known, before the layers download
+    // (the Python tool read the config first too); from the cache they come after.
+    let chosen = if req.no_fetch {
+        resolve_volumes(
+            &[],
+            &answers,
+            req.yes,
+            &paths,
+            &mut std::io::stdin().lock(),
+            &mut std::io::stdout(),
+        )?
     } else {
         let policy = if req.cached_only {
             Policy::Never
         } else {
             Policy::Always
         };
-        let resolved = fetch_image(&paths, &image, policy)?;
-        let declared = resolved
-            .config
-            .config
-            .as_ref()
-            .map(|c| c.volumes.keys().cloned().collect())
-            .unwrap_or_default();
-        normalised_volumes(declared)?
+        let asker = VolumeAsker {
+            answers: answers.clone(),
+            yes: req.yes,
+            paths: paths.clone(),
+        };
+        let (resolved, early) = fetch_image_asking(&paths, &image, policy, asker)?;
+        match early {
+            Some(chosen) => chosen?,
+            None => {
+                let declared = resolved
+                    .config
+                    .config
+                    .as_ref()
+                    .map(|c| c.volumes.keys().cloned().collect());
+                let volumes = normalised_volumes(declared.unwrap_or_default())?;
+                resolve_volumes(
+                    &volumes,
+                    &answers,
+                    req.yes,
+                    &paths,
+                    &mut std::io::stdin().lock(),
+                    &mut std::io::stdout(),
+                )?
+            }
+        }
     };
-    let stdin = std::io::stdin();
-    let chosen = resolve_volumes(
-        &image_volumes,
-        &answers,
-        req.yes,
-        &paths,
-        &mut stdin.lock(),
-        &mut std::io::stdout(),
-    )?;
 
     let mut machine = new_machine(&name, req.image, template, &chosen);
     if req.cached_only {
