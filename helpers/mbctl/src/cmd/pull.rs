@@ -138,6 +138,9 @@ pub fn fetch_image(paths: &Paths, image: &ImageRef, policy: Policy) -> Result<Re
     Ok(block_on(puller.pull(image, policy))??)
 }
 
+/// Where each volume goes, in image order.
+pub type VolumePlan = Vec<(String, VolumeChoice)>;
+
 /// What `machines pull` needs to answer the volume questions.
 #[derive(Debug, Clone)]
 pub struct VolumeAsker {
@@ -179,7 +182,7 @@ struct AskWhenResolved {
     inner: Box<dyn man8s_oci::progress::Progress>,
     cache: BlobCache,
     asker: VolumeAsker,
-    answer: std::sync::Mutex<Option<Result<Vec<(String, VolumeChoice)>>>>,
+    answer: std::sync::Mutex<Option<Result<VolumePlan>>>,
 }
 
 impl AskWhenResolved {
@@ -220,7 +223,7 @@ pub fn fetch_image_asking(
     image: &ImageRef,
     policy: Policy,
     asker: VolumeAsker,
-) -> Result<(ResolvedImage, Option<Result<Vec<(String, VolumeChoice)>>>)> {
+) -> Result<(ResolvedImage, Option<Result<VolumePlan>>)> {
     let registry = RegistryConfig::load(paths)?;
     let cache = BlobCache::new(paths);
     let progress = AskWhenResolved {
