@@ -205,14 +205,14 @@ pub fn configure(cfg: &NetConfig, log: &mut dyn FnMut(String)) -> Result<NetOutc
 
     let slaac = wait_slaac(&mut nl, &link, cfg.yggdrasil, cfg.slaac_timeout)
         .map_err(io_err("listing addresses"))?;
-    match (slaac.is_empty(), cfg.yggdrasil) {
-        (false, _) => log(format!("{}: SLAAC {}", link.name, join(&slaac))),
-        (true, _) if cfg.slaac_timeout.is_zero() => {}
-        (true, _) => log(format!(
+    if !slaac.is_empty() {
+        log(format!("{}: SLAAC {}", link.name, join(&slaac)));
+    } else if !cfg.slaac_timeout.is_zero() {
+        log(format!(
             "warning: no SLAAC address on {} after {:.1} s (no router advertisement?)",
             link.name,
             cfg.slaac_timeout.as_secs_f64()
-        )),
+        ));
     }
     if let Some(ygg) = cfg.yggdrasil {
         log(format!("{}: Yggdrasil {ygg}/64", link.name));

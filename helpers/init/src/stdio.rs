@@ -9,7 +9,7 @@
 
 use std::fs;
 use std::io::{self, Write};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -28,16 +28,10 @@ pub struct Relay {
 
 /// Whether `fd` is a socket.
 pub fn is_socket(fd: impl AsFd) -> bool {
+    use nix::sys::stat::SFlag;
     nix::sys::stat::fstat(fd.as_fd())
-        .map(|st| (st.st_mode & libc_s_ifmt()) == libc_s_ifsock())
+        .map(|st| SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) == SFlag::S_IFSOCK)
         .unwrap_or(false)
-}
-
-fn libc_s_ifmt() -> u32 {
-    nix::libc::S_IFMT
-}
-fn libc_s_ifsock() -> u32 {
-    nix::libc::S_IFSOCK
 }
 
 /// Replace `dev_dir/stdout` and `dev_dir/stderr` by FIFOs where fd 1/2 are sockets.
@@ -80,14 +74,14 @@ pub fn prepare(dev_dir: &Path) -> io::Result<Vec<Relay>> {
 /// Copy from the FIFOs to their targets until the process is killed (with the machine).
 pub fn relay_forever(relays: Vec<Relay>) {
     let mut buf = vec![0u8; 64 * 1024];
-    let mut relays = relays;
-    loop {
-        if relays.is_empty() {
-            return;
-        }
-        let mut fds: Vec<PollFd> = relays
+    let mut pairs: Vec<(fs::File, fs::File)> = relays
+        .into_iter()
+        .map(|r| (r.fifo, fs::File::from(r.target)))
+        .collect();
+    while !pairs.is_empty() {
+        let mut fds: Vec<PollFd> = pairs
             .iter()
-            .map(|r| PollFd::new(r.fifo.as_fd(), PollFlags::POLLIN))
+            .map(|(fifo, _)| PollFd::new(fifo.as_fd(), PollFlags::POLLIN))
             .collect();
         if poll(&mut fds, PollTimeout::NONE).is_err() {
             continue;
@@ -98,17 +92,15 @@ pub fn relay_forever(relays: Vec<Relay>) {
             .collect();
         drop(fds);
         let mut dead = Vec::new();
-        for (i, relay) in relays.iter_mut().enumerate() {
+        for (i, (fifo, out)) in pairs.iter_mut().enumerate() {
             if !ready[i] {
                 continue;
             }
             loop {
-                match io::Read::read(&mut relay.fifo, &mut buf) {
+                match io::Read::read(fifo, &mut buf) {
                     Ok(0) => break,
                     Ok(n) => {
-                        let mut out =
-                            fs::File::from(relay.target.try_clone().expect("dup of an open fd"));
-                        if write_all_retrying(&mut out, &buf[..n]).is_err() {
+                        if write_all_retrying(out, &buf[..n]).is_err() {
                             dead.push(i);
                             break;
                         }
@@ -122,8 +114,9 @@ pub fn relay_forever(relays: Vec<Relay>) {
                 }
             }
         }
+        // A target that cannot be written to any more (the journal went away) ends its relay.
         for i in dead.into_iter().rev() {
-            relays.remove(i);
+            pairs.remove(i);
         }
     }
 }
@@ -141,6 +134,5 @@ fn write_all_retrying(out: &mut fs::File, mut data: &[u8]) -> io::Result<()> {
             Err(e) => return Err(e),
         }
     }
-    let _ = out.as_raw_fd();
     Ok(())
 }
