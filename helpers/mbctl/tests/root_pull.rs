@@ -524,3 +524,53 @@ fn root_import_archives_and_make_a_machine() {
     let o = tree.run(&["import", "/nonexistent.tar", "--reference", "localhost/x:1"]);
     assert_eq!(o.status.code(), Some(1));
 }
+
+/// A rootfs with a mount inside (a running machine that systemd could not tell us about) is
+/// never deleted: `remove` refuses before removing anything.
+#[test]
+fn root_remove_refuses_a_tree_with_mounts() {
+    let tree = Tree::new();
+    std::fs::create_dir_all(tree.at("/etc/man8s/machines")).unwrap();
+    std::fs::write(
+        tree.at("/etc/man8s/machines/busy.machine"),
+        "[Machine]\nImage=redis\n",
+    )
+    .unwrap();
+    let proc_dir = tree.at("/var/lib/man8machines/busy/proc");
+    std::fs::create_dir_all(&proc_dir).unwrap();
+    std::fs::write(tree.at("/var/lib/man8machines/busy/keep"), "x").unwrap();
+    // A private mount namespace, so the tmpfs is gone with the command.
+    let o = Command::new("unshare")
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            r#"mount -t tmpfs t "$1" && exec "$2" machines remove busy"#,
+            "sh",
+        ])
+        .arg(&proc_dir)
+        .arg(env!("CARGO_BIN_EXE_mbctl"))
+        .env("MAN8S_ROOT", tree.root())
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("has a mount at") && err.contains("nothing removed"),
+        "{err}"
+    );
+    assert!(
+        tree.at("/etc/man8s/machines/busy.machine").exists(),
+        "declaration kept"
+    );
+    assert!(
+        tree.at("/var/lib/man8machines/busy/keep").exists(),
+        "rootfs kept"
+    );
+    // Without the mount it goes.
+    ok(&tree.run(&["machines", "remove", "busy"]));
+    assert!(!tree.at("/var/lib/man8machines/busy").exists());
+}

@@ -241,3 +241,36 @@ fn remove_of_python_machine_keeps_config() {
         "{err}"
     );
 }
+
+#[test]
+fn auto_address_comes_from_the_bridge_state_until_man8env_has_one() {
+    let t = Tree::new();
+    t.write(
+        "/etc/man8s/machines/TestBWContainer3.machine",
+        "[Machine]\nImage=ghcr.io/bitwarden/self-host:latest\n",
+    );
+    let ygg = |t: &Tree| {
+        let v: serde_json::Value = serde_json::from_str(
+            &t.stdout(&["machines", "status", "TestBWContainer3", "--json"], 0),
+        )
+        .unwrap();
+        v["yggdrasil_address"].clone()
+    };
+    assert_eq!(
+        ygg(&t),
+        serde_json::Value::Null,
+        "no subnet known, no address"
+    );
+    // The bridge helper's state file names the host's subnet: the README's address follows.
+    t.write(
+        "/run/man8s/yggdrasil.json",
+        r#"{"subnet":"300:2e98:a4b0:1789::/64"}"#,
+    );
+    assert_eq!(ygg(&t), "300:2e98:a4b0:1789:1d44:bc13:a177:c4d");
+    // man8env.env wins (the user's file is the truth once it exists).
+    t.write(
+        "/var/lib/man8machine_configs/TestBWContainer3/man8env.env",
+        "MAN8S_YGGDRASIL_ADDRESS=300::42\n",
+    );
+    assert_eq!(ygg(&t), "300::42");
+}

@@ -125,6 +125,12 @@ pub fn from_files(paths: &Paths, name: &MachineName) -> Option<MachineInfo> {
             info.declaration = Some(m.main_file().display().to_string());
             info.image = Some(m.image.clone());
             match m.network.yggdrasil {
+                // Not in man8env.env yet (never started): the address it will get, when the host's
+                // subnet is known.
+                YggdrasilAddress::Auto if info.yggdrasil_address.is_none() => {
+                    info.yggdrasil_address = man8s_oci::install::yggdrasil_subnet(paths)
+                        .map(|s| man8s::address::machine_address(s, name.as_str()).to_string());
+                }
                 YggdrasilAddress::Auto => {}
                 YggdrasilAddress::No => info.yggdrasil_address = None,
                 YggdrasilAddress::Fixed(a) => info.yggdrasil_address = Some(a.to_string()),

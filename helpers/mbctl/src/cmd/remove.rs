@@ -95,8 +95,39 @@ pub fn previous_rootfs(rootfs: &Path) -> PathBuf {
     man8s_oci::install::previous_path(rootfs).unwrap_or_else(|_| rootfs.to_owned())
 }
 
+/// Mount points (from `mountinfo` text) at or below `dir`: a tree with mounts inside belongs to
+/// a running machine (or to something else entirely) and is never deleted.
+pub fn mounts_below(mountinfo: &str, dir: &Path) -> Vec<PathBuf> {
+    mountinfo
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        // mountinfo escapes space, tab, newline and backslash as octal.
+        .map(|m| {
+            PathBuf::from(
+                m.replace("\\040", " ")
+                    .replace("\\011", "\t")
+                    .replace("\\012", "\n")
+                    .replace("\\134", "\\"),
+            )
+        })
+        .filter(|m| m.starts_with(dir))
+        .collect()
+}
+
 /// Delete everything in `plan`; every failure is collected, not just the first.
 pub fn execute(plan: &[Removal]) -> Result<()> {
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    for r in plan {
+        if let Removal::Tree(dir) = r
+            && let Some(m) = mounts_below(&mountinfo, dir).first()
+        {
+            bail!(
+                "{} has a mount at {} (is the machine still running?); nothing removed",
+                dir.display(),
+                m.display()
+            );
+        }
+    }
     let mut errors = Vec::new();
     for r in plan {
         let res = match r {
@@ -260,6 +291,23 @@ mod tests {
                 .unwrap()
                 .next()
                 .is_none()
+        );
+    }
+
+    #[test]
+    fn mounts_inside_a_tree_are_found() {
+        let info = "36 35 98:0 / / rw - ext4 /dev/root rw\n\
+                    37 36 0:5 / /var/lib/man8machines/web/proc rw - proc proc rw\n\
+                    38 36 0:6 / /var/lib/man8machines/web2 rw - tmpfs t rw\n\
+                    39 36 0:7 / /srv/with\\040space rw - tmpfs t rw\n";
+        assert_eq!(
+            mounts_below(info, Path::new("/var/lib/man8machines/web")),
+            [PathBuf::from("/var/lib/man8machines/web/proc")]
+        );
+        assert!(mounts_below(info, Path::new("/var/lib/man8machines/other")).is_empty());
+        assert_eq!(
+            mounts_below(info, Path::new("/srv/with space")),
+            [PathBuf::from("/srv/with space")]
         );
     }
 
