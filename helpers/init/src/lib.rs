@@ -100,40 +100,148 @@ fn report_env_file(path: &Path, file: &EnvFile, lossy: bool) {
 
 /// Everything up to the exec; on success does not return (the process becomes the app).
 pub fn run(args: args::Args) -> Failure {
-    let started = Instant::now();
-    if let Some(Err(e)) = args
-        .root
-        .as_ref()
-        .map(|r| nix::unistd::chroot(r).and_then(|()| nix::unistd::chdir("/")))
-    {
-        return Failure::new(
-            "args",
-            format!(
-                "--root {}: {e}",
-                args.root
-                    .as_ref()
-                    .map(|r| r.display().to_string())
-                    .unwrap_or_default()
-            ),
-        );
+    match prepare(&args) {
+        Ok(launch) => launch.exec(),
+        Err(failure) => failure,
     }
+}
 
-    // Step 2: environment.
+/// Everything decided before the exec.
+struct Launch {
+    program: std::path::PathBuf,
+    argv: Vec<String>,
+    env: env::Env,
+    creds: passwd::Credentials,
+}
+
+impl Launch {
+    /// Signal dispositions, user switch, `execve`; returns only on failure.
+    fn exec(self) -> Failure {
+        if let Err(e) = exec::prepare_signals() {
+            return Failure::new("exec", format!("signal dispositions: {e}"));
+        }
+        if let Err(e) = exec::switch_user(&self.creds) {
+            let cause = format!(
+                "switching to uid {} gid {}: {e}",
+                self.creds.uid, self.creds.gid
+            );
+            return Failure::new("user", cause);
+        }
+        Failure::new(
+            "exec",
+            exec::exec(&self.program, &self.argv, &self.env.to_strings()),
+        )
+    }
+}
+
+fn prepare(args: &args::Args) -> Result<Launch, Failure> {
+    let started = Instant::now();
+    if let Some(root) = &args.root {
+        nix::unistd::chroot(root)
+            .and_then(|()| nix::unistd::chdir("/"))
+            .map_err(|e| Failure::new("args", format!("--root {}: {e}", root.display())))?;
+    }
     let inherited: Vec<(String, String)> = std::env::vars_os()
         .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
         .collect();
-    let image = match fs::read_to_string(image::IMAGE_CONFIG_PATH) {
-        Ok(text) => match image::parse(&text) {
-            Ok(c) => c,
-            Err(e) => {
-                return Failure::new("image config", format!("{}: {e}", image::IMAGE_CONFIG_PATH));
-            }
-        },
-        Err(e) if e.kind() == io::ErrorKind::NotFound => image::ContainerConfig::default(),
-        Err(e) => {
-            return Failure::new("image config", format!("{}: {e}", image::IMAGE_CONFIG_PATH));
-        }
+
+    // Step 2: environment and user.
+    let image = load_image_config()?;
+    let mut app_env = load_environment(args, &image, &inherited)?;
+    let creds = resolve_user(args, &image)?;
+    env::finish(&mut app_env, creds.home.as_deref(), &inherited);
+
+    // Step 3: protected dirs.
+    copy_protected_dirs()?;
+
+    // Step 4: network.
+    let outcome = if args.no_network {
+        None
+    } else {
+        Some(configure_network(args, &app_env)?)
     };
+
+    // Step 5: what to run, where.
+    let has_shell = exec::is_executable(Path::new("/bin/sh"));
+    let (argv, source) = exec::plan_argv(
+        args.exec.as_deref(),
+        app_env.get("MAN8S_APPLICATION_ARGS"),
+        &image.argv(),
+        has_shell,
+    )
+    .map_err(|e| Failure::new("exec", e))?;
+    let workdir = args
+        .workdir
+        .clone()
+        .or_else(|| image.working_dir.clone())
+        .filter(|w| !w.is_empty())
+        .unwrap_or_else(|| "/".into());
+    enter_workdir(&workdir)?;
+    let path_var = app_env.get("PATH").unwrap_or(env::DEFAULT_PATH);
+    let program = exec::find_program(&argv[0], path_var, Path::new("."))
+        .map_err(|e| Failure::new("exec", format!("{e} (command from {source})")))?;
+
+    // Helpers that outlive the exec, then readiness.
+    start_stdout_relay();
+    if let Some(net::NetOutcome {
+        link: Some(link),
+        lease: Some((lease, obtained)),
+        ..
+    }) = outcome
+        && lease.lease_secs.is_some()
+        && !args.no_lease_keeper
+        && let Err(e) = detach::spawn(move || net::keep_lease(link, lease, obtained))
+    {
+        log(
+            "network",
+            &format!(
+                "warning: could not start the lease keeper: {e}; the lease will not be renewed"
+            ),
+        );
+    }
+    if let Some(sig) = image.stop_signal.as_deref().filter(|s| !is_sigterm(s)) {
+        log(
+            "exec",
+            &format!(
+                "warning: the image asks for StopSignal={sig}, but nspawn's stub PID 1 stops the app with SIGTERM"
+            ),
+        );
+    }
+    notify_ready(&inherited);
+    log(
+        "exec",
+        &format!(
+            "{} (from {source}) as {}:{} in {workdir} after {} ms",
+            shell_quote(&argv),
+            creds.uid,
+            creds.gid,
+            started.elapsed().as_millis()
+        ),
+    );
+    Ok(Launch {
+        program,
+        argv,
+        env: app_env,
+        creds,
+    })
+}
+
+fn load_image_config() -> Result<image::ContainerConfig, Failure> {
+    let fail = |e: &dyn std::fmt::Display| {
+        Failure::new("image config", format!("{}: {e}", image::IMAGE_CONFIG_PATH))
+    };
+    match fs::read_to_string(image::IMAGE_CONFIG_PATH) {
+        Ok(text) => image::parse(&text).map_err(|e| fail(&e)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(image::ContainerConfig::default()),
+        Err(e) => Err(fail(&e)),
+    }
+}
+
+fn load_environment(
+    args: &args::Args,
+    image: &image::ContainerConfig,
+    inherited: &[(String, String)],
+) -> Result<env::Env, Failure> {
     let man8env_path = Path::new(man8s::paths::ENV_FILE_IN_MACHINE);
     let man8env = match read_env_file(man8env_path) {
         Ok((f, lossy)) => {
@@ -141,131 +249,109 @@ pub fn run(args: args::Args) -> Failure {
             Some(f)
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-        Err(e) => return Failure::new("environment", format!("{}: {e}", man8env_path.display())),
+        Err(e) => {
+            return Err(Failure::new(
+                "environment",
+                format!("{}: {e}", man8env_path.display()),
+            ));
+        }
     };
     let mut env_files = Vec::new();
     for path in &args.env_files {
-        match read_env_file(path) {
-            Ok((f, lossy)) => {
-                report_env_file(path, &f, lossy);
-                env_files.push(f);
-            }
-            Err(e) => {
-                return Failure::new("environment", format!("--env-file {}: {e}", path.display()));
-            }
-        }
+        let (f, lossy) = read_env_file(path).map_err(|e| {
+            Failure::new("environment", format!("--env-file {}: {e}", path.display()))
+        })?;
+        report_env_file(path, &f, lossy);
+        env_files.push(f);
     }
     let image_env = image.env.clone().unwrap_or_default();
-    let mut app_env = env::compose(&env::Sources {
-        inherited: &inherited,
+    Ok(env::compose(&env::Sources {
+        inherited,
         image: &image_env,
         man8env: man8env.as_ref(),
         env_files: &env_files,
         env_args: &args.env,
-    });
+    }))
+}
 
-    let user_spec = args
+fn resolve_user(
+    args: &args::Args,
+    image: &image::ContainerConfig,
+) -> Result<passwd::Credentials, Failure> {
+    let spec = args
         .user
         .clone()
         .or_else(|| image.user.clone())
         .unwrap_or_default();
     let read_or_empty = |p: &str| fs::read_to_string(p).unwrap_or_default();
-    let creds = match passwd::resolve(
-        &user_spec,
+    passwd::resolve(
+        &spec,
         &passwd::parse_passwd(&read_or_empty("/etc/passwd")),
         &passwd::parse_group(&read_or_empty("/etc/group")),
-    ) {
-        Ok(c) => c,
-        Err(e) => return Failure::new("user", e.to_string()),
-    };
-    env::finish(&mut app_env, creds.home.as_deref(), &inherited);
+    )
+    .map_err(|e| Failure::new("user", e.to_string()))
+}
 
-    // Step 3: protected dirs.
+fn copy_protected_dirs() -> Result<(), Failure> {
     let mut copied = Vec::new();
     for (src, dst) in [
         ("/run.man8sprotected", "/run"),
         ("/tmp.man8sprotected", "/tmp"),
     ] {
-        match protected::copy_contents(Path::new(src), Path::new(dst)) {
-            Ok(Some(stats)) => copied.push(format!("{src} → {dst}: {stats}")),
-            Ok(None) => {}
-            Err(e) => return Failure::new("protected dirs", e.to_string()),
+        if let Some(stats) = protected::copy_contents(Path::new(src), Path::new(dst))
+            .map_err(|e| Failure::new("protected dirs", e.to_string()))?
+        {
+            copied.push(format!("{src} → {dst}: {stats}"));
         }
     }
     if !copied.is_empty() {
         log("protected dirs", &copied.join("; "));
     }
+    Ok(())
+}
 
-    // Step 4: network.
-    let mut outcome = None;
-    if !args.no_network {
-        let yggdrasil = match net::parse_yggdrasil(app_env.get("MAN8S_YGGDRASIL_ADDRESS")) {
-            Ok(y) => y,
-            Err(e) => return Failure::new("network", e),
-        };
-        let cfg = net::NetConfig {
-            dhcp_timeout: args.dhcp_timeout,
-            carrier_timeout: args.carrier_timeout,
-            slaac_timeout: args.slaac_timeout,
-            yggdrasil,
-        };
-        match net::configure(&cfg, &mut |m| log("network", &m)) {
-            Ok(o) => outcome = Some(o),
-            Err(e) => return Failure::new("network", e),
-        }
-        match (yggdrasil, args.forward.is_empty()) {
-            (_, true) => {}
-            (Some(ygg), false) => {
-                if let Err(e) = forward::spawn(&args.forward, ygg) {
-                    log(
-                        "network",
-                        &format!("warning: could not start the IPv4 port forwarder: {e}"),
-                    );
-                }
+fn configure_network(args: &args::Args, app_env: &env::Env) -> Result<net::NetOutcome, Failure> {
+    let yggdrasil = net::parse_yggdrasil(app_env.get("MAN8S_YGGDRASIL_ADDRESS"))
+        .map_err(|e| Failure::new("network", e))?;
+    let cfg = net::NetConfig {
+        dhcp_timeout: args.dhcp_timeout,
+        carrier_timeout: args.carrier_timeout,
+        slaac_timeout: args.slaac_timeout,
+        yggdrasil,
+    };
+    let outcome = net::configure(&cfg, &mut |m| log("network", &m))
+        .map_err(|e| Failure::new("network", e))?;
+    match (yggdrasil, args.forward.is_empty()) {
+        (_, true) => {}
+        (Some(ygg), false) => {
+            if let Err(e) = forward::spawn(&args.forward, ygg) {
+                log(
+                    "network",
+                    &format!("warning: could not start the IPv4 port forwarder: {e}"),
+                );
             }
-            (None, false) => log(
-                "network",
-                "warning: --forward without a Yggdrasil address; nothing to forward to",
-            ),
         }
+        (None, false) => log(
+            "network",
+            "warning: --forward without a Yggdrasil address; nothing to forward to",
+        ),
     }
+    Ok(outcome)
+}
 
-    // Step 5: exec.
-    let has_shell = exec::is_executable(Path::new("/bin/sh"));
-    let (argv, source) = match exec::plan_argv(
-        args.exec.as_deref(),
-        app_env.get("MAN8S_APPLICATION_ARGS"),
-        &image.argv(),
-        has_shell,
-    ) {
-        Ok(a) => a,
-        Err(e) => return Failure::new("exec", e),
+fn enter_workdir(workdir: &str) -> Result<(), Failure> {
+    let fail = |e: &dyn std::fmt::Display| {
+        Failure::new("exec", format!("working directory {workdir}: {e}"))
     };
-    let workdir = args
-        .workdir
-        .clone()
-        .or_else(|| image.working_dir.clone())
-        .filter(|w| !w.is_empty())
-        .unwrap_or_else(|| "/".into());
-    if !Path::new(&workdir).is_dir() {
+    if !Path::new(workdir).is_dir() {
         // Docker creates a missing WorkingDir; so do we (owned by root, like Docker).
-        if let Err(e) = fs::create_dir_all(&workdir) {
-            return Failure::new("exec", format!("working directory {workdir}: {e}"));
-        }
+        fs::create_dir_all(workdir).map_err(|e| fail(&e))?;
     }
-    if let Err(e) = nix::unistd::chdir(Path::new(&workdir)) {
-        return Failure::new("exec", format!("working directory {workdir}: {e}"));
-    }
-    let program = match exec::find_program(
-        &argv[0],
-        app_env.get("PATH").unwrap_or(env::DEFAULT_PATH),
-        Path::new("."),
-    ) {
-        Ok(p) => p,
-        Err(e) => return Failure::new("exec", format!("{e} (command from {source})")),
-    };
+    nix::unistd::chdir(Path::new(workdir)).map_err(|e| fail(&e))
+}
 
-    // Output: make /dev/stdout usable when fd 1/2 are sockets.
+/// Make `/dev/stdout` usable when fd 1/2 are sockets (see [`stdio`]); never fatal.
+fn start_stdout_relay() {
     match stdio::prepare(Path::new("/dev")) {
         Ok(relays) if !relays.is_empty() => {
             let names: Vec<String> = relays
@@ -292,65 +378,23 @@ pub fn run(args: args::Args) -> Failure {
             &format!("warning: could not replace /dev/stdout by a FIFO: {e}"),
         ),
     }
+}
 
-    if let Some(net::NetOutcome {
-        link: Some(link),
-        lease: Some((lease, obtained)),
-        ..
-    }) = outcome
-        && lease.lease_secs.is_some()
-        && !args.no_lease_keeper
-        && let Err(e) = detach::spawn(move || net::keep_lease(link, lease, obtained))
-    {
-        log(
-            "network",
-            &format!(
-                "warning: could not start the lease keeper: {e}; the lease will not be renewed"
-            ),
-        );
-    }
-
-    if let Some(sig) = image.stop_signal.as_deref().filter(|s| !is_sigterm(s)) {
-        log(
-            "exec",
-            &format!(
-                "warning: the image asks for StopSignal={sig}, but nspawn's stub PID 1 stops the app with SIGTERM"
-            ),
-        );
-    }
-
+/// READY=1 to nspawn (on its stub's behalf, see [`notify`]); never fatal.
+fn notify_ready(inherited: &[(String, String)]) {
     match inherited.iter().find(|(k, _)| k == "NOTIFY_SOCKET") {
-        Some((_, path)) => match notify::notify(
-            path,
-            "READY=1\nSTATUS=Starting the application\n",
-            notify::stand_in_pid(),
-        ) {
-            Ok(()) => log("notify", &format!("READY=1 sent to {path}")),
-            Err(e) => log("notify", &format!("warning: READY=1 to {path}: {e}")),
-        },
+        Some((_, path)) => {
+            match notify::notify(
+                path,
+                "READY=1\nSTATUS=Starting the application\n",
+                notify::stand_in_pid(),
+            ) {
+                Ok(()) => log("notify", &format!("READY=1 sent to {path}")),
+                Err(e) => log("notify", &format!("warning: READY=1 to {path}: {e}")),
+            }
+        }
         None => log("notify", "no NOTIFY_SOCKET; not reporting readiness"),
     }
-
-    log(
-        "exec",
-        &format!(
-            "{} (from {source}) as {}:{} in {workdir} after {} ms",
-            shell_quote(&argv),
-            creds.uid,
-            creds.gid,
-            started.elapsed().as_millis()
-        ),
-    );
-    if let Err(e) = exec::prepare_signals() {
-        return Failure::new("exec", format!("signal dispositions: {e}"));
-    }
-    if let Err(e) = exec::switch_user(&creds) {
-        return Failure::new(
-            "user",
-            format!("switching to uid {} gid {}: {e}", creds.uid, creds.gid),
-        );
-    }
-    Failure::new("exec", exec::exec(&program, &argv, &app_env.to_strings()))
 }
 
 /// Render argv for a log line.
