@@ -10,7 +10,7 @@ mod limit;
 mod path;
 mod rootdir;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
@@ -127,6 +127,8 @@ pub fn apply_layer(
         written: HashSet::new(),
         written_ancestors: HashSet::new(),
         deferred_dirs: Vec::new(),
+        unprivileged: !nix::unistd::geteuid().is_root(),
+        restore_modes: HashMap::new(),
         buf: vec![0; COPY_BUFFER],
         stats: LayerStats::default(),
     };
@@ -192,6 +194,10 @@ struct Unpacker<'a> {
     /// Ancestors of `written` paths (kept by an opaque marker, but emptied of lower content).
     written_ancestors: HashSet<Vec<u8>>,
     deferred_dirs: Vec<DeferredDir>,
+    /// Not root: directories of lower layers without owner write/search permission are opened up while the
+    /// layer needs them (root needs no permission); their modes are restored in `finish_dirs`.
+    unprivileged: bool,
+    restore_modes: HashMap<(u64, u64), (OwnedFd, u32)>,
     buf: Vec<u8>,
     stats: LayerStats,
 }
@@ -278,7 +284,7 @@ impl Unpacker<'_> {
                 match lstat_at(&dir, file_name).map_err(io_err(name, "inspecting"))? {
                     Some(st) if is_type(&st, SFlag::S_IFDIR) => {}
                     Some(_) => {
-                        remove_all(&dir, file_name)
+                        remove_all(&dir, file_name, self.unprivileged)
                             .map_err(io_err(name, "removing what the directory replaces"))?;
                         mkdir(&dir, file_name, name)?;
                     }
@@ -375,15 +381,37 @@ impl Unpacker<'_> {
         Ok(())
     }
 
-    fn parent_dir(&self, parent: &RelPath, name: &str) -> Result<OwnedFd, UnpackError> {
-        self.root
+    fn parent_dir(&mut self, parent: &RelPath, name: &str) -> Result<OwnedFd, UnpackError> {
+        let dir = self
+            .root
             .dir_creating(parent)
-            .map_err(io_err(name, "resolving parent directory inside the root"))
+            .map_err(io_err(name, "resolving parent directory inside the root"))?;
+        self.make_writable(&dir)
+            .map_err(io_err(name, "making the parent directory writable"))?;
+        Ok(dir)
+    }
+
+    /// Unprivileged only: gives directory `dir` owner write and search permission for the rest of the layer
+    /// (a lower layer may have left it read-only), remembering the mode to restore.
+    fn make_writable(&mut self, dir: &OwnedFd) -> std::io::Result<()> {
+        if !self.unprivileged {
+            return Ok(());
+        }
+        let st = fstat(dir)?;
+        if st.st_mode & 0o300 == 0o300 || st.st_uid != nix::unistd::geteuid().as_raw() {
+            return Ok(());
+        }
+        rootdir::chmod_fd(dir, (st.st_mode | 0o700) & 0o7777)?;
+        self.restore_modes
+            .entry((st.st_dev, st.st_ino))
+            .or_insert((dir.try_clone()?, st.st_mode & 0o7777));
+        Ok(())
     }
 
     /// Makes room for a non-directory entry: whatever is there (a file, a directory tree) goes.
     fn replace(&self, dir: &OwnedFd, file_name: &[u8], name: &str) -> Result<(), UnpackError> {
-        remove_all(dir, file_name).map_err(io_err(name, "removing what the entry replaces"))
+        remove_all(dir, file_name, self.unprivileged)
+            .map_err(io_err(name, "removing what the entry replaces"))
     }
 
     fn record_written(&mut self, path: RelPath) {
@@ -477,6 +505,8 @@ impl Unpacker<'_> {
     /// Applies the deferred directory modes and times, innermost first, to the directories that are still the
     /// ones this layer created (a later entry may have replaced one).
     fn finish_dirs(&mut self) -> Result<(), UnpackError> {
+        let declared: HashSet<(u64, u64)> =
+            self.deferred_dirs.iter().map(|d| (d.dev, d.ino)).collect();
         for dir in std::mem::take(&mut self.deferred_dirs).into_iter().rev() {
             let name = dir.name.as_str();
             let fd = match dir.path.split_last() {
@@ -514,11 +544,18 @@ impl Unpacker<'_> {
             futimens(&fd, &dir.atime, &dir.mtime)
                 .map_err(|e| io_err(name, "setting mtime")(e.into()))?;
         }
+        for (key, (fd, mode)) in std::mem::take(&mut self.restore_modes) {
+            // A directory this layer declared got its declared mode above.
+            if !declared.contains(&key) {
+                rootdir::chmod_fd(&fd, mode)
+                    .map_err(io_err("(a lower-layer directory)", "restoring its mode"))?;
+            }
+        }
         Ok(())
     }
 
     fn hardlink<R: Read>(
-        &self,
+        &mut self,
         entry: &tar::Entry<'_, R>,
         parent: &RelPath,
         file_name: &[u8],
@@ -580,33 +617,36 @@ impl Unpacker<'_> {
     }
 
     /// Hides lower-layer content of `dir`: everything in it that this layer did not write goes.
-    fn opaque(&self, dir: &RelPath) -> std::io::Result<()> {
+    fn opaque(&mut self, dir: &RelPath) -> std::io::Result<()> {
         let Some(fd) = self.root.existing_dir(dir)? else {
             return Ok(());
         };
+        self.make_writable(&fd)?;
         let fd = open_subdir(&fd, b".")?;
         self.empty_lower(&fd, dir)
     }
 
-    fn empty_lower(&self, fd: &OwnedFd, dir: &RelPath) -> std::io::Result<()> {
+    fn empty_lower(&mut self, fd: &OwnedFd, dir: &RelPath) -> std::io::Result<()> {
         for child in rootdir::list_dir(fd)? {
             let child_path = dir.join(&child);
             if self.is_written(&child_path) {
                 if let Some(st) = lstat_at(fd, &child)?
                     && is_type(&st, SFlag::S_IFDIR)
                 {
-                    let sub = open_subdir(fd, &child)?;
+                    let sub = rootdir::open_subdir_path(fd, &child)?;
+                    self.make_writable(&sub)?;
+                    let sub = open_subdir(&sub, b".")?;
                     self.empty_lower(&sub, &child_path)?;
                 }
             } else {
-                remove_all(fd, &child)?;
+                remove_all(fd, &child, self.unprivileged)?;
             }
         }
         Ok(())
     }
 
     /// Deletes `target` of lower layers (entries of this layer stay, whatever the order in the tar).
-    fn whiteout(&self, target: &RelPath) -> std::io::Result<()> {
+    fn whiteout(&mut self, target: &RelPath) -> std::io::Result<()> {
         if self.is_written(target) {
             return Ok(());
         }
@@ -614,7 +654,10 @@ impl Unpacker<'_> {
             return Ok(());
         };
         match self.root.existing_dir(&parent)? {
-            Some(dir) => remove_all(&dir, file_name),
+            Some(dir) => {
+                self.make_writable(&dir)?;
+                remove_all(&dir, file_name, self.unprivileged)
+            }
             None => Ok(()),
         }
     }

@@ -511,3 +511,43 @@ fn pax_sparse_files_are_refused_not_written_wrong() {
     assert_eq!(listing(&s.root()), Vec::<String>::new());
     s.assert_outside_untouched();
 }
+
+#[test]
+fn read_only_lower_directories_can_be_changed_and_keep_their_mode() {
+    // Root ignores permissions; unprivileged, the unpacker opens the directory up for the layer and restores it.
+    let s = Scratch::new();
+    let lower = Layer::new()
+        .dir_mode("ro", 0o555)
+        .file("ro/old", b"o")
+        .dir_mode("ro/sub", 0o500)
+        .file("ro/sub/deep", b"d")
+        .dir_mode("gone", 0o555)
+        .dir_mode("gone/inner", 0o500)
+        .file("gone/inner/f", b"f")
+        .dir_mode("opq", 0o555)
+        .file("opq/old", b"o")
+        .bytes();
+    s.apply(lower).unwrap();
+    let upper = Layer::new()
+        .file("ro/new", b"n")
+        .whiteout("ro/.wh.old")
+        .whiteout(".wh.gone")
+        .whiteout("opq/.wh..wh..opq")
+        .file("ro/sub/more", b"m")
+        .bytes();
+    s.apply(upper).unwrap();
+    assert_eq!(
+        listing(&s.root()),
+        [
+            "opq",
+            "ro",
+            "ro/new",
+            "ro/sub",
+            "ro/sub/deep",
+            "ro/sub/more"
+        ]
+    );
+    assert_eq!(mode(&s.root().join("ro")), 0o555);
+    assert_eq!(mode(&s.root().join("ro/sub")), 0o500);
+    assert_eq!(mode(&s.root().join("opq")), 0o555);
+}

@@ -170,20 +170,42 @@ pub fn list_dir(dir: &OwnedFd) -> io::Result<Vec<Vec<u8>>> {
 }
 
 /// Removes `name` in `dir` whatever it is (a directory with everything in it); nothing if it does not exist.
-pub fn remove_all(dir: &impl AsFd, name: &[u8]) -> io::Result<()> {
+/// `unprivileged`: give directories on the way owner permissions first (a layer may have made them read-only).
+pub fn remove_all(dir: &impl AsFd, name: &[u8], unprivileged: bool) -> io::Result<()> {
     let Some(st) = lstat_at(dir, name)? else {
         return Ok(());
     };
     if is_type(&st, SFlag::S_IFDIR) {
+        if unprivileged && st.st_mode & 0o700 != 0o700 {
+            chmod_fd(&open_subdir_path(dir, name)?, 0o700)?;
+        }
         let sub = open_subdir(dir, name)?;
         for child in list_dir(&sub)? {
-            remove_all(&sub, &child)?;
+            remove_all(&sub, &child, unprivileged)?;
         }
         unlinkat(dir, name, UnlinkatFlags::RemoveDir)?;
     } else {
         unlinkat(dir, name, UnlinkatFlags::NoRemoveDir)?;
     }
     Ok(())
+}
+
+/// Opens directory `name` in `dir` as `O_PATH` (needs no permission on it), never following a symlink.
+pub fn open_subdir_path(dir: impl AsFd, name: &[u8]) -> nix::Result<OwnedFd> {
+    openat(
+        dir,
+        name,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+}
+
+/// `chmod` of an open file or directory, including an `O_PATH` one (through its `/proc/self/fd` entry,
+/// which names exactly that inode).
+pub fn chmod_fd(fd: &impl AsFd, mode: u32) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = format!("/proc/self/fd/{}", fd.as_fd().as_raw_fd());
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
 }
 
 /// `lsetxattr` on `name` in `dir` without following it (for symlinks, which cannot be opened for `fsetxattr`).
