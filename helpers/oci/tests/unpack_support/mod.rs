@@ -256,6 +256,26 @@ impl Scratch {
     }
 }
 
+impl Drop for Scratch {
+    /// Unprivileged, read-only directories a layer made would stop the temp dir's removal: open them up first.
+    fn drop(&mut self) {
+        use std::os::unix::fs::PermissionsExt;
+        fn open_up(dir: &Path) {
+            let Ok(meta) = fs::symlink_metadata(dir) else {
+                return;
+            };
+            if !meta.is_dir() {
+                return;
+            }
+            let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o700));
+            for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+                open_up(&entry.path());
+            }
+        }
+        open_up(&self.root());
+    }
+}
+
 /// Depth-first walk with `lstat` metadata; `visit` returns false to not descend.
 pub fn walk(path: &Path, visit: &mut dyn FnMut(&Path, &fs::Metadata) -> bool) {
     let meta = fs::symlink_metadata(path).unwrap();
