@@ -65,6 +65,8 @@ pub struct LayerStats {
     pub bytes: u64,
     /// Whiteouts and opaque markers applied.
     pub whiteouts: u64,
+    /// Extended attributes not set: unsupported by the file system, or needing privilege we do not have.
+    pub xattrs_skipped: u64,
 }
 
 /// Why a layer could not be applied. Every variant names the entry (its path as written in the tar).
@@ -310,10 +312,9 @@ impl Unpacker<'_> {
                 symlinkat(target.as_slice(), &dir, file_name)
                     .map_err(|e| io_err(name, "creating symlink")(e.into()))?;
                 self.chown_at(&dir, file_name, name, &meta)?;
-                for (key, value) in &meta.xattrs {
+                self.set_xattrs(name, &meta, true, |key, value| {
                     lsetxattr_at(&dir, file_name, key, value)
-                        .map_err(io_err(name, "setting xattr"))?;
-                }
+                })?;
                 utimensat(
                     &dir,
                     file_name,
@@ -362,10 +363,9 @@ impl Unpacker<'_> {
                     FchmodatFlags::FollowSymlink,
                 )
                 .map_err(|e| io_err(name, "setting mode")(e.into()))?;
-                for (key, value) in &meta.xattrs {
+                self.set_xattrs(name, &meta, true, |key, value| {
                     lsetxattr_at(&dir, file_name, key, value)
-                        .map_err(io_err(name, "setting xattr"))?;
-                }
+                })?;
                 utimensat(
                     &dir,
                     file_name,
@@ -450,9 +450,38 @@ impl Unpacker<'_> {
         .map_err(|e| io_err(name, "setting owner")(e.into()))
     }
 
+    /// Sets the entry's xattrs with `set`. Ones the file system does not support (`ENOTSUP`), and, unprivileged,
+    /// ones outside `user.*` that need privilege (`EPERM`), are skipped and counted; so are `user.*` ones on
+    /// symlinks and special files, which Linux never allows (`EPERM`). Anything else is an error.
+    fn set_xattrs(
+        &mut self,
+        name: &str,
+        meta: &Meta,
+        special_file: bool,
+        set: impl Fn(&[u8], &[u8]) -> std::io::Result<()>,
+    ) -> Result<(), UnpackError> {
+        for (key, value) in &meta.xattrs {
+            let user = key.starts_with(b"user.");
+            match set(key, value) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(nix::libc::EOPNOTSUPP) => {
+                    self.stats.xattrs_skipped += 1
+                }
+                Err(e)
+                    if e.raw_os_error() == Some(nix::libc::EPERM)
+                        && ((self.unprivileged && !user) || (special_file && user)) =>
+                {
+                    self.stats.xattrs_skipped += 1
+                }
+                Err(e) => return Err(io_err(name, "setting xattr")(e)),
+            }
+        }
+        Ok(())
+    }
+
     /// Owner, mode (after the owner: chown clears setuid), xattrs (after chown too: it drops
     /// `security.capability`) and times of a regular file.
-    fn file_meta(&self, file: &File, name: &str, meta: &Meta) -> Result<(), UnpackError> {
+    fn file_meta(&mut self, file: &File, name: &str, meta: &Meta) -> Result<(), UnpackError> {
         if self.opts.preserve_ownership {
             fchown(
                 file,
@@ -463,9 +492,7 @@ impl Unpacker<'_> {
         }
         fchmod(file, Mode::from_bits_truncate(meta.mode))
             .map_err(|e| io_err(name, "setting mode")(e.into()))?;
-        for (key, value) in &meta.xattrs {
-            fsetxattr(file, key, value).map_err(io_err(name, "setting xattr"))?;
-        }
+        self.set_xattrs(name, meta, false, |key, value| fsetxattr(file, key, value))?;
         futimens(file, &meta.atime, &meta.mtime)
             .map_err(|e| io_err(name, "setting mtime")(e.into()))
     }
@@ -486,9 +513,7 @@ impl Unpacker<'_> {
             )
             .map_err(|e| io_err(name, "setting owner")(e.into()))?;
         }
-        for (key, value) in &meta.xattrs {
-            fsetxattr(fd, key, value).map_err(io_err(name, "setting xattr"))?;
-        }
+        self.set_xattrs(name, meta, false, |key, value| fsetxattr(fd, key, value))?;
         let st = fstat(fd).map_err(|e| io_err(name, "inspecting directory")(e.into()))?;
         self.deferred_dirs.push(DeferredDir {
             path,

@@ -551,3 +551,42 @@ fn read_only_lower_directories_can_be_changed_and_keep_their_mode() {
     assert_eq!(mode(&s.root().join("ro/sub")), 0o500);
     assert_eq!(mode(&s.root().join("opq")), 0o555);
 }
+
+#[test]
+fn xattrs_linux_cannot_set_are_skipped_and_counted() {
+    // user.* on a symlink or fifo is never allowed by Linux; the layer still applies.
+    let s = Scratch::new();
+    let layer = Layer::new()
+        .pax(&[("SCHILY.xattr.user.on-link", b"x")])
+        .symlink("link", "target")
+        .pax(&[("SCHILY.xattr.user.on-fifo", b"x")])
+        .fifo("fifo", 0o644)
+        .pax(&[("SCHILY.xattr.user.kept", b"k")])
+        .file("f", b"f")
+        .bytes();
+    let stats = s.apply(layer).unwrap();
+    assert_eq!(stats.xattrs_skipped, 2);
+    assert_eq!(
+        get_xattr(&s.root().join("f"), "user.kept").as_deref(),
+        Some(&b"k"[..])
+    );
+}
+
+#[test]
+fn privileged_xattrs_are_set_as_root_and_skipped_otherwise() {
+    let s = Scratch::new();
+    let layer = Layer::new()
+        .pax(&[("SCHILY.xattr.trusted.overlay.x", b"t")])
+        .file("f", b"f")
+        .bytes();
+    let stats = s.apply(layer).unwrap();
+    let value = get_xattr(&s.root().join("f"), "trusted.overlay.x");
+    if nix::unistd::geteuid().is_root() {
+        assert_eq!(
+            (stats.xattrs_skipped, value.as_deref()),
+            (0, Some(&b"t"[..]))
+        );
+    } else {
+        assert_eq!((stats.xattrs_skipped, value), (1, None));
+    }
+}
