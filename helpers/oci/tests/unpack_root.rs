@@ -301,11 +301,8 @@ fn differential(name: &str, layers: Vec<Vec<u8>>) {
     let their_paths: Vec<_> = theirs.keys().collect();
     let my_paths: Vec<_> = mine.keys().collect();
     assert_eq!(my_paths, their_paths, "{name}: the same paths");
+    // The root directory is compared too: both apply a `./` entry's mode and owner to it.
     for (path, their) in &theirs {
-        // The root directory itself: umoci creates rootfs/ with its own mode when the layer has no `./` entry.
-        if path.is_empty() {
-            continue;
-        }
         assert_eq!(
             &mine[path], their,
             "{name}: {path:?} differs (left: ours, right: umoci)"
@@ -548,4 +545,21 @@ fn magic_link_helper() {
         "written through a magic link to the host"
     );
     assert!(!std::env::current_dir().unwrap().join(&marker).exists());
+}
+
+#[test]
+fn root_differential_dot_prefixed_names_and_root_entry() {
+    // What `tar -C rootfs .` writes: a `./` entry for the root itself and `./`-prefixed names.
+    let first = Layer::new()
+        .dir_mode("./", 0o750)
+        .dir("./etc")
+        .file("./etc/os-release", b"ID=test\n")
+        .symlink("./etc/localtime", "/usr/share/zoneinfo/UTC")
+        .bytes();
+    let second = Layer::new()
+        .dir_mode("./", 0o711)
+        .whiteout("./etc/.wh.os-release")
+        .file("./etc/hostname", b"h\n")
+        .bytes();
+    differential("dot-prefixed", vec![first, second]);
 }
