@@ -275,7 +275,7 @@ pub enum CacheCommand {
 pub enum OciCommand {
     /// Download an image's rootfs into DIR (plus its config as DIR/.man8s/image.json).
     #[command(
-        after_help = "Example:\n  mbctl oci download docker.io/registry:latest ./registry-root"
+        after_help = "Example:\n  mbctl oci download docker.io/registry:latest ./registry-root\n  mbctl oci download docker.io/registry:latest          # into ./registry"
     )]
     Download(DownloadArgs),
 }
@@ -285,8 +285,9 @@ pub enum OciCommand {
 pub struct DownloadArgs {
     /// Image reference.
     pub image: String,
-    /// Target directory (created; must be empty if it exists).
-    pub dir: PathBuf,
+    /// Target directory (created; must be empty if it exists). Default: the image's name in the
+    /// current directory (`./registry` for `docker.io/registry:latest`), as the Python tool's README shows.
+    pub dir: Option<PathBuf>,
 }
 
 /// `generate-docs`

@@ -362,6 +362,14 @@ fn root_pull_yes_update_download_remove() {
     assert!(dl.join("bin/app").exists() && dl.join(".man8s/image.json").exists());
     let o = tree.run(&["oci", "download", &image, dl.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1), "refuses a non-empty dir");
+    // Without DIR (as the Python tool's README shows): ./NAME of the image.
+    let o = tree
+        .cmd(&["oci", "download", &image])
+        .current_dir(tree.root())
+        .output()
+        .unwrap();
+    ok(&o);
+    assert!(tree.root().join("app/bin/app").exists());
 
     // remove keeps config and data, removes rootfs, previous rootfs, declaration and link.
     ok(&tree.run(&["machines", "remove", "web"]));

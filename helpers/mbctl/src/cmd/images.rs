@@ -120,9 +120,23 @@ pub fn clear() -> Result<u8> {
     Ok(EXIT_OK)
 }
 
+/// `./NAME` for an image `…/NAME:TAG`.
+pub fn default_download_dir(image: &man8s_oci::ImageRef) -> std::path::PathBuf {
+    let name = image.repository().rsplit('/').next().unwrap_or("image");
+    std::path::PathBuf::from(name)
+}
+
 /// `oci download IMAGE DIR`: the image's rootfs in DIR, its config in DIR/.man8s/image.json.
-pub fn download(image: &str, dir: &Path) -> Result<u8> {
+pub fn download(image: &str, dir: Option<&Path>) -> Result<u8> {
     let image = image_ref(image)?;
+    let default_dir;
+    let dir = match dir {
+        Some(d) => d,
+        None => {
+            default_dir = default_download_dir(&image);
+            &default_dir
+        }
+    };
     match fs::read_dir(dir) {
         Ok(mut entries) => {
             if entries.next().is_some() {
