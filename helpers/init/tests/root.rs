@@ -136,6 +136,7 @@ impl Rootfs {
             "--mount",
             "--pid",
             "--fork",
+            "--kill-child",
             "--propagation",
             "private",
             "sh",
@@ -886,4 +887,68 @@ fn root_dhcp_renew_and_rebind() {
             other => panic!("broadcast rebinding: {other:?}"),
         }
     });
+}
+
+/// `--forward`: an app listening on 127.0.0.1 only is reachable on the Yggdrasil address through
+/// the forwarder the init leaves behind (the bridge engineer's `forward` module), from the far end
+/// of the veth.
+#[test]
+fn root_forward_reaches_an_ipv4_only_app_on_the_yggdrasil_address() {
+    assert_root();
+    let rootfs = Rootfs::new(true);
+    for a in ["httpd", "mkdir"] {
+        std::os::unix::fs::symlink("/bin/busybox", rootfs.root.join("usr/bin").join(a)).unwrap();
+    }
+    rootfs.script(
+        "/entrypoint.sh",
+        "mkdir -p /tmp/www; echo forwarded-ok > /tmp/www/index.html\nexec httpd -f -p 127.0.0.1:8080 -h /tmp/www\n",
+    );
+    let net = Net::new(&rootfs.dir, true);
+    // The bridge holds <subnet>::1/64, as man8s-bridge sets it up.
+    sh(&format!(
+        "ip -n {} addr add 300:2e98:a4b0:1789::1/64 dev {} nodad",
+        net.srv, net.peer
+    ));
+    let mut child = rootfs
+        .init_command(
+            Some(&net.app),
+            None,
+            &["--slaac-timeout=0", "--forward=tcp:8080"],
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The forwarder binds once the port has been IPv4-only for its settle time (2 s).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let body = loop {
+        let out = Command::new("ip")
+            // curl: the static busybox wget of bookworm crashes on IPv6 literals.
+            .args(["netns", "exec", &net.srv, "curl", "-sSg", "-m", "3"])
+            .arg(format!("http://[{YGG}]:8080/"))
+            .output()
+            .unwrap();
+        if out.status.success() {
+            break String::from_utf8_lossy(&out.stdout).into_owned();
+        }
+        let exited = child.try_wait().unwrap();
+        if Instant::now() > deadline || exited.is_some() {
+            let listening = Command::new("ip")
+                .args(["netns", "exec", &net.app, "ss", "-ltnp"])
+                .output()
+                .unwrap();
+            let listening = String::from_utf8_lossy(&listening.stdout).into_owned();
+            let _ = child.kill();
+            let mut err = String::new();
+            let _ = child.stderr.take().unwrap().read_to_string(&mut err);
+            let last = String::from_utf8_lossy(&out.stderr).into_owned();
+            panic!(
+                "no answer on [{YGG}]:8080 ({last}); init exited: {exited:?}; listening:\n{listening}\ninit stderr:\n{err}"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(body, "forwarded-ok\n");
 }
