@@ -348,6 +348,14 @@ struct DirCache {
 }
 
 impl DirCache {
+    /// Make sure `dir` and its parents exist.
+    fn ensure_all(&mut self, dir: &Path) -> Result<(), FatalError> {
+        let fresh = !dir.is_dir();
+        fs::create_dir_all(dir).map_err(out_err(dir))?;
+        self.known.insert(dir.to_owned(), fresh);
+        Ok(())
+    }
+
     /// Make sure `dir` exists; true when this run created it.
     fn ensure(&mut self, dir: &Path) -> Result<bool, FatalError> {
         if let Some(&fresh) = self.known.get(dir) {
@@ -411,8 +419,12 @@ fn is_ours(path: &Path) -> bool {
 
 fn symlink_atomic(dirs: &mut DirCache, target: &Path, link: &Path) -> Result<(), FatalError> {
     let dir = link.parent().unwrap_or(Path::new("."));
-    if dirs.ensure(dir)? {
-        return std::os::unix::fs::symlink(target, link).map_err(out_err(link));
+    dirs.ensure(dir)?;
+    // symlink() is atomic by itself; only an existing link needs the compare-and-replace dance.
+    match std::os::unix::fs::symlink(target, link) {
+        Ok(()) => return Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(out_err(link)(e)),
     }
     if fs::read_link(link).is_ok_and(|t| t == target) {
         return Ok(());
@@ -431,92 +443,146 @@ fn unit_name(name: &MachineName) -> String {
 /// machines that are no longer declared (or now invalid) are removed. `log` gets one line per
 /// problem, without the `man8s-generator: ` prefix.
 pub fn run(paths: &Paths, out: &Outputs, log: &mut dyn FnMut(&str)) -> Result<Report, FatalError> {
-    fs::create_dir_all(&out.unit_dir).map_err(out_err(&out.unit_dir))?;
-    let mut report = Report::default();
-    let mut keep_nspawn: BTreeSet<PathBuf> = BTreeSet::new();
-    let mut keep_dropins: BTreeSet<PathBuf> = BTreeSet::new();
-    let mut keep_links: BTreeSet<PathBuf> = BTreeSet::new();
-    let template = Path::new(TEMPLATE_UNIT);
-
-    // The user's own settings files, listed once.
-    let user_nspawn: BTreeSet<String> = fs::read_dir(paths.fs(man8s::paths::NSPAWN_ETC_DIR))
-        .map(|d| {
-            d.flatten()
-                .filter_map(|e| e.file_name().into_string().ok())
-                .collect()
-        })
-        .unwrap_or_default();
     let mut dirs = DirCache::default();
+    dirs.ensure_all(&out.unit_dir)?;
+    dirs.ensure_all(&out.nspawn_dir)?;
+    let ctx = Context {
+        paths,
+        out,
+        // The user's own settings files, listed once.
+        user_nspawn: fs::read_dir(paths.fs(man8s::paths::NSPAWN_ETC_DIR))
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|e| e.file_name().into_string().ok())
+                    .collect()
+            })
+            .unwrap_or_default(),
+    };
+    let entries = declaration::discover_sources(paths);
 
-    for entry in declaration::discover_sources(paths) {
+    // (Spreading machines over threads was measured: no faster, the directory locks of the shared
+    // output directories serialise the work.)
+    let outcomes = entries
+        .iter()
+        .map(|e| ctx.machine(&mut dirs, e))
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let mut report = Report::default();
+    let mut keep = Keep::default();
+    for o in outcomes {
+        for line in &o.log {
+            log(line);
+        }
+        keep.nspawn.extend(o.nspawn);
+        keep.dropins.extend(o.dropin);
+        keep.links.extend(o.links);
+        match o.machine {
+            Some((name, true)) => report.generated.push(name),
+            Some((name, false)) => report.failed.push(name),
+            None => {}
+        }
+    }
+    remove_stale(out, &keep, log);
+    Ok(report)
+}
+
+/// What one run must keep (everything else of ours is stale).
+#[derive(Default)]
+struct Keep {
+    nspawn: BTreeSet<PathBuf>,
+    dropins: BTreeSet<PathBuf>,
+    links: BTreeSet<PathBuf>,
+}
+
+/// What was done for one discovered entry.
+#[derive(Default)]
+struct Outcome {
+    log: Vec<String>,
+    nspawn: Option<PathBuf>,
+    dropin: Option<PathBuf>,
+    links: Vec<PathBuf>,
+    /// (name, generated fully) — false: bad declaration.
+    machine: Option<(MachineName, bool)>,
+}
+
+struct Context<'a> {
+    paths: &'a Paths,
+    out: &'a Outputs,
+    user_nspawn: BTreeSet<String>,
+}
+
+impl Context<'_> {
+    fn machine(
+        &self,
+        dirs: &mut DirCache,
+        entry: &Result<(MachineName, man8s::machine::SourceFiles), declaration::DiscoverError>,
+    ) -> Result<Outcome, FatalError> {
+        let mut o = Outcome::default();
         let (name, source) = match entry {
             Ok(n) => n,
             Err(e) => {
-                log(&e.to_string());
-                continue;
+                o.log.push(e.to_string());
+                return Ok(o);
             }
         };
-        let unit = unit_name(&name);
-        let dropin_path = out.unit_dir.join(format!("{unit}.d")).join(DROPIN_NAME);
-        match declaration::load_sources(paths, &name, &source) {
+        let unit = unit_name(name);
+        let dropin_path = self
+            .out
+            .unit_dir
+            .join(format!("{unit}.d"))
+            .join(DROPIN_NAME);
+        match declaration::load_sources(self.paths, name, source) {
             Ok(m) => {
                 let user_canonical =
                     Path::new(man8s::paths::NSPAWN_ETC_DIR).join(format!("{name}.nspawn"));
-                let user_owned = user_nspawn.contains(&format!("{name}.nspawn"));
+                let user_owned = self.user_nspawn.contains(&format!("{name}.nspawn"));
                 if !user_owned {
-                    let nspawn_path = out.nspawn_dir.join(format!("{name}.nspawn"));
-                    write_atomic(&mut dirs, &nspawn_path, &render_nspawn(&m))?;
-                    keep_nspawn.insert(nspawn_path);
+                    let nspawn_path = self.out.nspawn_dir.join(format!("{name}.nspawn"));
+                    write_atomic(dirs, &nspawn_path, &render_nspawn(&m))?;
+                    o.nspawn = Some(nspawn_path);
                 }
                 write_atomic(
-                    &mut dirs,
+                    dirs,
                     &dropin_path,
                     &render_dropin(&m, user_owned.then_some(user_canonical.as_path())),
                 )?;
-                keep_dropins.insert(dropin_path);
                 for target in &m.install.wanted_by {
-                    let link = out.unit_dir.join(format!("{target}.wants")).join(&unit);
-                    symlink_atomic(&mut dirs, template, &link)?;
-                    keep_links.insert(link);
+                    let link = self
+                        .out
+                        .unit_dir
+                        .join(format!("{target}.wants"))
+                        .join(&unit);
+                    symlink_atomic(dirs, Path::new(TEMPLATE_UNIT), &link)?;
+                    o.links.push(link);
                 }
-                report.generated.push(name);
+                o.machine = Some((name.clone(), true));
             }
             Err(e) => {
                 let (source, text) = match &e {
                     LoadError::Invalid(d) => (d.0.first().map(|x| x.file.clone()), d.to_string()),
                     other => (None, other.to_string()),
                 };
-                for line in text.lines() {
-                    log(line);
-                }
-                log(&format!(
+                o.log.extend(text.lines().map(str::to_owned));
+                o.log.push(format!(
                     "machine {name} skipped: starting {unit} will fail with the error above"
                 ));
                 write_atomic(
-                    &mut dirs,
+                    dirs,
                     &dropin_path,
-                    &render_failed_dropin(&name, source.as_deref(), &text),
+                    &render_failed_dropin(name, source.as_deref(), &text),
                 )?;
-                keep_dropins.insert(dropin_path);
-                report.failed.push(name);
+                o.machine = Some((name.clone(), false));
             }
         }
+        o.dropin = Some(dropin_path);
+        Ok(o)
     }
-
-    remove_stale(out, &keep_nspawn, &keep_dropins, &keep_links, template, log);
-    Ok(report)
 }
 
 /// Remove files we generated earlier that this run did not produce. Never touches a file without
 /// our header, or a symlink that does not point at our template.
-fn remove_stale(
-    out: &Outputs,
-    keep_nspawn: &BTreeSet<PathBuf>,
-    keep_dropins: &BTreeSet<PathBuf>,
-    keep_links: &BTreeSet<PathBuf>,
-    template: &Path,
-    log: &mut dyn FnMut(&str),
-) {
+fn remove_stale(out: &Outputs, keep: &Keep, log: &mut dyn FnMut(&str)) {
+    let template = Path::new(TEMPLATE_UNIT);
     let mut remove = |p: &Path| {
         if let Err(e) = fs::remove_file(p) {
             log(&format!("{}: cannot remove stale file: {e}", p.display()));
@@ -526,7 +592,7 @@ fn remove_stale(
         for e in entries.flatten() {
             let p = e.path();
             if p.extension().is_some_and(|x| x == "nspawn")
-                && !keep_nspawn.contains(&p)
+                && !keep.nspawn.contains(&p)
                 && is_ours(&p)
             {
                 remove(&p);
@@ -541,7 +607,7 @@ fn remove_stale(
         let dir = e.path();
         if dir_name.starts_with("man8@") && dir_name.ends_with(".service.d") {
             let p = dir.join(DROPIN_NAME);
-            if !keep_dropins.contains(&p) && is_ours(&p) {
+            if !keep.dropins.contains(&p) && is_ours(&p) {
                 remove(&p);
                 let _ = fs::remove_dir(&dir); // only if now empty
             }
@@ -552,7 +618,7 @@ fn remove_stale(
             let mut removed = false;
             for l in links.flatten() {
                 let p = l.path();
-                let ours = !keep_links.contains(&p)
+                let ours = !keep.links.contains(&p)
                     && l.file_name().to_string_lossy().starts_with("man8@")
                     && fs::read_link(&p).is_ok_and(|t| t == template);
                 if ours {

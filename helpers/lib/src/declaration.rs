@@ -564,20 +564,32 @@ fn lex<'a>(file: &'a Path, text: &str, out: &mut Vec<Assignment<'a>>, errs: &mut
     }
 }
 
+/// Case-insensitive optimal-string-alignment distance: insertions, deletions, substitutions and
+/// transpositions of neighbours (`Imgae` → `Image`) cost 1.
 fn edit_distance(a: &str, b: &str) -> usize {
     let a: Vec<char> = a.chars().flat_map(char::to_lowercase).collect();
     let b: Vec<char> = b.chars().flat_map(char::to_lowercase).collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    let mut cur = vec![0; b.len() + 1];
-    for (i, ca) in a.iter().enumerate() {
-        cur[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let sub = prev[j] + usize::from(ca != cb);
-            cur[j + 1] = sub.min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        std::mem::swap(&mut prev, &mut cur);
+    let w = b.len() + 1;
+    let mut d = vec![0usize; (a.len() + 1) * w];
+    for i in 0..=a.len() {
+        d[i * w] = i;
     }
-    prev[b.len()]
+    for (j, cell) in d.iter_mut().enumerate().take(w) {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut v = (d[(i - 1) * w + j] + 1)
+                .min(d[i * w + j - 1] + 1)
+                .min(d[(i - 1) * w + j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                v = v.min(d[(i - 2) * w + j - 2] + 1);
+            }
+            d[i * w + j] = v;
+        }
+    }
+    d[a.len() * w + b.len()]
 }
 
 /// The candidate closest to `word` (case-insensitive edit distance), if close enough to be a typo.
@@ -585,7 +597,7 @@ fn closest<'c>(word: &str, candidates: impl Iterator<Item = &'c str>) -> Option<
     if word.len() > 64 {
         return None;
     }
-    let limit = (word.chars().count() / 3).clamp(1, 3);
+    let limit = (word.chars().count().div_ceil(3)).clamp(1, 3);
     candidates
         .map(|c| (edit_distance(word, c), c))
         .filter(|(d, _)| *d <= limit)

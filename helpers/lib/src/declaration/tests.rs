@@ -668,3 +668,30 @@ proptest! {
         check_no_panic(&lines.join("\n"));
     }
 }
+
+#[test]
+fn hints_for_transpositions_and_case() {
+    for (typo, want) in [
+        ("Imgae", "Image="),
+        ("image", "Image="),
+        ("Evnironment", "Environment="),
+        ("Prot", "Port="),
+        ("WorkingDir", "WorkingDirectory="),
+    ] {
+        let err = one(&format!("[Machine]\nImage=redis\n{typo}=x\n"))
+            .unwrap_err()
+            .to_string();
+        if want == "WorkingDirectory=" {
+            // too far from any key to guess
+            assert!(!err.contains("did you mean"), "{err}");
+        } else {
+            assert!(
+                err.contains(&format!("(did you mean {want}?)")),
+                "{typo}: {err}"
+            );
+        }
+    }
+    assert_eq!(edit_distance("Imgae", "Image"), 1);
+    assert_eq!(edit_distance("abc", "abc"), 0);
+    assert_eq!(edit_distance("", "abc"), 3);
+}
