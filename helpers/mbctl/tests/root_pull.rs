@@ -582,3 +582,46 @@ fn root_remove_refuses_a_tree_with_mounts() {
     ok(&tree.run(&["machines", "remove", "busy"]));
     assert!(!tree.at("/var/lib/man8machines/busy").exists());
 }
+
+/// A pull that fails after the rootfs is in place (a volume cannot be created) leaves no machine
+/// behind, so the next attempt is not refused as "exists already".
+#[test]
+fn root_failed_pull_leaves_nothing_half_made() {
+    let tree = Tree::new();
+    let reg = Registry::start();
+    push(&reg, &tree, &app_image("1"), "v1");
+    let image = format!("{}/test/app:v1", reg.host());
+    std::fs::create_dir_all(tree.at("/srv")).unwrap();
+    std::fs::write(tree.at("/srv/blocker"), "a file where a directory must go").unwrap();
+    let o = tree.run(&[
+        "machines",
+        "pull",
+        &image,
+        "app",
+        "--yes",
+        "--volume",
+        "/data=/srv/blocker/data",
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("machine app not created"),
+        "{o:?}"
+    );
+    for gone in [
+        "/etc/man8s/machines/app.machine",
+        "/var/lib/man8machines/app",
+        "/var/lib/machines/app",
+    ] {
+        assert!(
+            tree.at(gone).symlink_metadata().is_err(),
+            "{gone} left behind"
+        );
+    }
+    ok(&tree.run(&["machines", "pull", &image, "app", "--yes"]));
+    assert!(tree.at("/var/lib/man8machines/app/bin/app").exists());
+}

@@ -375,8 +375,20 @@ pub fn pull(req: &PullRequest<'_>) -> Result<u8> {
     if !req.no_fetch
         && let Err(e) = install_machine(&paths, &machine)
     {
-        // Leave nothing half-made that would block the next attempt; config/data stay.
+        // Leave nothing half-made that would block the next attempt: the declaration, rootfs and
+        // link were made just now (existing_machine checked); config and data stay for the retry.
         let _ = fs::remove_file(&written);
+        let rootfs = paths.rootfs(&name);
+        if rootfs.symlink_metadata().is_ok_and(|m| m.is_dir()) {
+            let _ = fs::remove_dir_all(&rootfs);
+        }
+        let link = paths.machines_link(&name);
+        if link
+            .symlink_metadata()
+            .is_ok_and(|m| m.file_type().is_symlink())
+        {
+            let _ = fs::remove_file(&link);
+        }
         return Err(e.context(format!("machine {name} not created")));
     }
     reload_systemd(&paths);
