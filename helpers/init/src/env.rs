@@ -9,7 +9,7 @@
 //! 4. `--env-file` files, in order (same literal format).
 //! 5. `--env` arguments, in order.
 //!
-//! Then `HOME` when still unset: the user's passwd home, else nspawn's `HOME`, else `/`; and
+//! Then `HOME` when still unset: the user's passwd home, else (for root) nspawn's `HOME`, else `/`; and
 //! `PATH` when still unset: [`DEFAULT_PATH`].
 
 use man8s::envfile::EnvFile;
@@ -101,12 +101,13 @@ pub fn compose(sources: &Sources<'_>) -> Env {
     env
 }
 
-/// Fill in `HOME` (passwd home, else nspawn's, else `/`) and `PATH` when no source set them.
-pub fn finish(env: &mut Env, passwd_home: Option<&str>, inherited: &[(String, String)]) {
+/// Fill in `HOME` (passwd home; else, for root, nspawn's; else `/`, as Docker does) and `PATH`
+/// when no source set them.
+pub fn finish(env: &mut Env, passwd_home: Option<&str>, uid: u32, inherited: &[(String, String)]) {
     if env.get("HOME").is_none() {
         let nspawn_home = inherited
             .iter()
-            .find(|(k, _)| k == "HOME")
+            .find(|(k, _)| k == "HOME" && uid == 0)
             .map(|(_, v)| v.as_str());
         env.set("HOME", passwd_home.or(nspawn_home).unwrap_or("/"));
     }
@@ -159,7 +160,7 @@ mod tests {
             env_args: &args,
         };
         let mut env = compose(&sources);
-        finish(&mut env, Some("/home/app"), &inherited);
+        finish(&mut env, Some("/home/app"), 1000, &inherited);
         assert_eq!(
             env.vars(),
             pairs(&[
@@ -183,15 +184,22 @@ mod tests {
             inherited: &inherited,
             ..Default::default()
         });
-        finish(&mut env, None, &inherited);
+        finish(&mut env, None, 0, &inherited);
         assert_eq!(env.get("HOME"), Some("/root"));
         assert_eq!(env.get("PATH"), Some(DEFAULT_PATH));
         let mut env = Env::default();
-        finish(&mut env, None, &[]);
+        finish(&mut env, None, 4242, &inherited);
+        assert_eq!(
+            env.get("HOME"),
+            Some("/"),
+            "a uid without passwd entry gets no root home"
+        );
+        let mut env = Env::default();
+        finish(&mut env, None, 0, &[]);
         assert_eq!(env.get("HOME"), Some("/"));
         let mut env = Env::default();
         env.set("HOME", "/explicit");
-        finish(&mut env, Some("/home/app"), &[]);
+        finish(&mut env, Some("/home/app"), 1000, &[]);
         assert_eq!(env.get("HOME"), Some("/explicit"));
     }
 

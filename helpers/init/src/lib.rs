@@ -149,7 +149,7 @@ fn prepare(args: &args::Args) -> Result<Launch, Failure> {
     let image = load_image_config()?;
     let mut app_env = load_environment(args, &image, &inherited)?;
     let creds = resolve_user(args, &image)?;
-    env::finish(&mut app_env, creds.home.as_deref(), &inherited);
+    env::finish(&mut app_env, creds.home.as_deref(), creds.uid, &inherited);
 
     // Step 3: protected dirs.
     copy_protected_dirs()?;

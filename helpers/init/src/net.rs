@@ -160,12 +160,18 @@ pub fn configure(cfg: &NetConfig, log: &mut dyn FnMut(String)) -> Result<NetOutc
 
     let mut lease = None;
     let started = Instant::now();
-    match dhcp::client_socket(&link.name, Ipv4Addr::UNSPECIFIED)
+    let acquired = dhcp::client_socket(&link.name, Ipv4Addr::UNSPECIFIED)
         .map_err(dhcp::DhcpError::from)
-        .and_then(|sock| dhcp::acquire(&sock, &link.mac, cfg.dhcp_timeout))
-    {
+        .and_then(|sock| dhcp::acquire(&sock, &link.mac, cfg.dhcp_timeout));
+    // A lease the kernel refuses (a router outside the subnet, …) is a dead IPv4 as much as no
+    // answer is: one warning, and the machine goes on with IPv6.
+    let applied = acquired.and_then(|l| {
+        apply_lease(&mut nl, &link, &l)
+            .map(|()| l)
+            .map_err(|e| dhcp::DhcpError::Io(io::Error::other(format!("applying the lease: {e}"))))
+    });
+    match applied {
         Ok(l) => {
-            apply_lease(&mut nl, &link, &l)?;
             log(format!(
                 "{}: {}/{}{} from {} (lease {}, DHCP {:.1} ms){}",
                 link.name,
