@@ -131,6 +131,7 @@ pub fn apply_layer(
         deferred_dirs: Vec::new(),
         unprivileged: !nix::unistd::geteuid().is_root(),
         restore_modes: HashMap::new(),
+        touched_dirs: HashMap::new(),
         buf: vec![0; COPY_BUFFER],
         stats: LayerStats::default(),
     };
@@ -187,6 +188,13 @@ struct DeferredDir {
     mtime: TimeSpec,
 }
 
+/// A directory whose entries a layer changed, and its times before.
+struct TouchedDir {
+    path: RelPath,
+    atime: TimeSpec,
+    mtime: TimeSpec,
+}
+
 struct Unpacker<'a> {
     root: RootDir,
     opts: &'a UnpackOptions,
@@ -200,6 +208,8 @@ struct Unpacker<'a> {
     /// layer needs them (root needs no permission); their modes are restored in `finish_dirs`.
     unprivileged: bool,
     restore_modes: HashMap<(u64, u64), (OwnedFd, u32)>,
+    /// Directories whose entries this layer changed, by (dev, inode), with their times before.
+    touched_dirs: HashMap<(u64, u64), TouchedDir>,
     buf: Vec<u8>,
     stats: LayerStats,
 }
@@ -386,9 +396,23 @@ impl Unpacker<'_> {
             .root
             .dir_creating(parent)
             .map_err(io_err(name, "resolving parent directory inside the root"))?;
-        self.make_writable(&dir)
-            .map_err(io_err(name, "making the parent directory writable"))?;
+        self.about_to_change(&dir, parent)
+            .map_err(io_err(name, "preparing the parent directory"))?;
         Ok(dir)
+    }
+
+    /// Before changing the entries of directory `dir` (at `path`): remember its times to restore, and
+    /// unprivileged, make sure we may write it.
+    fn about_to_change(&mut self, dir: &OwnedFd, path: &RelPath) -> std::io::Result<()> {
+        let st = fstat(dir)?;
+        self.touched_dirs
+            .entry((st.st_dev, st.st_ino))
+            .or_insert_with(|| TouchedDir {
+                path: path.clone(),
+                atime: TimeSpec::new(st.st_atime, st.st_atime_nsec),
+                mtime: TimeSpec::new(st.st_mtime, st.st_mtime_nsec),
+            });
+        self.make_writable(dir)
     }
 
     /// Unprivileged only: gives directory `dir` owner write and search permission for the rest of the layer
@@ -534,40 +558,29 @@ impl Unpacker<'_> {
             self.deferred_dirs.iter().map(|d| (d.dev, d.ino)).collect();
         for dir in std::mem::take(&mut self.deferred_dirs).into_iter().rev() {
             let name = dir.name.as_str();
-            let fd = match dir.path.split_last() {
-                None => self
-                    .root
-                    .existing_dir(&dir.path)
-                    .map_err(io_err(name, "opening root"))?,
-                Some((parent, file_name)) => {
-                    match self
-                        .root
-                        .existing_dir(&parent)
-                        .map_err(io_err(name, "reopening directory"))?
-                    {
-                        Some(parent_fd) => match open_subdir(&parent_fd, file_name) {
-                            Ok(fd) => Some(fd),
-                            Err(Errno::ENOENT | Errno::ENOTDIR | Errno::ELOOP) => None,
-                            Err(e) => return Err(io_err(name, "reopening directory")(e.into())),
-                        },
-                        None => None,
-                    }
-                }
-            };
+            let fd = self
+                .reopen_dir(&dir.path, (dir.dev, dir.ino))
+                .map_err(io_err(name, "reopening directory"))?;
             let Some(fd) = fd else { continue };
-            let fd = if dir.path.is_root() {
-                open_subdir(&fd, b".").map_err(|e| io_err(name, "opening root")(e.into()))?
-            } else {
-                fd
-            };
-            let st = fstat(&fd).map_err(|e| io_err(name, "inspecting directory")(e.into()))?;
-            if (st.st_dev, st.st_ino) != (dir.dev, dir.ino) {
-                continue;
-            }
             fchmod(&fd, Mode::from_bits_truncate(dir.mode))
                 .map_err(|e| io_err(name, "setting mode")(e.into()))?;
             futimens(&fd, &dir.atime, &dir.mtime)
                 .map_err(|e| io_err(name, "setting mtime")(e.into()))?;
+        }
+        // Lower-layer directories this layer changed without declaring them keep their times (as umoci does),
+        // so the result does not depend on when it was unpacked.
+        for (key, touched) in std::mem::take(&mut self.touched_dirs) {
+            if declared.contains(&key) {
+                continue;
+            }
+            let name = String::from_utf8_lossy(&touched.path.to_bytes()).into_owned();
+            let fd = self
+                .reopen_dir(&touched.path, key)
+                .map_err(io_err(&name, "reopening directory"))?;
+            if let Some(fd) = fd {
+                futimens(&fd, &touched.atime, &touched.mtime)
+                    .map_err(|e| io_err(&name, "restoring mtime")(e.into()))?;
+            }
         }
         for (key, (fd, mode)) in std::mem::take(&mut self.restore_modes) {
             // A directory this layer declared got its declared mode above.
@@ -577,6 +590,28 @@ impl Unpacker<'_> {
             }
         }
         Ok(())
+    }
+
+    /// Opens directory `path` again for reading, if it is still the inode `id` (a later entry of the layer
+    /// may have replaced it).
+    fn reopen_dir(&self, path: &RelPath, id: (u64, u64)) -> std::io::Result<Option<OwnedFd>> {
+        let fd = match path.split_last() {
+            None => match self.root.existing_dir(path)? {
+                Some(root) => Some(open_subdir(&root, b".")?),
+                None => None,
+            },
+            Some((parent, file_name)) => match self.root.existing_dir(&parent)? {
+                Some(parent_fd) => match open_subdir(&parent_fd, file_name) {
+                    Ok(fd) => Some(fd),
+                    Err(Errno::ENOENT | Errno::ENOTDIR | Errno::ELOOP) => None,
+                    Err(e) => return Err(e.into()),
+                },
+                None => None,
+            },
+        };
+        let Some(fd) = fd else { return Ok(None) };
+        let st = fstat(&fd)?;
+        Ok(((st.st_dev, st.st_ino) == id).then_some(fd))
     }
 
     fn hardlink<R: Read>(
@@ -646,7 +681,7 @@ impl Unpacker<'_> {
         let Some(fd) = self.root.existing_dir(dir)? else {
             return Ok(());
         };
-        self.make_writable(&fd)?;
+        self.about_to_change(&fd, dir)?;
         let fd = open_subdir(&fd, b".")?;
         self.empty_lower(&fd, dir)
     }
@@ -659,7 +694,7 @@ impl Unpacker<'_> {
                     && is_type(&st, SFlag::S_IFDIR)
                 {
                     let sub = rootdir::open_subdir_path(fd, &child)?;
-                    self.make_writable(&sub)?;
+                    self.about_to_change(&sub, &child_path)?;
                     let sub = open_subdir(&sub, b".")?;
                     self.empty_lower(&sub, &child_path)?;
                 }
@@ -680,7 +715,7 @@ impl Unpacker<'_> {
         };
         match self.root.existing_dir(&parent)? {
             Some(dir) => {
-                self.make_writable(&dir)?;
+                self.about_to_change(&dir, &parent)?;
                 remove_all(&dir, file_name, self.unprivileged)
             }
             None => Ok(()),

@@ -590,3 +590,26 @@ fn privileged_xattrs_are_set_as_root_and_skipped_otherwise() {
         assert_eq!((stats.xattrs_skipped, value), (1, None));
     }
 }
+
+#[test]
+fn lower_directories_changed_without_an_entry_keep_their_mtime() {
+    let s = Scratch::new();
+    s.apply(
+        Layer::new()
+            .dir("etc")
+            .file("etc/a", b"a")
+            .dir("var")
+            .file("var/b", b"b")
+            .bytes(),
+    )
+    .unwrap();
+    s.apply(
+        Layer::new()
+            .file("etc/new", b"n")
+            .whiteout("var/.wh.b")
+            .bytes(),
+    )
+    .unwrap();
+    let mtime = |p: &str| fs::metadata(s.root().join(p)).unwrap().mtime() as u64;
+    assert_eq!((mtime("etc"), mtime("var")), (MTIME, MTIME));
+}
