@@ -5,6 +5,20 @@
 //! lower-layer content, opaque markers (`.wh..wh..opq`) empty a directory of lower-layer content, and every path
 //! is resolved by the kernel *inside* the root (`openat2` with `RESOLVE_IN_ROOT`), so absolute and relative
 //! symlinks in the image are followed as if the root were `/` and nothing can be written outside it.
+//!
+//! What is refused (an [`UnpackError::Refused`] naming the entry, before anything of it is written): `..`
+//! components, absolute paths, NUL bytes in names, entries other than a directory naming the root itself,
+//! whiteouts naming nothing, `.` or `..`, hard links whose target is missing inside the root, a directory, or
+//! a symlink climbing out of the root, device nodes when device creation is off, files over
+//! [`UnpackOptions::max_file_size`], PAX sparse files and unknown entry types. Tar metadata entries over
+//! [`UnpackOptions::max_metadata_size`] end the stream with [`UnpackError::Tar`]. Writing *through* a symlink
+//! is not refused: like a container runtime, the symlink is followed inside the root (`esc -> ../../..` then
+//! `esc/x` writes `ROOT/x`), and magic links (`/proc/self/root`) are never followed.
+//!
+//! Metadata: numeric uid/gid (PAX ones too), modes with setuid/setgid/sticky applied after the owner, xattrs
+//! from `SCHILY.xattr.*` (those Linux refuses here are counted in [`LayerStats::xattrs_skipped`]), mtimes with
+//! PAX nanoseconds; directory modes and times are applied when the layer is complete, and lower-layer
+//! directories the layer changes without declaring them keep their times (as umoci does).
 
 mod limit;
 mod path;
