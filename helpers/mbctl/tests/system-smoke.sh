@@ -115,6 +115,39 @@ in_host test -f /var/lib/man8machines/web/www/index.html || fail "rollback did n
 in_host grep -q "edited by the user" /var/lib/man8machine_configs/web/man8env.env || fail "update lost the user's edit"
 ok "update to a broken image rolls back: $(tail -n1 <<<"$out")"
 
+# A machine laid out exactly the way the Python mbctl did (its README's nspawn file, man8env.env, a config
+# bind, busybox scripts in the rootfs), migrated and started under man8@.
+in_host sh -c 'set -e
+    mkdir -p /var/lib/man8machines/legacy /var/lib/machines /etc/systemd/nspawn
+    cp -a /var/lib/man8machines/web/. /var/lib/man8machines/legacy/
+    rm -rf /var/lib/man8machines/legacy/.man8s
+    mkdir -p /var/lib/man8machines/legacy/sbin
+    printf "#!/bin/sh\necho python-init\n" > /var/lib/man8machines/legacy/sbin/busybox-init.sh
+    ln -s /var/lib/man8machines/legacy /var/lib/machines/legacy
+    mkdir -p /var/lib/man8machine_configs/legacy/www
+    echo "legacy config ok" > /var/lib/man8machine_configs/legacy/www/index.html
+    printf "%s\n" "[Exec]" Boot=no ProcessTwo=yes Parameters=/sbin/busybox-init.sh PrivateUsers=pick \
+        "Environment=\"PATH=/bin\"" "Environment=\"TERM=xterm\"" "" "[Network]" VirtualEthernet=yes Bridge=srvgrp0 "" \
+        "[Files]" PrivateUsersOwnership=map \
+        Bind=/var/lib/man8machine_configs/legacy/man8env.env:/man8env.env:idmap \
+        Bind=/var/lib/man8machine_configs/legacy/www:/www:idmap > /etc/systemd/nspawn/legacy.nspawn'
+host_write /var/lib/man8machine_configs/legacy/man8env.env <<'ENV'
+MAN8S_CONTAINER_NAME=legacy
+MAN8S_CONTAINER_TEMPLATE=network_isolated
+MAN8S_OCI_IMAGE_URL=127.0.0.1:5000/test/web:1
+MAN8S_APPLICATION_ARGS=/bin/sh -c 'echo legacy-started; exec httpd -f -v -p 80 -h /www'
+ENV
+mb machines list; expect_rc 0 "list with a Python machine"
+assert_contains "$out" "(not migrated)" "list before migrate"
+mb migrate legacy; expect_rc 0 migrate
+in_host test -f /etc/systemd/nspawn/legacy.nspawn.python-mbctl || fail "migrate did not keep the old settings file"
+mb machines start legacy; expect_rc 0 "start of the migrated machine"
+wait_journal man8@legacy.service legacy-started 20 || fail "the migrated app did not start (no legacy-started)"
+mb machines shell legacy --command 'cat /www/index.html'; expect_rc 0 "shell into the migrated machine"
+assert_contains "$out" "legacy config ok" "the migrated machine's config bind"
+ok "migrate: Python-made machine runs under man8@legacy with its config"
+mb machines remove legacy --force --purge; expect_rc 0 "remove the migrated machine"
+
 mb machines stop web; expect_rc 0 stop
 # With the package of 17:07 even `systemctl stop` ends failed/exit-code ("Container web terminated by signal
 # KILL"; reported): check only that mbctl returned after the job and the machine is down.
