@@ -313,3 +313,36 @@ fn huge_long_name_is_refused_before_it_is_buffered() {
     assert!(err.to_string().contains("exceeds the limit"), "{err}");
     s.assert_outside_untouched();
 }
+
+#[test]
+fn metadata_of_entries_replacing_symlinks_to_outside_stays_inside() {
+    // A directory, fifo or file entry at the name of a symlink to outside replaces the symlink: the mode,
+    // owner, xattrs and times of the entry must not land on the symlink's target.
+    let s = Scratch::new();
+    let outside = format!("{}/outside", s.path().display());
+    let secret = format!("{outside}/secret");
+    s.apply(
+        Layer::new()
+            .symlink("d", &outside)
+            .symlink("rel", "../../outside")
+            .symlink("f", &secret)
+            .symlink("p", &secret)
+            .bytes(),
+    )
+    .unwrap();
+    let layer = Layer::new()
+        .pax(&[("SCHILY.xattr.user.evil", b"1")])
+        .dir_mode("d", 0o700)
+        .dir_mode("rel", 0o777)
+        .pax(&[("SCHILY.xattr.user.evil", b"1")])
+        .file_mode("f", b"x", 0o777)
+        .fifo("p", 0o777)
+        .bytes();
+    s.apply(layer).unwrap();
+    s.assert_outside_untouched();
+    assert_eq!(
+        unpack_support::get_xattr(&s.path().join("outside"), "user.evil"),
+        None
+    );
+    assert!(s.root().join("d").is_dir() && !s.root().join("d").is_symlink());
+}

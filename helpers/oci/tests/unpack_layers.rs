@@ -465,9 +465,9 @@ fn symlink_loops_are_an_error_not_a_hang() {
 }
 
 /// A sparse file (data, a 8 MiB hole, data) archived by GNU tar in the given format.
-fn sparse_tar(s: &Scratch, format: &str) -> Vec<u8> {
-    let src = s.path().join("sparse-src");
-    fs::create_dir_all(&src).unwrap();
+fn sparse_tar(format: &str) -> Vec<u8> {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path();
     let file = fs::File::create(src.join("sparse")).unwrap();
     std::os::unix::fs::FileExt::write_all_at(&file, b"head", 0).unwrap();
     std::os::unix::fs::FileExt::write_all_at(&file, b"tail", 8 << 20).unwrap();
@@ -475,7 +475,7 @@ fn sparse_tar(s: &Scratch, format: &str) -> Vec<u8> {
         .args(["--create", "--sparse", "--numeric-owner"])
         .arg(format!("--format={format}"))
         .arg("--directory")
-        .arg(&src)
+        .arg(src)
         .arg("sparse")
         .output()
         .unwrap();
@@ -484,14 +484,13 @@ fn sparse_tar(s: &Scratch, format: &str) -> Vec<u8> {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    fs::remove_dir_all(&src).unwrap();
     out.stdout
 }
 
 #[test]
 fn gnu_sparse_files_are_expanded() {
     let s = Scratch::new();
-    let layer = sparse_tar(&s, "gnu");
+    let layer = sparse_tar("gnu");
     assert!(layer.len() < 1 << 20, "GNU tar wrote it sparse");
     s.apply(layer).unwrap();
     let content = fs::read(s.root().join("sparse")).unwrap();
@@ -506,7 +505,7 @@ fn gnu_sparse_files_are_expanded() {
 #[test]
 fn pax_sparse_files_are_refused_not_written_wrong() {
     let s = Scratch::new();
-    let err = s.apply(sparse_tar(&s, "pax")).unwrap_err();
+    let err = s.apply(sparse_tar("pax")).unwrap_err();
     assert!(err.to_string().contains("PAX sparse"), "{err}");
     assert_eq!(listing(&s.root()), Vec::<String>::new());
     s.assert_outside_untouched();

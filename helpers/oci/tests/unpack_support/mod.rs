@@ -176,6 +176,17 @@ impl Layer {
 /// escape by `..` or by a symlink to the scratch dir would be seen.
 pub struct Scratch {
     pub dir: tempfile::TempDir,
+    /// The outside as made, to compare with after each test.
+    before: BTreeMap<PathBuf, Outside>,
+}
+
+/// What must not change outside the root: contents, type, mode, owner, mtime.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Outside {
+    content: Vec<u8>,
+    mode: u32,
+    owner: (u32, u32),
+    mtime: (i64, i64),
 }
 
 impl Default for Scratch {
@@ -191,7 +202,17 @@ impl Scratch {
         fs::create_dir_all(dir.path().join("outside")).unwrap();
         fs::write(dir.path().join("outside/secret"), b"canary").unwrap();
         fs::write(dir.path().join("up/canary"), b"canary").unwrap();
-        Scratch { dir }
+        let mut scratch = Scratch {
+            dir,
+            before: BTreeMap::new(),
+        };
+        scratch.before = scratch.outside_snapshot();
+        assert_eq!(
+            scratch.before.len(),
+            5,
+            "scratch, up, canary, outside, secret"
+        );
+        scratch
     }
 
     pub fn root(&self) -> PathBuf {
@@ -214,12 +235,12 @@ impl Scratch {
         apply_layer(&self.root(), &mut layer.as_slice(), opts)
     }
 
-    /// Everything in the scratch dir outside `root/`, with contents: must never change.
-    pub fn outside_snapshot(&self) -> BTreeMap<PathBuf, Vec<u8>> {
+    /// Everything in the scratch dir outside `root/` (the root itself excluded: a `./` entry may set it).
+    pub fn outside_snapshot(&self) -> BTreeMap<PathBuf, Outside> {
         let mut seen = BTreeMap::new();
         let root = self.root();
         walk(self.path(), &mut |path, meta| {
-            if path.starts_with(&root) && path != root {
+            if path.starts_with(&root) {
                 return false;
             }
             let content = if meta.is_file() {
@@ -227,30 +248,23 @@ impl Scratch {
             } else {
                 Vec::new()
             };
-            seen.insert(path.to_owned(), content);
+            let outside = Outside {
+                content,
+                mode: meta.mode(),
+                owner: (meta.uid(), meta.gid()),
+                mtime: (meta.mtime(), meta.mtime_nsec()),
+            };
+            seen.insert(path.to_owned(), outside);
             true
         });
         seen
     }
 
-    /// Asserts nothing outside `root/` changed since the scratch dir was made.
+    /// Asserts nothing outside `root/` appeared or changed (contents, modes, owners, mtimes).
     pub fn assert_outside_untouched(&self) {
-        let mut expected = BTreeMap::new();
-        for p in ["", "up", "up/root", "outside"] {
-            expected.insert(
-                self.path().join(p).components().collect::<PathBuf>(),
-                Vec::new(),
-            );
-        }
-        expected.insert(self.path().join("outside/secret"), b"canary".to_vec());
-        expected.insert(self.path().join("up/canary"), b"canary".to_vec());
-        let expected: BTreeMap<PathBuf, Vec<u8>> = expected
-            .into_iter()
-            .map(|(p, c)| (p.components().collect(), c))
-            .collect();
         assert_eq!(
             self.outside_snapshot(),
-            expected,
+            self.before,
             "something appeared or changed outside the root"
         );
     }
