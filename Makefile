@@ -79,6 +79,9 @@ test-system: all
 	@[ "$$(id -u)" = 0 ] || { echo "test-system: needs root (boots a systemd test host)" >&2; exit 1; }
 	tests/system/run
 
+demo:
+	tests/system/demo
+
 test-package:
 	packaging/arch/check
 
