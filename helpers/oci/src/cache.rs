@@ -240,9 +240,20 @@ impl BlobCache {
                 report.bytes += size;
             }
         }
-        let partial = self.root.join("partial");
-        match fs::remove_dir_all(&partial) {
-            Ok(()) | Err(_) => {}
+        // Partial downloads: only those no running pull holds (a non-blocking lock succeeds).
+        let partial = self.root.join("partial/sha256");
+        if let Some(entries) = read_dir_opt(&partial)? {
+            for e in entries.flatten() {
+                let Ok(f) = File::open(e.path()) else {
+                    continue;
+                };
+                if let Ok(locked) =
+                    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock)
+                {
+                    let _ = fs::remove_file(e.path());
+                    drop(locked);
+                }
+            }
         }
         for r in self.list()?.refs {
             if self.blob_path(&r.digest).is_none_or(|p| !p.exists())
@@ -384,6 +395,23 @@ mod tests {
         cache.put_verified(&ld, &layer).unwrap();
         cache.clear().unwrap();
         assert_eq!(cache.list().unwrap(), Listing::default());
+    }
+
+    #[test]
+    fn gc_spares_partial_downloads_in_progress() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = BlobCache::at(dir.path());
+        let busy = sha256_digest(b"busy");
+        let stale = sha256_digest(b"stale");
+        let held = cache.lock_partial(&busy).unwrap();
+        drop(cache.lock_partial(&stale).unwrap());
+        cache.gc(&[]).unwrap();
+        assert!(
+            cache.partial_path(&busy).unwrap().exists(),
+            "a running download keeps its file"
+        );
+        assert!(!cache.partial_path(&stale).unwrap().exists());
+        drop(held);
     }
 
     #[test]
