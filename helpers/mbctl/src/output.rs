@@ -14,7 +14,7 @@ pub fn paint_state(text: &str, colour: bool) -> String {
     }
     let code = match text {
         "active" | "running" => "32",
-        "failed" => "31",
+        "failed" | "invalid" => "31",
         "activating" | "deactivating" | "reloading" => "33",
         _ => return text.to_owned(),
     };

@@ -3,14 +3,13 @@
 //! list, images, update, oci download and remove on the same relocated tree (MAN8S_ROOT, so no
 //! systemd is asked).
 
-use std::io::Read;
-use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::process::{Command, Output, Stdio};
 
 use man8s_testsupport::{Compression, Format, Image, LayerBuilder, Registry, require_root};
+
+mod pty;
+use pty::OnPty;
 use serde_json::json;
 
 struct Tree {
@@ -91,73 +90,6 @@ fn push_written(reg: &Registry, tree: &Tree, img: &Image, tag: &str) -> man8s_te
     man8s_testsupport::tag(&layout, &w, tag, false);
     reg.push(&layout, tag, "test/app", tag, Format::Oci);
     w
-}
-
-/// A child on a pseudo-terminal, and what it wrote so far.
-struct OnPty {
-    child: Child,
-    master: std::fs::File,
-    rx: mpsc::Receiver<Vec<u8>>,
-    seen: String,
-}
-
-impl OnPty {
-    fn spawn(mut cmd: Command) -> Self {
-        let pty = nix::pty::openpty(None, None).unwrap();
-        let slave: OwnedFd = pty.slave;
-        cmd.stdin(Stdio::from(slave.try_clone().unwrap()))
-            .stdout(Stdio::from(slave.try_clone().unwrap()))
-            .stderr(Stdio::from(slave));
-        let child = cmd.spawn().unwrap();
-        let master = std::fs::File::from(pty.master);
-        let mut reader = master.try_clone().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            // EIO once the child side is closed ends the loop.
-            while let Ok(n) = reader.read(&mut buf) {
-                if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
-                    break;
-                }
-            }
-        });
-        Self {
-            child,
-            master,
-            rx,
-            seen: String::new(),
-        }
-    }
-
-    /// Wait until the output (since the last call) contains `text`.
-    fn expect(&mut self, text: &str) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(i) = self.seen.find(text) {
-                self.seen.drain(..i + text.len());
-                return;
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.rx.recv_timeout(left) {
-                Ok(chunk) => self.seen.push_str(&String::from_utf8_lossy(&chunk)),
-                Err(_) => panic!("no {text:?} on the terminal; got:\n{}", self.seen),
-            }
-        }
-    }
-
-    fn send(&mut self, line: &str) {
-        use std::io::Write;
-        writeln!(self.master, "{line}").unwrap();
-    }
-
-    fn finish(mut self) -> (i32, String) {
-        let status = self.child.wait().unwrap();
-        while let Ok(chunk) = self.rx.recv_timeout(Duration::from_millis(200)) {
-            self.seen.push_str(&String::from_utf8_lossy(&chunk));
-        }
-        let _ = self.master.as_raw_fd();
-        (status.code().unwrap_or(-1), self.seen)
-    }
 }
 
 #[test]

@@ -8,6 +8,9 @@ use std::time::{Duration, Instant};
 
 use man8s_testsupport::require_root;
 
+mod pty;
+use pty::OnPty;
+
 /// A process in fresh namespaces with `root` as its root; killed on drop.
 struct Machine {
     unshare: Child,
@@ -184,4 +187,33 @@ fn root_shell_stopped_machine_is_a_clear_error() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(err.contains("has machine testmachine stopped?"), "{err}");
+}
+
+#[test]
+fn root_shell_interactive_login_shell_on_a_terminal() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    busybox_tree(&root, true);
+    let m = Machine::start(
+        &root,
+        "busybox hostname tty-host; busybox touch /ready; exec busybox sleep 600",
+    );
+    let mut c = Command::new(env!("CARGO_BIN_EXE_mbctl"));
+    c.args([
+        "machines",
+        "shell",
+        "testmachine",
+        "--leader-pid",
+        &m.leader.to_string(),
+    ])
+    .env("RUST_BACKTRACE", "0")
+    .env("TERM", "vt100");
+    let mut pty = OnPty::spawn(c);
+    // (The terminal is the caller's pty, as with nsenter: inside the machine's own /dev it has no name.)
+    pty.send("echo \"sum=$((20 + 22)) term=$TERM host=$(busybox hostname) login=$0\"");
+    pty.expect("sum=42 term=vt100 host=tty-host login=/bin/sh");
+    pty.send("exit 5");
+    let (code, rest) = pty.finish();
+    assert_eq!(code, 5, "{rest}");
 }

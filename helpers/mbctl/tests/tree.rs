@@ -7,6 +7,8 @@ use std::process::{Command, Output};
 
 use serde_json::json;
 
+mod pty;
+
 struct Tree(tempfile::TempDir);
 
 impl Tree {
@@ -273,4 +275,40 @@ fn auto_address_comes_from_the_bridge_state_until_man8env_has_one() {
         "MAN8S_YGGDRASIL_ADDRESS=300::42\n",
     );
     assert_eq!(ygg(&t), "300::42");
+}
+
+#[test]
+fn colour_only_on_a_terminal() {
+    let t = Tree::new();
+    t.write(
+        "/etc/man8s/machines/broken.machine",
+        "[Machine]\nImage=redis\nPrt=1\n",
+    );
+    // Piped, without NO_COLOR: plain text.
+    let o = Command::new(env!("CARGO_BIN_EXE_mbctl"))
+        .args(["machines", "list"])
+        .env("MAN8S_ROOT", t.0.path())
+        .env_remove("NO_COLOR")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("invalid") && !text.contains('\x1b'),
+        "{text:?}"
+    );
+    // On a terminal: the state is painted; NO_COLOR turns it off again.
+    for (no_color, painted) in [(None, true), (Some("1"), false)] {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_mbctl"));
+        c.args(["machines", "list"])
+            .env("MAN8S_ROOT", t.0.path())
+            .env_remove("NO_COLOR");
+        if let Some(v) = no_color {
+            c.env("NO_COLOR", v);
+        }
+        let mut pty = pty::OnPty::spawn(c);
+        pty.expect("broken");
+        let (code, rest) = pty.finish();
+        assert_eq!(code, 0);
+        assert_eq!(rest.contains("\x1b[31minvalid\x1b[0m"), painted, "{rest:?}");
+    }
 }
