@@ -294,7 +294,8 @@ impl Terminal {
     pub fn new() -> Self {
         let bar = indicatif::ProgressBar::with_draw_target(
             Some(0),
-            indicatif::ProgressDrawTarget::stderr(),
+            // Hidden until the total is known (Resolved), so it never shows "0 B/0 B".
+            indicatif::ProgressDrawTarget::hidden(),
         );
         let style = indicatif::ProgressStyle::with_template(
             "{msg:30!} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
@@ -322,6 +323,8 @@ impl Progress for Terminal {
                 ..
             } => {
                 self.bar.set_length(download_bytes);
+                self.bar
+                    .set_draw_target(indicatif::ProgressDrawTarget::stderr());
                 self.bar.set_message(format!("{layers} layers"));
             }
             Event::Downloading {
@@ -329,11 +332,10 @@ impl Progress for Terminal {
             } => {
                 self.bar.set_message(format!("layer {}", index + 1));
                 if resumed_at > 0 {
-                    self.bar.println(format!(
-                        "layer {}: resuming at {}",
-                        index + 1,
-                        human(resumed_at)
-                    ));
+                    // suspend, not println: println drops lines while the bar is hidden.
+                    self.bar.suspend(|| {
+                        eprintln!("layer {}: resuming at {}", index + 1, human(resumed_at))
+                    });
                 }
             }
             Event::Bytes(n) => self.bar.inc(n),
@@ -342,10 +344,12 @@ impl Progress for Terminal {
                 attempt,
                 delay,
                 cause,
-            } => self.bar.println(format!(
-                "{what}: attempt {attempt} failed ({cause}); retrying in {:.1} s",
-                delay.as_secs_f64()
-            )),
+            } => self.bar.suspend(|| {
+                eprintln!(
+                    "{what}: attempt {attempt} failed ({cause}); retrying in {:.1} s",
+                    delay.as_secs_f64()
+                )
+            }),
             Event::Unpacking { index, layers } => self
                 .bar
                 .set_message(format!("unpacking {}/{layers}", index + 1)),

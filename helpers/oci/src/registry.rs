@@ -550,7 +550,10 @@ impl Registry {
                     hasher.borrow_mut().update(&chunk);
                     have += chunk.len() as u64;
                     written.set(have);
-                    progress.event(Event::Bytes(chunk.len() as u64));
+                    if index.is_some() {
+                        // Only layers count: the bar's total is their size.
+                        progress.event(Event::Bytes(chunk.len() as u64));
+                    }
                 }
                 if have < desc.size {
                     return Err(Failure::Retry {
