@@ -952,3 +952,70 @@ fn root_forward_reaches_an_ipv4_only_app_on_the_yggdrasil_address() {
     let _ = child.wait();
     assert_eq!(body, "forwarded-ok\n");
 }
+
+/// The lease keeper itself: given a lease that pretends to last 4 s, it renews at T1 (2 s) and the
+/// address then carries the server's real lifetime (1 h) instead of expiring.
+#[test]
+fn root_lease_keeper_renews_before_expiry() {
+    use man8s_init::dhcp;
+    use man8s_init::netlink::Netlink;
+    use std::net::Ipv4Addr;
+    assert_root();
+    let scratch = tempfile::Builder::new()
+        .prefix("man8s-init-root.")
+        .tempdir()
+        .unwrap();
+    let net = Net::new(scratch.path(), true);
+    let app = net.app.clone();
+    let (link, lease) = in_netns(&app, || {
+        let mut nl = Netlink::open().unwrap();
+        let link = nl
+            .links()
+            .unwrap()
+            .into_iter()
+            .find(|l| l.name == "host0")
+            .unwrap();
+        nl.set_up(link.index).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !nl
+            .links()
+            .unwrap()
+            .iter()
+            .any(|l| l.index == link.index && l.oper_up)
+        {
+            assert!(Instant::now() < deadline, "host0 never came up");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let sock = dhcp::client_socket("host0", Ipv4Addr::UNSPECIFIED).unwrap();
+        let mut lease = dhcp::acquire(&sock, &link.mac, Duration::from_secs(10)).unwrap();
+        (lease.lease_secs, lease.renew_secs, lease.rebind_secs) = (Some(4), None, None);
+        nl.add_ipv4(
+            link.index,
+            lease.address,
+            lease.prefix_len,
+            lease.lease_secs,
+        )
+        .unwrap();
+        (link, lease)
+    });
+    let address = lease.address.to_string();
+    // The keeper never returns: it runs on a thread of its own inside the namespace until this test
+    // process ends.
+    let keeper_ns = app.clone();
+    std::thread::spawn(move || {
+        let fd = fs::File::open(format!("/run/netns/{keeper_ns}")).unwrap();
+        nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        man8s_init::net::keep_lease(link, lease, Instant::now());
+    });
+    std::thread::sleep(Duration::from_secs(5));
+    let v = net.json("addr show dev host0");
+    let entry = v[0]["addr_info"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["local"] == address.as_str())
+        .unwrap_or_else(|| panic!("{address} expired: the keeper did not renew it: {v}"))
+        .clone();
+    let valid = entry["valid_life_time"].as_u64().unwrap();
+    assert!(valid > 3000, "lifetime after renewal: {valid} s ({entry})");
+}
