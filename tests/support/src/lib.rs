@@ -62,14 +62,8 @@ impl Registry {
 
     fn spawn(auth: Option<(String, String)>) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let port = free_port();
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
-        let mut config = format!(
-            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
-            dir.path().join("storage").display()
-        );
+        let htpasswd = dir.path().join("htpasswd");
         if let Some((user, password)) = &auth {
-            let htpasswd = dir.path().join("htpasswd");
             let st = Command::new("htpasswd")
                 .args(["-B", "-C", "4", "-b", "-c"])
                 .arg(&htpasswd)
@@ -78,37 +72,60 @@ impl Registry {
                 .status()
                 .expect("run htpasswd (apache2-utils)");
             assert!(st.success(), "htpasswd failed");
-            config.push_str(&format!(
-                "auth:\n  htpasswd:\n    realm: test\n    path: {}\n",
-                htpasswd.display()
-            ));
         }
-        let cfg_path = dir.path().join("config.yml");
-        std::fs::write(&cfg_path, config).expect("write registry config");
-        let log = std::fs::File::create(dir.path().join("registry.log")).expect("log file");
-        let child = Command::new("/usr/bin/docker-registry")
-            .arg("serve")
-            .arg(&cfg_path)
-            .stdout(log.try_clone().expect("dup log"))
-            .stderr(log)
-            .spawn()
-            .expect("start /usr/bin/docker-registry (Debian package docker-registry)");
-        let reg = Self {
-            addr,
-            dir,
-            child: Some(child),
-            auth,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(addr).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "registry did not start: {}",
-                reg.log()
+        // The free port may be taken by a parallel test between our probe and the registry's bind:
+        // then the registry exits, and we try another port.
+        for _attempt in 0..5 {
+            let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+            let mut config = format!(
+                "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
+                dir.path().join("storage").display()
             );
-            std::thread::sleep(Duration::from_millis(20));
+            if auth.is_some() {
+                config.push_str(&format!(
+                    "auth:\n  htpasswd:\n    realm: test\n    path: {}\n",
+                    htpasswd.display()
+                ));
+            }
+            let cfg_path = dir.path().join("config.yml");
+            std::fs::write(&cfg_path, config).expect("write registry config");
+            let log = std::fs::File::create(dir.path().join("registry.log")).expect("log file");
+            let mut child = Command::new("/usr/bin/docker-registry")
+                .arg("serve")
+                .arg(&cfg_path)
+                .stdout(log.try_clone().expect("dup log"))
+                .stderr(log)
+                .spawn()
+                .expect("start /usr/bin/docker-registry (Debian package docker-registry)");
+            let deadline = Instant::now() + Duration::from_secs(20);
+            let exited;
+            loop {
+                if child.try_wait().expect("wait registry").is_some() {
+                    exited = true;
+                    break;
+                }
+                if TcpStream::connect(addr).is_ok() {
+                    // Still ours? (another registry may answer on a port we lost)
+                    std::thread::sleep(Duration::from_millis(50));
+                    exited = child.try_wait().expect("wait registry").is_some();
+                    break;
+                }
+                assert!(Instant::now() < deadline, "registry did not start");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if !exited {
+                return Self {
+                    addr,
+                    dir,
+                    child: Some(child),
+                    auth,
+                };
+            }
         }
-        reg
+        panic!(
+            "docker-registry would not start: {}",
+            std::fs::read_to_string(dir.path().join("registry.log")).unwrap_or_default()
+        );
     }
 
     /// `127.0.0.1:PORT`.
