@@ -163,15 +163,18 @@ pub fn configure(cfg: &NetConfig, log: &mut dyn FnMut(String)) -> Result<NetOutc
     let acquired = dhcp::client_socket(&link.name, Ipv4Addr::UNSPECIFIED)
         .map_err(dhcp::DhcpError::from)
         .and_then(|sock| dhcp::acquire(&sock, &link.mac, cfg.dhcp_timeout));
-    // A lease the kernel refuses (a router outside the subnet, …) is a dead IPv4 as much as no
-    // answer is: one warning, and the machine goes on with IPv6.
+    // A lease whose address the kernel refuses is a dead IPv4 as much as no answer is: one
+    // warning, and the machine goes on with IPv6.
     let applied = acquired.and_then(|l| {
         apply_lease(&mut nl, &link, &l)
-            .map(|()| l)
+            .map(|route_warning| (l, route_warning))
             .map_err(|e| dhcp::DhcpError::Io(io::Error::other(format!("applying the lease: {e}"))))
     });
     match applied {
-        Ok(l) => {
+        Ok((l, route_warning)) => {
+            if let Some(w) = route_warning {
+                log(w);
+            }
             log(format!(
                 "{}: {}/{}{} from {} (lease {}, DHCP {:.1} ms){}",
                 link.name,
@@ -294,17 +297,22 @@ fn wait_slaac(
     }
 }
 
-fn apply_lease(nl: &mut Netlink, link: &Link, l: &Lease) -> Result<(), String> {
+/// Put a lease on the link. The address failing is an error; the default route failing (a router
+/// the kernel cannot reach, …) only costs the way out, so it comes back as a warning.
+fn apply_lease(nl: &mut Netlink, link: &Link, l: &Lease) -> Result<Option<String>, String> {
     nl.add_ipv4(link.index, l.address, l.prefix_len, l.lease_secs)
         .map_err(io_err(&format!(
             "adding {}/{} to {}",
             l.address, l.prefix_len, link.name
         )))?;
-    if let Some(router) = l.router {
-        nl.add_default_route_v4(link.index, router)
-            .map_err(io_err(&format!("default route via {router}")))?;
-    }
-    Ok(())
+    Ok(l.router.and_then(|router| {
+        nl.add_default_route_v4(link.index, router).err().map(|e| {
+            format!(
+                "warning: no default route via {router} on {} ({e}); IPv4 reaches only {}/{}",
+                link.name, l.address, l.prefix_len
+            )
+        })
+    }))
 }
 
 /// The lease keeper: renews at T1 (unicast), rebinds at T2 (broadcast), starts over after expiry.
@@ -361,6 +369,7 @@ pub fn keep_lease(link: Link, mut lease: Lease, mut obtained: Instant) {
         match Netlink::open()
             .map_err(|e| e.to_string())
             .and_then(|mut nl| apply_lease(&mut nl, &link, &fresh))
+            .map(|route_warning| route_warning.into_iter().for_each(log))
         {
             Ok(()) => {
                 if fresh.address != lease.address {

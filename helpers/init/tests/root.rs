@@ -179,6 +179,11 @@ struct Net {
 
 impl Net {
     fn new(dir: &Path, with_dhcp: bool) -> Self {
+        Self::with_router(dir, with_dhcp, None)
+    }
+
+    /// As [`Net::new`], with the DHCP router option naming `router` instead of 10.77.N.1.
+    fn with_router(dir: &Path, with_dhcp: bool, router: Option<&str>) -> Self {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let id = std::process::id() % 100_000;
         let net = 100 + (id * 7 + n) % 150;
@@ -221,7 +226,12 @@ impl Net {
                 .arg(format!(
                     "--dhcp-range=10.77.{net}.50,10.77.{net}.150,255.255.255.0,1h"
                 ))
-                .arg(format!("--dhcp-option=option:router,10.77.{net}.1"))
+                .arg(format!(
+                    "--dhcp-option=option:router,{}",
+                    router
+                        .map(str::to_owned)
+                        .unwrap_or(format!("10.77.{net}.1"))
+                ))
                 .arg(format!("--dhcp-option=option:dns-server,10.77.{net}.53"))
                 .arg("--dhcp-option=option:domain-name,m8s.test")
                 .arg("--enable-ra")
@@ -1018,4 +1028,43 @@ fn root_lease_keeper_renews_before_expiry() {
         .clone();
     let valid = entry["valid_life_time"].as_u64().unwrap();
     assert!(valid > 3000, "lifetime after renewal: {valid} s ({entry})");
+}
+
+/// A lease whose router the kernel cannot reach (outside the subnet) costs only the default route:
+/// one warning, the address stays, the app starts.
+#[test]
+fn root_unreachable_router_warns_and_continues() {
+    assert_root();
+    let rootfs = Rootfs::new(true);
+    rootfs.script("/entrypoint.sh", "echo started > /out/started\n");
+    let net = Net::with_router(&rootfs.dir, true, Some("192.0.2.1"));
+    let cmd = rootfs.init_command(
+        Some(&net.app),
+        None,
+        &["--dhcp-timeout=5", "--slaac-timeout=0"],
+    );
+    let (code, _out, err) = run_to_end(cmd, Duration::from_secs(20));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(rootfs.read("/out/started"), "started\n");
+    let warning: Vec<&str> = err.lines().filter(|l| l.contains("warning")).collect();
+    assert_eq!(warning.len(), 1, "{err}");
+    assert!(
+        warning[0]
+            .starts_with("man8s-init: network: warning: no default route via 192.0.2.1 on host0"),
+        "{err}"
+    );
+    let addrs = net.addresses();
+    assert!(
+        addrs
+            .iter()
+            .any(|(a, p, _)| a.starts_with(&format!("10.77.{}.", net.net)) && *p == 24),
+        "{addrs:?}"
+    );
+    assert!(addrs.iter().any(|(a, p, _)| a == YGG && *p == 64));
+    assert!(
+        net.json("route show default")
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
 }
