@@ -9,7 +9,7 @@
 # (sid ships networkd inside the `systemd` package; there is no `systemd-networkd` package there.)
 HOST_PACKAGES=(
     systemd systemd-sysv dbus iproute2 systemd-container libnss-myhostname
-    docker-registry busybox-static yggdrasil redis-tools
+    docker-registry busybox-static yggdrasil redis-tools ca-certificates
 )
 HOST_SUITE=sid
 # Packages apt installs into the base after debootstrap (debootstrap's own resolver is too weak for podman's
@@ -17,7 +17,7 @@ HOST_SUITE=sid
 # Release file is past its Valid-Until (debootstrap does not check it; apt does).
 HOST_EXTRA_APT=(${HOST_EXTRA_APT[@]+"${HOST_EXTRA_APT[@]}"})
 # Bumped when the way the base is prepared (below) changes, so old caches are not reused.
-BASE_RECIPE=2
+BASE_RECIPE=3
 
 # The Debian mirror apt on this machine uses (deb822 or one-line sources), Debian's own as the fallback.
 debian_mirror() {
@@ -100,6 +100,9 @@ prepare_base() {
     chroot "$root" systemctl mask systemd-timesyncd.service apt-daily.timer apt-daily-upgrade.timer \
         >/dev/null 2>&1 || true
     chroot "$root" systemctl enable systemd-networkd.service >/dev/null 2>&1
+    # A test host has no uplink (--private-network): network-online.target (wanted by yggdrasil.service) would
+    # wait two minutes for a link that never comes.
+    chroot "$root" systemctl mask systemd-networkd-wait-online.service >/dev/null 2>&1
     # The registry: loopback only, its own storage, no auth (Debian's default listens everywhere).
     mkdir -p "$root/etc/docker/registry"
     cat >"$root/etc/docker/registry/config.yml" <<'EOF'
@@ -194,6 +197,9 @@ host_add_yggdrasil() {
     mkdir -p "$root/etc/yggdrasil"
     printf '%s\n' "$conf" >"$root/etc/yggdrasil/yggdrasil.conf"
     chroot "$root" systemctl enable yggdrasil.service >/dev/null 2>&1
+    # Debian's yggdrasil.service wants network-online.target; test hosts have no uplink, so wait-online would
+    # hold boot (and man8s-bridge, ordered after yggdrasil) for its full 2 min timeout.
+    chroot "$root" systemctl mask systemd-networkd-wait-online.service >/dev/null 2>&1
 }
 
 # Boots host NAME in the background and waits until its systemd has finished starting up.
@@ -457,12 +463,13 @@ http_get() {
 # man8s-bridge.service enabled, and pushes the test images into its registry.
 ygg_host_up() {
     local name=${1:?} regex=${2:-}
-    host_create "$name"
-    host_add_yggdrasil "$name" "$regex"
+    # (errexit does not apply inside a function called from `… || fail`: every step checks itself)
+    host_create "$name" || return 1
+    host_add_yggdrasil "$name" "$regex" || return 1
     chroot "$(host_root "$name")" systemctl enable man8s-bridge.service >/dev/null 2>&1 \
         || { say "host $name: systemctl enable man8s-bridge.service failed (is the unit installed, with [Install]?)"; return 1; }
-    host_boot "$name"
-    host_push_images "$name"
+    host_boot "$name" || return 1
+    host_push_images "$name" || return 1
 }
 
 # Prints the host's Yggdrasil subnet (e.g. 300:1:2:3::/64) from its admin socket.
