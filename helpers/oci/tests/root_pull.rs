@@ -955,3 +955,44 @@ fn root_http_proxy_from_environment_is_used() {
         "{seen:?}"
     );
 }
+
+#[test]
+fn root_docker_manifest_list_selects_variant() {
+    let env = Env::new();
+    let reg = Registry::start();
+    let layout = env.layout();
+    let mk = |name: &str, arch: &str, variant: &str| {
+        Image::new(vec![(
+            LayerBuilder::new()
+                .file("arch", 0o644, name.as_bytes())
+                .tar(),
+            Compression::Gzip,
+        )])
+        .arch(arch, variant)
+        .write(&layout)
+    };
+    let amd = mk("amd64", "amd64", "");
+    let v7 = mk("arm-v7", "arm", "v7");
+    let idx = ts::write_index(&layout, &[(&amd, "amd64", ""), (&v7, "arm", "v7")]);
+    ts::tag(&layout, &idx, "list", true);
+    reg.push(&layout, "list", "dlist", "1", Format::DockerList);
+    let r = env
+        .pull_for(
+            &format!("{}/dlist:1", reg.host()),
+            "linux/arm/v7",
+            Policy::Missing,
+        )
+        .unwrap();
+    let top = env
+        .cache
+        .read_small(r.index_digest.as_deref().unwrap(), 1 << 20)
+        .unwrap()
+        .unwrap();
+    let top: serde_json::Value = serde_json::from_slice(&top).unwrap();
+    assert_eq!(
+        top["mediaType"],
+        "application/vnd.docker.distribution.manifest.list.v2+json"
+    );
+    let root = env.install("dl", &r).unwrap();
+    assert_eq!(read(&root.join("arch")), "arm-v7");
+}

@@ -172,6 +172,9 @@ impl Registry {
             Format::OciIndex => {
                 cmd.arg("--all");
             }
+            Format::DockerList => {
+                cmd.args(["--all", "--format", "v2s2"]);
+            }
         }
         cmd.arg(format!("oci:{}:{tag}", layout.display()));
         cmd.arg(format!("docker://{}/{repo}:{dest_tag}", self.host()));
@@ -207,6 +210,8 @@ pub enum Format {
     V2s2,
     /// An image index, copied with all its images.
     OciIndex,
+    /// An image index converted to a Docker manifest list (v2s2 images; gzip layers only).
+    DockerList,
 }
 
 /// Layer compression.
