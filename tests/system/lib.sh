@@ -197,9 +197,6 @@ host_add_yggdrasil() {
     mkdir -p "$root/etc/yggdrasil"
     printf '%s\n' "$conf" >"$root/etc/yggdrasil/yggdrasil.conf"
     chroot "$root" systemctl enable yggdrasil.service >/dev/null 2>&1
-    # Debian's yggdrasil.service wants network-online.target; test hosts have no uplink, so wait-online would
-    # hold boot (and man8s-bridge, ordered after yggdrasil) for its full 2 min timeout.
-    chroot "$root" systemctl mask systemd-networkd-wait-online.service >/dev/null 2>&1
 }
 
 # Boots host NAME in the background and waits until its systemd has finished starting up.
