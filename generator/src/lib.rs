@@ -162,6 +162,9 @@ pub fn render_nspawn(m: &Machine) -> String {
     o.push_str(
         "PrivateUsers=pick\nNotifyReady=yes\nResolvConf=off\nTimezone=copy\nLinkJournal=no\n",
     );
+    // nspawn 261+ announces a future default of AF_INET/AF_INET6/AF_UNIX only; the init needs
+    // netlink (links, addresses) and packet sockets (DHCP), and so do many apps (getifaddrs()).
+    o.push_str("RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK AF_PACKET\n");
 
     o.push_str("\n[Files]\nPrivateUsersOwnership=map\n");
     let _ = writeln!(o, "BindReadOnly={INIT_BINARY}:{INIT_IN_MACHINE}");
