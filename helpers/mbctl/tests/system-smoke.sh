@@ -52,8 +52,10 @@ host_create main
 host_add_test_bridge main
 # reqwest's rustls verifier refuses to build a client when the host has no CA store at all, even for the
 # plain-HTTP loopback registry (reported to the oci owner); give the test host this machine's store.
-mkdir -p "$(host_root main)/etc/ssl"
-cp -aL /etc/ssl/certs "$(host_root main)/etc/ssl/"
+if [ ! -e "$(host_root main)/etc/ssl/certs/ca-certificates.crt" ]; then
+    mkdir -p "$(host_root main)/etc/ssl"
+    cp -aL /etc/ssl/certs "$(host_root main)/etc/ssl/"
+fi
 host_boot main
 host_push_images main
 ok "test host booted"
@@ -139,8 +141,17 @@ MAN8S_APPLICATION_ARGS=/bin/sh -c 'echo legacy-started; exec httpd -f -v -p 80 -
 ENV
 mb machines list; expect_rc 0 "list with a Python machine"
 assert_contains "$out" "(not migrated)" "list before migrate"
+# Enabled the machinectl way, as Python-tool users did.
+in_host systemctl enable systemd-nspawn@legacy.service >/dev/null 2>&1
 mb migrate legacy; expect_rc 0 migrate
 in_host test -f /etc/systemd/nspawn/legacy.nspawn.python-mbctl || fail "migrate did not keep the old settings file"
+state=$(in_host systemctl is-enabled systemd-nspawn@legacy.service) || true
+[ "$state" != enabled ] || fail "migrate left systemd-nspawn@legacy enabled"
+in_host grep -qx "WantedBy=machines.target" /etc/man8s/machines/legacy.machine \
+    || fail "migrate dropped the boot-time start: $(in_host cat /etc/man8s/machines/legacy.machine)"
+in_host test -L /run/systemd/generator/machines.target.wants/man8@legacy.service \
+    || fail "the generator did not enable man8@legacy after migrate's reload"
+ok "migrate moved the machinectl enablement to the declaration"
 mb machines start legacy; expect_rc 0 "start of the migrated machine"
 wait_journal man8@legacy.service legacy-started 20 || fail "the migrated app did not start (no legacy-started)"
 mb machines shell legacy --command 'cat /www/index.html'; expect_rc 0 "shell into the migrated machine"
