@@ -996,3 +996,78 @@ fn root_docker_manifest_list_selects_variant() {
     let root = env.install("dl", &r).unwrap();
     assert_eq!(read(&root.join("arch")), "arm-v7");
 }
+
+#[test]
+fn root_layer_compression_is_sniffed_when_the_media_type_lies() {
+    let env = Env::new();
+    let reg = Registry::start();
+    let gzip = "application/vnd.oci.image.layer.v1.tar+gzip";
+    let img = Image::new(vec![
+        (
+            LayerBuilder::new().file("z", 0o644, b"zstd inside").tar(),
+            Compression::Zstd,
+        ),
+        (
+            LayerBuilder::new().file("p", 0o644, b"plain inside").tar(),
+            Compression::None,
+        ),
+        (
+            LayerBuilder::new().file("g", 0o644, b"gzip inside").tar(),
+            Compression::Gzip,
+        ),
+    ])
+    .mislabel(0, gzip)
+    .mislabel(1, gzip)
+    .mislabel(2, "application/vnd.oci.image.layer.v1.tar");
+    // skopeo would correct the media types; push the bytes as written.
+    let w = img.write(&env.layout());
+    reg.push_raw(&env.layout(), &w, "liar", "1");
+    let r = env.pull(&format!("{}/liar:1", reg.host())).unwrap();
+    assert_eq!(
+        r.manifest.layers[0].media_type, gzip,
+        "registry kept the lie"
+    );
+    let root = env.install("liar", &r).unwrap();
+    assert_eq!(read(&root.join("z")), "zstd inside");
+    assert_eq!(read(&root.join("p")), "plain inside");
+    assert_eq!(read(&root.join("g")), "gzip inside");
+}
+
+#[test]
+fn root_diff_id_mismatch_fails_install_and_keeps_previous() {
+    let env = Env::new();
+    let reg = Registry::start();
+    env.push(&reg, &app_image(), "dif", "1", Format::Oci);
+    let good = env.pull(&format!("{}/dif:1", reg.host())).unwrap();
+    let root = env.install("dif", &good).unwrap();
+    let bad = Image::new(vec![
+        (
+            LayerBuilder::new().file("a", 0o644, b"a").tar(),
+            Compression::Gzip,
+        ),
+        (
+            LayerBuilder::new().file("b", 0o644, b"b").tar(),
+            Compression::Gzip,
+        ),
+    ])
+    .wrong_diff_id(1);
+    let w = env.push(&reg, &bad, "dif", "2", Format::Oci);
+    let r = env.pull(&format!("{}/dif:2", reg.host())).unwrap();
+    let e = env.install("dif", &r).unwrap_err();
+    let msg = e.to_string();
+    assert!(matches!(e, Error::DiffId { index: 1, .. }), "{msg}");
+    assert!(
+        msg.contains(&w.layer_digests[1]) && msg.contains("image config says"),
+        "{msg}"
+    );
+    assert_eq!(
+        read(&root.join("etc/app.conf")),
+        "port=80\n",
+        "previous rootfs intact"
+    );
+    assert!(debris(root.parent().unwrap()).is_empty());
+    assert!(
+        !env.cache.blob_path(&w.layer_digests[1]).unwrap().exists(),
+        "inconsistent blob dropped from the cache"
+    );
+}

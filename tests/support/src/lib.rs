@@ -186,6 +186,66 @@ impl Registry {
         );
     }
 
+    /// Push a written image byte for byte over the registry's HTTP API (no skopeo, which would
+    /// "fix" media types and compression): its blobs, then the manifest as `repo:tag`.
+    /// Anonymous registries only.
+    pub fn push_raw(&self, layout: &Path, written: &Written, repo: &str, tag: &str) {
+        let blob =
+            |d: &str| std::fs::read(layout.join("blobs/sha256").join(&d[7..])).expect("read blob");
+        for d in std::iter::once(&written.config_digest).chain(&written.layer_digests) {
+            let (status, headers, _) = http(
+                self.addr,
+                "POST",
+                &format!("/v2/{repo}/blobs/uploads/"),
+                &[],
+                &[],
+            );
+            assert_eq!(status, 202, "start upload");
+            let location = headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case("location"))
+                .map(|(_, v)| v.clone())
+                .expect("Location header");
+            let path = location
+                .find("/v2/")
+                .map(|i| &location[i..])
+                .expect("upload path");
+            let sep = if path.contains('?') { '&' } else { '?' };
+            let (status, _, body) = http(
+                self.addr,
+                "PUT",
+                &format!("{path}{sep}digest={d}"),
+                &[("Content-Type", "application/octet-stream")],
+                &blob(d),
+            );
+            assert_eq!(
+                status,
+                201,
+                "finish upload of {d}: {}",
+                String::from_utf8_lossy(&body)
+            );
+        }
+        let manifest = blob(&written.digest);
+        let mt: serde_json::Value = serde_json::from_slice(&manifest).expect("manifest json");
+        let mt = mt["mediaType"]
+            .as_str()
+            .unwrap_or("application/vnd.oci.image.manifest.v1+json")
+            .to_owned();
+        let (status, _, body) = http(
+            self.addr,
+            "PUT",
+            &format!("/v2/{repo}/manifests/{tag}"),
+            &[("Content-Type", &mt)],
+            &manifest,
+        );
+        assert_eq!(
+            status,
+            201,
+            "put manifest: {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+
     /// Kill the registry now (e.g. to prove that a pull needs no network).
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -334,6 +394,10 @@ pub struct Image {
     pub variant: String,
     /// Extra keys of the config's `config` object (`Env`, `Cmd`, `Volumes`, …).
     pub runtime: serde_json::Value,
+    /// Media types that lie about a layer's compression: `(layer index, media type)`.
+    pub mislabelled: Vec<(usize, String)>,
+    /// Layers whose diff_id in the config is wrong (to test the diff_id check).
+    pub wrong_diff_ids: Vec<usize>,
 }
 
 /// Where a written image or index is.
@@ -357,7 +421,21 @@ impl Image {
             architecture: "amd64".into(),
             variant: String::new(),
             runtime: serde_json::json!({}),
+            mislabelled: Vec::new(),
+            wrong_diff_ids: Vec::new(),
         }
+    }
+
+    /// Make the config's diff_id of layer `index` wrong.
+    pub fn wrong_diff_id(mut self, index: usize) -> Self {
+        self.wrong_diff_ids.push(index);
+        self
+    }
+
+    /// Give layer `index` this media type whatever its real compression (as broken tools do).
+    pub fn mislabel(mut self, index: usize, media_type: &str) -> Self {
+        self.mislabelled.push((index, media_type.to_owned()));
+        self
     }
 
     /// Set the architecture (and variant).
@@ -380,8 +458,12 @@ impl Image {
         let mut diff_ids = Vec::new();
         let mut layers = Vec::new();
         let mut layer_digests = Vec::new();
-        for (tar, c) in &self.layers {
-            diff_ids.push(digest(tar));
+        for (i, (tar, c)) in self.layers.iter().enumerate() {
+            diff_ids.push(if self.wrong_diff_ids.contains(&i) {
+                digest(b"not this layer")
+            } else {
+                digest(tar)
+            });
             let blob = compress(tar, *c);
             let d = put_blob(layout, &blob);
             layer_digests.push(d.clone());
@@ -390,6 +472,11 @@ impl Image {
                 Compression::Gzip => "application/vnd.oci.image.layer.v1.tar+gzip",
                 Compression::Zstd => "application/vnd.oci.image.layer.v1.tar+zstd",
             };
+            let mt = self
+                .mislabelled
+                .iter()
+                .find(|(j, _)| *j == i)
+                .map_or(mt, |(_, m)| m.as_str());
             layers.push(serde_json::json!({"mediaType": mt, "digest": d, "size": blob.len()}));
         }
         let mut config = serde_json::json!({
@@ -592,6 +679,45 @@ impl FaultProxy {
             .map(|r| r.times)
             .sum()
     }
+}
+
+/// One HTTP/1.1 request over a fresh connection: (status, headers, body).
+fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    let mut c = TcpStream::connect(addr).expect("connect registry");
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    c.write_all(req.as_bytes()).expect("send");
+    c.write_all(body).expect("send body");
+    let mut r = BufReader::new(c);
+    let head = read_head(&mut r).expect("response head");
+    let status = head
+        .first()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .expect("status");
+    let headers = head
+        .iter()
+        .skip(1)
+        .filter_map(|h| {
+            h.split_once(':')
+                .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        })
+        .collect();
+    let mut body = Vec::new();
+    let _ = r.read_to_end(&mut body);
+    (status, headers, body)
 }
 
 fn read_head(r: &mut BufReader<TcpStream>) -> std::io::Result<Vec<String>> {
