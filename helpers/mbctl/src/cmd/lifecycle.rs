@@ -19,10 +19,18 @@ pub fn declaration_file(paths: &Paths, name: &MachineName) -> Option<std::path::
         .find(|p| p.exists())
 }
 
-/// Whether machine `name` exists at all: a declaration, or a settings file of the Python tool.
+/// Whether machine `name` is declared (man8@NAME can run it); a machine the Python tool made and
+/// nobody migrated gets a message saying how to bring it over.
 pub fn require_known(paths: &Paths, name: &MachineName) -> Result<()> {
-    if declaration_file(paths, name).is_some() || paths.nspawn_etc(name).exists() {
+    if declaration_file(paths, name).is_some() {
         return Ok(());
+    }
+    if paths.nspawn_etc(name).exists() {
+        bail!(
+            "machine {name} has no declaration, only {}/{name}.nspawn (made by the Python mbctl?); \
+             bring it over with: mbctl migrate {name}",
+            man8s::paths::NSPAWN_ETC_DIR
+        );
     }
     bail!(
         "no machine {name}: no {name}.machine in {}",
