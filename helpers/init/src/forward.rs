@@ -69,6 +69,20 @@ pub fn spawn(ports: &[(Proto, u16)], ygg: Ipv6Addr) -> io::Result<()> {
     .map_err(io::Error::from)
 }
 
+/// Parse one forwarded port as given to the init: `tcp:80`, `udp:53`, or `80` (TCP).
+pub fn parse_port_arg(s: &str) -> Result<(Proto, u16), String> {
+    let (proto, port) = match s.split_once(':') {
+        Some(("tcp", p)) => (Proto::Tcp, p),
+        Some(("udp", p)) => (Proto::Udp, p),
+        Some((other, _)) => return Err(format!("{s:?}: unknown protocol {other:?} (tcp or udp)")),
+        None => (Proto::Tcp, s),
+    };
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => Ok((proto, p)),
+        _ => Err(format!("{s:?}: not a port number (1-65535)")),
+    }
+}
+
 /// One socket seen listening (TCP) or bound (UDP) in `/proc/net`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Bound {
@@ -381,6 +395,49 @@ mod tests {
                 "{proto:?} {addr} not in {bound:?}"
             );
         }
+    }
+
+    #[test]
+    fn port_args() {
+        assert_eq!(parse_port_arg("tcp:80"), Ok((Proto::Tcp, 80)));
+        assert_eq!(parse_port_arg("udp:53"), Ok((Proto::Udp, 53)));
+        assert_eq!(parse_port_arg("8080"), Ok((Proto::Tcp, 8080)));
+        assert!(
+            parse_port_arg("sctp:1")
+                .unwrap_err()
+                .contains("unknown protocol")
+        );
+        assert!(
+            parse_port_arg("tcp:0")
+                .unwrap_err()
+                .contains("not a port number")
+        );
+        assert!(parse_port_arg("tcp:70000").is_err());
+        assert!(parse_port_arg("").is_err());
+    }
+
+    #[test]
+    fn waits_for_the_app_to_finish_binding() {
+        // The app binds IPv4 first and its IPv6 address a moment later (as nginx with `listen 80;
+        // listen [::]:80 ipv6only=on;` does). Inside the settle time the forwarder must not take the
+        // IPv6 port, or the app's own bind would fail.
+        let port = free_port();
+        let stop = Arc::new(AtomicBool::new(false));
+        let st = stop.clone();
+        let opts = Options {
+            poll: Duration::from_millis(10),
+            settle: Duration::from_millis(500),
+            ..Default::default()
+        };
+        let v4 = TcpListener::bind(("127.0.0.1", port)).unwrap();
+        let fw =
+            std::thread::spawn(move || run(&[(Proto::Tcp, port)], Ipv6Addr::LOCALHOST, &opts, &st));
+        std::thread::sleep(Duration::from_millis(150));
+        let v6 = TcpListener::bind(("::1", port)).expect("the app's IPv6 bind must still succeed");
+        std::thread::sleep(Duration::from_millis(700));
+        stop.store(true, Ordering::Relaxed);
+        fw.join().unwrap().unwrap();
+        drop((v4, v6));
     }
 
     #[test]
