@@ -322,7 +322,13 @@ fn root_pull_yes_update_download_remove() {
             .exists()
     );
     // A new pull of the same name reuses the kept config (the user's edits win).
-    ok(&tree.run(&["machines", "pull", &image, "web", "--yes"]));
+    let o = tree.run(&["machines", "pull", &image, "web", "--yes"]);
+    ok(&o);
+    assert!(
+        String::from_utf8_lossy(&o.stderr)
+            .contains("Reusing the kept /var/lib/man8machine_configs/web"),
+        "{o:?}"
+    );
     assert_eq!(std::fs::read_to_string(&env).unwrap(), env_text);
     ok(&tree.run(&["machines", "remove", "web", "--purge"]));
     assert!(!tree.at("/var/lib/man8machine_configs/web").exists());

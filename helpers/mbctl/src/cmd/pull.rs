@@ -370,6 +370,13 @@ pub fn pull(req: &PullRequest<'_>) -> Result<u8> {
         "Machine {name}, created by `mbctl machines pull {}`.",
         req.image
     );
+    if paths.env_file(&name).exists() {
+        // A config dir kept by an earlier `remove`: the user's edits win, as they always do.
+        eprintln!(
+            "Reusing the kept {}: its man8env.env stays as it is (delete it to get a fresh one for this image)",
+            Paths::config_dir_canonical(&name).display()
+        );
+    }
     let written = write_declaration(&paths, &machine, &header)?;
     println!("Wrote {}", written.display());
     if !req.no_fetch
