@@ -132,9 +132,55 @@ pub fn mask_to_prefix(mask: Ipv4Addr) -> Option<u8> {
     (bits.checked_shl(len).unwrap_or(0) == 0).then_some(len as u8)
 }
 
+/// Length of the fixed BOOTP header before the magic cookie.
+const BOOTP_HEADER: usize = 236;
+const MAGIC_COOKIE: [u8; 4] = [99, 130, 83, 99];
+
+/// Rebuild a datagram keeping only the options the init reads, each with a valid length.
+///
+/// Anyone on the bridge can broadcast a "reply", and a general option decoder is a large
+/// surface (dhcproto asserts on some malformed options); only well-formed options 1, 3, 6, 15,
+/// 51, 53, 54, 58 and 59 get through. `None` when the header or cookie is missing.
+pub fn sanitize(bytes: &[u8]) -> Option<Vec<u8>> {
+    if bytes.len() < BOOTP_HEADER + 4 || bytes[BOOTP_HEADER..BOOTP_HEADER + 4] != MAGIC_COOKIE {
+        return None;
+    }
+    let mut out = bytes[..BOOTP_HEADER + 4].to_vec();
+    let mut at = BOOTP_HEADER + 4;
+    while at < bytes.len() {
+        let code = bytes[at];
+        match code {
+            0 => {
+                at += 1;
+                continue;
+            }
+            255 => break,
+            _ => {}
+        }
+        let Some(&len) = bytes.get(at + 1) else { break };
+        let Some(value) = bytes.get(at + 2..at + 2 + len as usize) else {
+            break;
+        };
+        let valid = match code {
+            53 => len == 1,
+            1 | 54 | 51 | 58 | 59 => len == 4,
+            3 | 6 => len >= 4 && len % 4 == 0,
+            15 => len >= 1,
+            _ => false,
+        };
+        if valid {
+            out.extend_from_slice(&[code, len]);
+            out.extend_from_slice(value);
+        }
+        at += 2 + len as usize;
+    }
+    out.push(255);
+    Some(out)
+}
+
 /// Parse a datagram; `None` unless it is a BOOTREPLY for `xid` and `mac` with a usable type.
 pub fn parse_reply(bytes: &[u8], xid: u32, mac: &[u8]) -> Option<Reply> {
-    let m = Message::from_bytes(bytes).ok()?;
+    let m = Message::from_bytes(&sanitize(bytes)?).ok()?;
     if m.opcode() != Opcode::BootReply || m.xid() != xid || m.chaddr().get(..mac.len())? != mac {
         return None;
     }
@@ -549,6 +595,48 @@ mod tests {
         );
         // Our own broadcast request echoed back is not a reply.
         assert!(parse_reply(&discover(42, &MAC), 42, &MAC).is_none());
+    }
+
+    #[test]
+    fn sanitize_keeps_only_wellformed_known_options() {
+        let mut m = Message::new_with_id(
+            9,
+            Ipv4Addr::UNSPECIFIED,
+            [10, 0, 0, 7].into(),
+            Ipv4Addr::UNSPECIFIED,
+            Ipv4Addr::UNSPECIFIED,
+            &MAC,
+        );
+        m.set_opcode(Opcode::BootReply);
+        let mut bytes = m.to_vec().unwrap();
+        bytes.truncate(BOOTP_HEADER + 4);
+        // Rapid commit with a length (dhcproto asserts on it), a truncated router list, then
+        // the options we need, then garbage after the end option.
+        bytes.extend_from_slice(&[80, 2, 1, 1]);
+        bytes.extend_from_slice(&[3, 3, 10, 0, 0]);
+        bytes.extend_from_slice(&[
+            0, 53, 1, 5, 54, 4, 10, 0, 0, 1, 1, 4, 255, 255, 255, 0, 255, 80, 9,
+        ]);
+        let clean = sanitize(&bytes).unwrap();
+        assert_eq!(
+            &clean[BOOTP_HEADER + 4..],
+            &[53, 1, 5, 54, 4, 10, 0, 0, 1, 1, 4, 255, 255, 255, 0, 255]
+        );
+        let Some(Reply::Ack(l)) = parse_reply(&bytes, 9, &MAC) else {
+            panic!("not an ack")
+        };
+        assert_eq!((l.prefix_len, l.router), (24, None));
+        // An option running past the end is dropped, not read out of bounds.
+        let mut cut = bytes[..BOOTP_HEADER + 4].to_vec();
+        cut.extend_from_slice(&[53, 1, 5, 6, 200, 1, 2]);
+        assert_eq!(
+            &sanitize(&cut).unwrap()[BOOTP_HEADER + 4..],
+            &[53, 1, 5, 255]
+        );
+        assert!(sanitize(&bytes[..100]).is_none());
+        let mut no_cookie = bytes.clone();
+        no_cookie[BOOTP_HEADER] = 0;
+        assert!(sanitize(&no_cookie).is_none());
     }
 
     #[test]
