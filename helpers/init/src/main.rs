@@ -1,6 +1,9 @@
 //! `man8s-init`: a thin shim over the library (see `man8s-init(8)`).
 
 fn main() {
+    // A bug must still end as one line in the journal, not a backtrace dump (the init is built with
+    // panic=abort).
+    std::panic::set_hook(Box::new(|info| eprintln!("man8s-init: internal error: {info}")));
     let args = match man8s_init::args::parse(std::env::args().skip(1)) {
         Ok(a) => a,
         Err(e) => {
