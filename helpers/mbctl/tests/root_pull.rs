@@ -449,6 +449,24 @@ fn root_import_archives_and_make_a_machine() {
             .exists()
     );
 
+    // A new archive under the same reference, then `update`: the imported image replaces the rootfs
+    // (no registry is asked: the machine is Pull=never).
+    let layout4 = tree.root().join("layout4");
+    let w4 = app_image("4").write(&layout4);
+    man8s_testsupport::tag(&layout4, &w4, "v4", false);
+    ok(&tree.run(&[
+        "import",
+        layout4.to_str().unwrap(),
+        "--reference",
+        "localhost/app:save",
+    ]));
+    let out = ok(&tree.run(&["machines", "update", "offline"]));
+    assert!(out.contains(&format!("Installed {}", w4.digest)), "{out}");
+    assert_eq!(
+        std::fs::read_to_string(tree.at("/var/lib/man8machines/offline/bin/app")).unwrap(),
+        "#!/bin/sh\necho 4\n"
+    );
+
     // A tampered OCI layout is refused, naming the blob.
     let blob = layout
         .join("blobs/sha256")

@@ -482,7 +482,13 @@ pub fn update(name: &str) -> Result<u8> {
     let rootfs = paths.rootfs(&name);
     let before = install::read_source(&rootfs);
 
-    let resolved = fetch_image(&paths, &image, Policy::Always)?;
+    // Pull=never (an imported image): what the cache now holds under the reference, e.g. after
+    // `mbctl import NEW.tar --reference SAME`; otherwise ask the registry.
+    let policy = match machine.pull {
+        man8s::machine::PullPolicy::Never => Policy::Never,
+        _ => Policy::Always,
+    };
+    let resolved = fetch_image(&paths, &image, policy)?;
     if before
         .as_ref()
         .is_some_and(|s| s.manifest_digest == resolved.manifest_digest)
