@@ -477,100 +477,117 @@ impl Registry {
             written.set(0);
             *hasher.borrow_mut() = Sha256::new();
         };
-        self.with_retries(&what, progress, |_| {
-            let url = url.clone();
-            let what = what.clone();
-            let written = &written;
-            let hasher = &hasher;
-            let reset = &reset;
-            let partial_path = &partial_path;
-            let corrupt = &corrupt;
-            let image = &image;
-            async move {
-                let mut have = written.get();
-                let mut extra = Vec::new();
-                if have > 0 {
-                    extra.push((header::RANGE, format!("bytes={have}-")));
-                }
-                let resp = self.get_once(&url, &extra, &what).await?;
-                let status = resp.status();
-                if status == StatusCode::RANGE_NOT_SATISFIABLE {
-                    file.set_len(0)
-                        .map_err(|e| Failure::Fatal(Error::io_for(image, partial_path, e)))?;
-                    reset();
-                    return Err(Failure::Retry {
-                        cause: "range not satisfiable, restarting".into(),
-                        after: Some(Duration::ZERO),
-                    });
-                }
-                if status == StatusCode::PARTIAL_CONTENT {
-                    let start = resp
-                        .headers()
-                        .get(header::CONTENT_RANGE)
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(content_range_start);
-                    if start != Some(have) {
+        // A resumed download joins bytes from several responses (maybe from an earlier run); if the
+        // whole does not verify, fetch it once more from the start before calling the blob corrupt.
+        let used_range = std::cell::Cell::new(false);
+        let mut full_retry_done = false;
+        loop {
+            self.with_retries(&what, progress, |_| {
+                let url = url.clone();
+                let what = what.clone();
+                let written = &written;
+                let hasher = &hasher;
+                let reset = &reset;
+                let partial_path = &partial_path;
+                let corrupt = &corrupt;
+                let image = &image;
+                let used_range = &used_range;
+                async move {
+                    let mut have = written.get();
+                    let mut extra = Vec::new();
+                    if have > 0 {
+                        extra.push((header::RANGE, format!("bytes={have}-")));
+                        used_range.set(true);
+                    }
+                    let resp = self.get_once(&url, &extra, &what).await?;
+                    let status = resp.status();
+                    if status == StatusCode::RANGE_NOT_SATISFIABLE {
                         file.set_len(0)
                             .map_err(|e| Failure::Fatal(Error::io_for(image, partial_path, e)))?;
                         reset();
                         return Err(Failure::Retry {
-                            cause: "bad Content-Range, restarting".into(),
+                            cause: "range not satisfiable, restarting".into(),
                             after: Some(Duration::ZERO),
                         });
                     }
-                } else if have > 0 {
-                    // The server ignored Range: start over.
-                    file.set_len(0)
-                        .map_err(|e| Failure::Fatal(Error::io_for(image, partial_path, e)))?;
-                    have = 0;
-                    reset();
-                }
-                file.seek(SeekFrom::Start(have))
-                    .map_err(|e| Failure::Fatal(Error::io_for(image, partial_path, e)))?;
-                let mut stream = resp.bytes_stream();
-                while let Some(chunk) = stream.next().await {
-                    let chunk = chunk.map_err(|e| Failure::Retry {
-                        cause: format!(
-                            "connection broke after {have} of {} bytes: {}",
-                            desc.size,
-                            describe(&e)
-                        ),
-                        after: None,
-                    })?;
-                    if have + chunk.len() as u64 > desc.size {
-                        file.set_len(0).ok();
+                    if status == StatusCode::PARTIAL_CONTENT {
+                        let start = resp
+                            .headers()
+                            .get(header::CONTENT_RANGE)
+                            .and_then(|v| v.to_str().ok())
+                            .and_then(content_range_start);
+                        if start != Some(have) {
+                            file.set_len(0).map_err(|e| {
+                                Failure::Fatal(Error::io_for(image, partial_path, e))
+                            })?;
+                            reset();
+                            return Err(Failure::Retry {
+                                cause: "bad Content-Range, restarting".into(),
+                                after: Some(Duration::ZERO),
+                            });
+                        }
+                    } else if have > 0 {
+                        // The server ignored Range: start over.
+                        file.set_len(0)
+                            .map_err(|e| Failure::Fatal(Error::io_for(image, partial_path, e)))?;
+                        have = 0;
                         reset();
-                        return Err(Failure::Fatal(corrupt(format!(
-                            "more than the {} bytes the manifest declares",
-                            desc.size
-                        ))));
                     }
-                    file.write_all(&chunk)
+                    file.seek(SeekFrom::Start(have))
                         .map_err(|e| Failure::Fatal(Error::io_for(image, partial_path, e)))?;
-                    hasher.borrow_mut().update(&chunk);
-                    have += chunk.len() as u64;
-                    written.set(have);
-                    if index.is_some() {
-                        // Only layers count: the bar's total is their size.
-                        progress.event(Event::Bytes(chunk.len() as u64));
+                    let mut stream = resp.bytes_stream();
+                    while let Some(chunk) = stream.next().await {
+                        let chunk = chunk.map_err(|e| Failure::Retry {
+                            cause: format!(
+                                "connection broke after {have} of {} bytes: {}",
+                                desc.size,
+                                describe(&e)
+                            ),
+                            after: None,
+                        })?;
+                        if have + chunk.len() as u64 > desc.size {
+                            file.set_len(0).ok();
+                            reset();
+                            return Err(Failure::Fatal(corrupt(format!(
+                                "more than the {} bytes the manifest declares",
+                                desc.size
+                            ))));
+                        }
+                        file.write_all(&chunk)
+                            .map_err(|e| Failure::Fatal(Error::io_for(image, partial_path, e)))?;
+                        hasher.borrow_mut().update(&chunk);
+                        have += chunk.len() as u64;
+                        written.set(have);
+                        if index.is_some() {
+                            // Only layers count: the bar's total is their size.
+                            progress.event(Event::Bytes(chunk.len() as u64));
+                        }
                     }
+                    if have < desc.size {
+                        return Err(Failure::Retry {
+                            cause: format!("connection ended after {have} of {} bytes", desc.size),
+                            after: None,
+                        });
+                    }
+                    Ok(())
                 }
-                if have < desc.size {
-                    return Err(Failure::Retry {
-                        cause: format!("connection ended after {have} of {} bytes", desc.size),
-                        after: None,
-                    });
-                }
-                Ok(())
+            })
+            .await?;
+            let actual = format!(
+                "sha256:{}",
+                hex::encode(hasher.replace(Sha256::new()).finalize())
+            );
+            if actual == desc.digest {
+                break;
             }
-        })
-        .await?;
-        let actual = format!(
-            "sha256:{}",
-            hex::encode(hasher.replace(Sha256::new()).finalize())
-        );
-        if actual != desc.digest {
-            let _ = file.set_len(0);
+            file.set_len(0)
+                .map_err(|e| Error::io_for(&image, &partial_path, e))?;
+            reset();
+            if used_range.get() && !full_retry_done {
+                full_retry_done = true;
+                used_range.set(false);
+                continue;
+            }
             return Err(corrupt(format!("content hashes to {actual}")));
         }
         let path = cache.commit_partial(&desc.digest)?;

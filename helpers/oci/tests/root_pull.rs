@@ -1071,3 +1071,33 @@ fn root_diff_id_mismatch_fails_install_and_keeps_previous() {
         "inconsistent blob dropped from the cache"
     );
 }
+
+#[test]
+fn root_damaged_partial_download_is_fetched_again_from_the_start() {
+    let env = Env::new();
+    let reg = Registry::start();
+    let w = env.push(&reg, &big_layer_image(), "dmg", "1", Format::Oci);
+    let big = w.layer_digests[1].clone();
+    // An earlier run left 1000 bytes that are not the blob's.
+    let partial = env.cache.partial_path(&big).unwrap();
+    std::fs::create_dir_all(partial.parent().unwrap()).unwrap();
+    std::fs::write(&partial, vec![0x5a; 1000]).unwrap();
+    let proxy = FaultProxy::start(reg.addr, vec![]);
+    let r = env.pull(&format!("{}/dmg:1", proxy.host())).unwrap();
+    let ranges: Vec<_> = proxy
+        .seen()
+        .into_iter()
+        .filter(|s| s.line.contains(&big))
+        .map(|s| s.range)
+        .collect();
+    assert_eq!(
+        ranges,
+        vec![Some("bytes=1000-".to_owned()), None],
+        "resumed, failed to verify, fetched whole"
+    );
+    let root = env.install("dmg", &r).unwrap();
+    assert_eq!(
+        std::fs::read(root.join("big")).unwrap(),
+        ts::noise(3_000_000, 9)
+    );
+}
