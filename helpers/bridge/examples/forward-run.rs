@@ -18,8 +18,14 @@ fn main() {
         std::process::exit(2);
     }
     let ygg = args[1].parse().expect("IPv6 address");
-    let ports: Vec<_> = args[2..].iter().map(|p| (forward::Proto::Tcp, p.parse().expect("port"))).collect();
-    let opts = forward::Options { settle: std::time::Duration::from_millis(200), ..Default::default() };
+    let ports: Vec<_> = args[2..]
+        .iter()
+        .map(|p| (forward::Proto::Tcp, p.parse().expect("port")))
+        .collect();
+    let opts = forward::Options {
+        settle: std::time::Duration::from_millis(200),
+        ..Default::default()
+    };
     if let Err(e) = forward::run(&ports, ygg, &opts, &AtomicBool::new(false)) {
         eprintln!("forward-run: {e}");
         std::process::exit(1);

@@ -2,10 +2,10 @@
 
 use std::collections::BTreeMap;
 use std::io;
-use std::net::Ipv6Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
-use ipnet::Ipv6Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use man8s::Paths;
 use man8s::declaration;
 use man8s::hostconfig::{HostConfig, HostConfigError};
@@ -19,6 +19,8 @@ use crate::yggdrasil::{self, SelfInfo, YggdrasilError};
 pub const NETWORKD_CONF_DROPIN: &str = "/run/systemd/networkd.conf.d/10-man8s.conf";
 /// The kernel switch for IPv6 forwarding between interfaces (canonical path).
 pub const IPV6_FORWARDING_SYSCTL: &str = "/proc/sys/net/ipv6/conf/all/forwarding";
+/// The kernel's IPv4 routing table (canonical path).
+pub const IPV4_ROUTES: &str = "/proc/net/route";
 /// Where the machine ID is read from for the default ULA (canonical path).
 pub const MACHINE_ID: &str = "/etc/machine-id";
 
@@ -64,6 +66,9 @@ pub struct Report {
     pub networkd_changed: bool,
     /// Whether this run switched on IPv6 forwarding in the kernel.
     pub enabled_ipv6_forwarding: bool,
+    /// Other interfaces already routing (part of) the bridge's IPv4 subnet, as `(interface, net)`
+    /// (Docker's `docker0` uses the same default `172.17.0.0/16`).
+    pub ipv4_overlaps: Vec<(String, Ipv4Net)>,
     /// Declared machines whose Yggdrasil addresses collide (`(bridge)` for the bridge's `::1`).
     pub collisions: Vec<Collision>,
 }
@@ -125,6 +130,9 @@ pub fn apply(paths: &Paths) -> Result<Report, ApplyError> {
     }
 
     let enabled_ipv6_forwarding = enable_ipv6_forwarding(paths)?;
+    let ipv4_overlaps = std::fs::read_to_string(paths.fs(IPV4_ROUTES))
+        .map(|t| ipv4_overlaps(&t, &spec.name, spec.ipv4))
+        .unwrap_or_default();
     let collisions = match &ygg {
         Ok(info) => find_collisions(info.subnet, &declared_addresses(paths, info.subnet)),
         Err(_) => Vec::new(),
@@ -137,6 +145,7 @@ pub fn apply(paths: &Paths) -> Result<Report, ApplyError> {
         removed,
         networkd_changed,
         enabled_ipv6_forwarding,
+        ipv4_overlaps,
         collisions,
     })
 }
@@ -178,6 +187,38 @@ fn enable_ipv6_forwarding(paths: &Paths) -> Result<bool, ApplyError> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
         Err(source) => Err(ApplyError::Write { path, source }),
     }
+}
+
+/// Routes in `/proc/net/route` text on interfaces other than `bridge` whose network overlaps
+/// `ours` (default routes aside).
+pub fn ipv4_overlaps(routes: &str, bridge: &str, ours: Ipv4Net) -> Vec<(String, Ipv4Net)> {
+    let mut out = Vec::new();
+    for line in routes.lines().skip(1) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let (Some(iface), Some(dest), Some(mask)) = (f.first(), f.get(1), f.get(7)) else {
+            continue;
+        };
+        // Addresses are printed as native-endian integers of network-order bytes.
+        let parse = |h: &str| {
+            u32::from_str_radix(h, 16)
+                .ok()
+                .map(|v| Ipv4Addr::from(v.to_ne_bytes()))
+        };
+        let (Some(dest), Some(mask)) = (parse(dest), parse(mask)) else {
+            continue;
+        };
+        let Ok(net) = Ipv4Net::with_netmask(dest, mask) else {
+            continue;
+        };
+        if *iface == bridge || net.prefix_len() == 0 {
+            continue;
+        }
+        let ours = ours.trunc();
+        if net.contains(&ours.network()) || ours.contains(&net.network()) {
+            out.push(((*iface).to_owned(), net));
+        }
+    }
+    out
 }
 
 /// Write `text` to `path` unless it already holds exactly that: temp file + rename, so readers
@@ -368,6 +409,24 @@ mod tests {
                 ("copycat".to_owned(), "web".to_owned(), web.to_string()),
             ]
         );
+    }
+
+    #[test]
+    fn ipv4_overlaps_from_the_routing_table() {
+        // A little-endian kernel's table: default via eth0, 192.0.2.0/24 on eth0, Docker's
+        // 172.17.0.0/16 on docker0, 172.17.5.0/24 on a VPN, our own bridge.
+        let table = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+            eth0\t00000000\t010200C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\
+            eth0\t000200C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n\
+            docker0\t000011AC\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0\n\
+            tun9\t000511AC\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n\
+            srvgrp0\t000011AC\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0\n";
+        if cfg!(target_endian = "little") {
+            let got = ipv4_overlaps(table, "srvgrp0", "172.17.0.1/16".parse().unwrap());
+            let got: Vec<_> = got.iter().map(|(i, n)| format!("{i} {n}")).collect();
+            assert_eq!(got, ["docker0 172.17.0.0/16", "tun9 172.17.5.0/24"]);
+            assert!(ipv4_overlaps(table, "srvgrp0", "10.77.0.1/24".parse().unwrap()).is_empty());
+        }
     }
 
     #[test]

@@ -59,6 +59,15 @@ fn report(r: &Report) {
             &format!("bridge {}: up to date, nothing written", r.bridge),
         );
     }
+    for (iface, net) in &r.ipv4_overlaps {
+        log(
+            WARNING,
+            &format!(
+                "{iface} already routes {net}, which overlaps the bridge's IPv4 subnet; machines may not reach it. \
+                 Set IPv4Address= in [Bridge] of /etc/man8s/man8s.conf"
+            ),
+        );
+    }
     if r.enabled_ipv6_forwarding {
         log(
             NOTICE,

@@ -218,6 +218,14 @@ fn bridge_root() -> tempfile::TempDir {
     std::fs::create_dir_all(r.join("run/yggdrasil")).unwrap();
     std::fs::create_dir_all(r.join("proc/sys/net/ipv6/conf/all")).unwrap();
     std::fs::write(r.join("proc/sys/net/ipv6/conf/all/forwarding"), "0\n").unwrap();
+    // Docker's bridge on the same default subnet (as this little-endian kernel prints it).
+    std::fs::create_dir_all(r.join("proc/net")).unwrap();
+    std::fs::write(
+        r.join("proc/net/route"),
+        "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+         docker0\t000011AC\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0\n",
+    )
+    .unwrap();
     std::fs::write(
         r.join("etc/machine-id"),
         "0123456789abcdef0123456789abcdef\n",
@@ -324,6 +332,14 @@ fn root_bridge_writes_files_and_state_then_only_changes() {
         err.contains("wrote /run/systemd/network/10-man8s-srvgrp0.network"),
         "{err}"
     );
+    if cfg!(target_endian = "little") {
+        assert!(
+            err.contains(
+                "docker0 already routes 172.17.0.0/16, which overlaps the bridge's IPv4 subnet"
+            ),
+            "{err}"
+        );
+    }
 
     // Second run: nothing changed, nothing rewritten.
     let before: Vec<_> = [&netdev, &network, &state, &dropin]
