@@ -3,7 +3,8 @@
 # $IMAGES_DIR/layout whose tags the driver pushes into each test host's registry as 127.0.0.1:5000/test/TAG:
 #   web:1      busybox httpd on :80 serving /www (index.html = "man8s web ok"), logs "web-started" first;
 #              /tmp/protected.txt and /run/protected.txt in the image (the init must carry them over nspawn's tmpfs)
-#   noshell:1  one static binary /app and nothing else (no shell, no libc, no /etc): HTTP on :8080
+#   noshell:1  one static binary /app and nothing else (no shell, no libc, no /etc, no /usr — a scratch image):
+#              HTTP on :8080
 #   imguser:1  busybox httpd on :8080 whose image config says User=appuser, a user that exists only in the
 #              image's /etc/passwd (uid 1234, supplementary group extra 2345), WorkingDirectory=/home/app;
 #              it writes `id`, $HOME and `pwd` to /www/id.txt before serving
@@ -26,7 +27,8 @@ build_image() {
 
 busybox_rootfs() {
     local r=${1:?} applet
-    mkdir -p "$r/bin" "$r/etc" "$r/www" "$r/tmp" "$r/run"
+    # Like Docker Hub's busybox image: an (empty) /usr beside /bin. The noshell image has none, as scratch images.
+    mkdir -p "$r/bin" "$r/etc" "$r/www" "$r/tmp" "$r/run" "$r/usr/sbin" "$r/root" "$r/var"
     chmod 1777 "$r/tmp"
     install -m755 /bin/busybox "$r/bin/busybox"
     for applet in sh httpd echo id cat wget ip pwd sleep ls; do ln -sf busybox "$r/bin/$applet"; done

@@ -147,10 +147,10 @@ host_create() {
     dir=$(host_dir "$name")
     root=$dir/root
     [ ! -e "$dir" ] || { say "host $name exists already"; return 1; }
-    mkdir -p "$dir"
-    cp -a --reflink=auto "${BASE:?}" "$root"
+    mkdir -p "$dir" || return 1
+    cp -a --reflink=auto "${BASE:?}" "$root" || return 1
     rm -f "$root/.man8s-base-complete"
-    cp -a "${PKG_DIR:?}/." "$root/"
+    cp -a "${PKG_DIR:?}/." "$root/" || return 1
     echo "$name" >"$root/etc/hostname"
 }
 
@@ -189,14 +189,14 @@ EOF
 host_add_yggdrasil() {
     local name=${1:?} regex=${2:-} root conf
     root=$(host_root "$name")
-    conf=$(yggdrasil -genconf -json)
+    conf=$(yggdrasil -genconf -json) || return 1
     conf=$(jq --arg re "$regex" '.Peers = [] | .Listen = [] | .AdminListen = "unix:///var/run/yggdrasil/yggdrasil.sock"
         | .IfName = "ygg0"
         | .MulticastInterfaces = (if $re == "" then [] else [{Regex: $re, Beacon: true, Listen: true, Port: 0}] end)' \
-        <<<"$conf")
+        <<<"$conf") || return 1
     mkdir -p "$root/etc/yggdrasil"
     printf '%s\n' "$conf" >"$root/etc/yggdrasil/yggdrasil.conf"
-    chroot "$root" systemctl enable yggdrasil.service >/dev/null 2>&1
+    chroot "$root" systemctl enable yggdrasil.service >/dev/null 2>&1 || return 1
 }
 
 # Boots host NAME in the background and waits until its systemd has finished starting up.
