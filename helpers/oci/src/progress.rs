@@ -217,10 +217,14 @@ impl Progress for Lines {
 
 /// Under systemd: journal lines plus `STATUS=` and `EXTEND_TIMEOUT_USEC=` so that a long first
 /// pull never hits `TimeoutStartSec=` while it makes progress.
+///
+/// A keep-alive thread repeats the extension every 30 s, so that a long step without events
+/// (unpacking a huge layer) is covered too; it stops when the reporter is dropped.
 #[derive(Debug)]
 pub struct Systemd {
     lines: Lines,
     last_notify: Mutex<Option<Instant>>,
+    alive: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// How much more time each progress notification asks for.
@@ -229,9 +233,30 @@ const EXTEND: Duration = Duration::from_secs(90);
 impl Systemd {
     /// A new reporter.
     pub fn new() -> Self {
+        let alive = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let flag = alive.clone();
+        let _ = std::thread::Builder::new()
+            .name("sd-notify-keepalive".into())
+            .spawn(move || {
+                let mut ticks = 0u32;
+                while flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(250));
+                    ticks += 1;
+                    if ticks.is_multiple_of(120) && flag.load(Ordering::Relaxed) {
+                        let _ = libsystemd::daemon::notify(
+                            false,
+                            &[libsystemd::daemon::NotifyState::Other(format!(
+                                "EXTEND_TIMEOUT_USEC={}",
+                                EXTEND.as_micros()
+                            ))],
+                        );
+                    }
+                }
+            });
         Self {
             lines: Lines::new(),
             last_notify: Mutex::new(None),
+            alive,
         }
     }
 
@@ -249,6 +274,12 @@ impl Systemd {
                 NotifyState::Other(format!("EXTEND_TIMEOUT_USEC={}", EXTEND.as_micros())),
             ],
         );
+    }
+}
+
+impl Drop for Systemd {
+    fn drop(&mut self) {
+        self.alive.store(false, Ordering::Relaxed);
     }
 }
 
