@@ -92,6 +92,7 @@ fn quote_exec_word(word: &str) -> String {
             '%' => out.push_str("%%"),
             '$' => out.push_str("$$"),
             '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
             c if c.is_control() => {}
             c => out.push(c),
         }
@@ -633,5 +634,108 @@ fn remove_stale(out: &Outputs, keep: &Keep, log: &mut dyn FnMut(&str)) {
                 let _ = fs::remove_dir(&dir); // only if now empty
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// nspawn's `Parameters=` split (`EXTRACT_UNQUOTE|EXTRACT_RETAIN_ESCAPE`).
+    fn nspawn_split(value: &str) -> Vec<String> {
+        let mut words = Vec::new();
+        let mut chars = value.chars().peekable();
+        loop {
+            while chars.peek().is_some_and(|c| *c == ' ' || *c == '\t') {
+                chars.next();
+            }
+            if chars.peek().is_none() {
+                return words;
+            }
+            let (mut word, mut quote) = (String::new(), None);
+            for c in chars.by_ref() {
+                match (c, quote) {
+                    ('"' | '\'', None) => quote = Some(c),
+                    (c, Some(q)) if c == q => quote = None,
+                    (' ' | '\t', None) => break,
+                    (c, _) => word.push(c),
+                }
+            }
+            words.push(word);
+        }
+    }
+
+    /// A unit file's command-line word (`EXTRACT_UNQUOTE|EXTRACT_CUNESCAPE`, `%%` and `$$`).
+    fn unit_unquote(word: &str) -> String {
+        let inner = word
+            .strip_prefix('"')
+            .and_then(|w| w.strip_suffix('"'))
+            .expect("quoted");
+        let mut out = String::new();
+        let mut chars = inner.chars();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => out.push(match chars.next().expect("escape") {
+                    'n' => '\n',
+                    't' => '\t',
+                    other => other,
+                }),
+                '%' | '$' => {
+                    assert_eq!(chars.next(), Some(c), "lone {c} in {word}");
+                    out.push(c);
+                }
+                '"' => panic!("unescaped quote in {word}"),
+                c => out.push(c),
+            }
+        }
+        out
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+
+        #[test]
+        fn nspawn_quoting_round_trips(words in proptest::collection::vec("[^\n\r\0]*", 1..6)) {
+            let line = words.iter().map(|w| quote_nspawn_word(w)).collect::<Vec<_>>().join(" ");
+            prop_assert_eq!(nspawn_split(&line), words);
+        }
+
+        #[test]
+        fn unit_quoting_round_trips(word in "[^\0\r]*") {
+            let quoted = quote_exec_word(&word);
+            prop_assert!(!quoted.contains('\n'));
+            let expected: String = word.chars().filter(|c| matches!(c, '\n' | '\t') || !c.is_control()).collect();
+            prop_assert_eq!(unit_unquote(&quoted), expected);
+        }
+    }
+
+    #[test]
+    fn bind_paths_escape_colons_and_backslashes() {
+        assert_eq!(escape_bind_path("/a:b\\c"), "/a\\:b\\\\c");
+    }
+
+    #[test]
+    fn init_arguments_follow_the_declaration() {
+        let name = MachineName::new("web").unwrap();
+        let files = [(PathBuf::from("/etc/man8s/machines/web.machine"),
+            "[Machine]\nImage=redis\nExec=run it\nUser=1:2\nWorkingDirectory=/w\nEnvironmentFile=/a\nEnvironmentFile=/b\nEnvironment=X=1\n[Network]\nYggdrasilAddress=300::1\n".to_owned())];
+        let m = declaration::parse(&name, &files).unwrap();
+        assert_eq!(
+            init_arguments(&m),
+            [
+                INIT_IN_MACHINE,
+                "--exec=run it",
+                "--user=1:2",
+                "--workdir=/w",
+                "--env-file=/run/host/man8s/env/0",
+                "--env-file=/run/host/man8s/env/1",
+                "--env=X=1",
+                "--env=MAN8S_YGGDRASIL_ADDRESS=300::1"
+            ]
+        );
+        let nspawn = render_nspawn(&m);
+        assert!(nspawn.contains("BindReadOnly=/a:/run/host/man8s/env/0:idmap\nBindReadOnly=/b:/run/host/man8s/env/1:idmap\n"), "{nspawn}");
     }
 }
