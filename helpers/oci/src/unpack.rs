@@ -29,6 +29,7 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
 use std::path::Path;
+use std::rc::Rc;
 
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag, openat};
@@ -142,10 +143,12 @@ pub fn apply_layer(
         opts,
         written: HashSet::new(),
         written_ancestors: HashSet::new(),
+        path_hasher: std::hash::RandomState::new(),
         deferred_dirs: Vec::new(),
         unprivileged: !nix::unistd::geteuid().is_root(),
         restore_modes: HashMap::new(),
         touched_dirs: HashMap::new(),
+        parent_cache: None,
         buf: vec![0; COPY_BUFFER],
         stats: LayerStats::default(),
     };
@@ -213,10 +216,12 @@ struct Unpacker<'a> {
     root: RootDir,
     opts: &'a UnpackOptions,
     /// Paths of this layer's entries: whiteouts and opaque markers only hide lower layers, never these.
-    /// (Joined with `/`: one allocation per entry keeps big layers small in memory.)
-    written: HashSet<Vec<u8>>,
+    /// Kept as 64-bit keyed hashes of the joined path (8 bytes an entry, whatever the path length, for layers
+    /// of hundreds of thousands of files); the random key makes a crafted collision impossible.
+    written: HashSet<u64>,
     /// Ancestors of `written` paths (kept by an opaque marker, but emptied of lower content).
-    written_ancestors: HashSet<Vec<u8>>,
+    written_ancestors: HashSet<u64>,
+    path_hasher: std::hash::RandomState,
     deferred_dirs: Vec<DeferredDir>,
     /// Not root: directories of lower layers without owner write/search permission are opened up while the
     /// layer needs them (root needs no permission); their modes are restored in `finish_dirs`.
@@ -224,6 +229,8 @@ struct Unpacker<'a> {
     restore_modes: HashMap<(u64, u64), (OwnedFd, u32)>,
     /// Directories whose entries this layer changed, by (dev, inode), with their times before.
     touched_dirs: HashMap<(u64, u64), TouchedDir>,
+    /// The last parent directory resolved (see `parent_dir`).
+    parent_cache: Option<(RelPath, Rc<OwnedFd>)>,
     buf: Vec<u8>,
     stats: LayerStats,
 }
@@ -288,18 +295,18 @@ impl Unpacker<'_> {
                     )));
                 }
                 let dir = self.parent_dir(&parent, name)?;
-                self.replace(&dir, file_name, name)?;
-                let fd = openat(
-                    &dir,
-                    file_name,
-                    OFlag::O_WRONLY
-                        | OFlag::O_CREAT
-                        | OFlag::O_EXCL
-                        | OFlag::O_NOFOLLOW
-                        | OFlag::O_CLOEXEC,
-                    Mode::from_bits_truncate(0o600),
-                )
-                .map_err(|e| io_err(name, "creating file")(e.into()))?;
+                let fd = self.create_replacing(&dir, file_name, name, "creating file", || {
+                    openat(
+                        &dir,
+                        file_name,
+                        OFlag::O_WRONLY
+                            | OFlag::O_CREAT
+                            | OFlag::O_EXCL
+                            | OFlag::O_NOFOLLOW
+                            | OFlag::O_CLOEXEC,
+                        Mode::from_bits_truncate(0o600),
+                    )
+                })?;
                 let mut file = File::from(fd);
                 let written = copy_exact(entry, &mut file, &mut self.buf, size, name)?;
                 self.stats.bytes += written;
@@ -307,14 +314,20 @@ impl Unpacker<'_> {
             }
             tar::EntryType::Directory => {
                 let dir = self.parent_dir(&parent, name)?;
-                match lstat_at(&dir, file_name).map_err(io_err(name, "inspecting"))? {
-                    Some(st) if is_type(&st, SFlag::S_IFDIR) => {}
-                    Some(_) => {
-                        remove_all(&dir, file_name, self.unprivileged)
-                            .map_err(io_err(name, "removing what the directory replaces"))?;
-                        mkdir(&dir, file_name, name)?;
+                // Owner-only until the layer is complete: the final mode is applied by `finish_dirs`.
+                let make =
+                    || nix::sys::stat::mkdirat(&dir, file_name, Mode::from_bits_truncate(0o700));
+                match make() {
+                    Ok(()) => {}
+                    Err(Errno::EEXIST) => {
+                        let existing =
+                            lstat_at(&dir, file_name).map_err(io_err(name, "inspecting"))?;
+                        if !existing.is_some_and(|st| is_type(&st, SFlag::S_IFDIR)) {
+                            self.replace(&dir, file_name, name)?;
+                            make().map_err(|e| io_err(name, "creating directory")(e.into()))?;
+                        }
                     }
-                    None => mkdir(&dir, file_name, name)?,
+                    Err(e) => return Err(io_err(name, "creating directory")(e.into())),
                 }
                 let fd = open_subdir(&dir, file_name)
                     .map_err(|e| io_err(name, "opening directory")(e.into()))?;
@@ -332,9 +345,9 @@ impl Unpacker<'_> {
                     return Err(refused("symlink target contains a NUL byte".into()));
                 }
                 let dir = self.parent_dir(&parent, name)?;
-                self.replace(&dir, file_name, name)?;
-                symlinkat(target.as_slice(), &dir, file_name)
-                    .map_err(|e| io_err(name, "creating symlink")(e.into()))?;
+                self.create_replacing(&dir, file_name, name, "creating symlink", || {
+                    symlinkat(target.as_slice(), &dir, file_name)
+                })?;
                 self.chown_at(&dir, file_name, name, &meta)?;
                 self.set_xattrs(name, &meta, true, |key, value| {
                     lsetxattr_at(&dir, file_name, key, value)
@@ -369,15 +382,15 @@ impl Unpacker<'_> {
                     }
                 };
                 let dir = self.parent_dir(&parent, name)?;
-                self.replace(&dir, file_name, name)?;
-                mknodat(
-                    &dir,
-                    file_name,
-                    kind_flag,
-                    Mode::from_bits_truncate(0o600),
-                    dev,
-                )
-                .map_err(|e| io_err(name, "creating special file")(e.into()))?;
+                self.create_replacing(&dir, file_name, name, "creating special file", || {
+                    mknodat(
+                        &dir,
+                        file_name,
+                        kind_flag,
+                        Mode::from_bits_truncate(0o600),
+                        dev,
+                    )
+                })?;
                 self.chown_at(&dir, file_name, name, &meta)?;
                 // Not a symlink (just created), so following is harmless; chmod after chown keeps setuid bits.
                 fchmodat(
@@ -405,13 +418,25 @@ impl Unpacker<'_> {
         Ok(())
     }
 
-    fn parent_dir(&mut self, parent: &RelPath, name: &str) -> Result<OwnedFd, UnpackError> {
+    /// The directory `parent`, resolved inside the root (created when missing) and ready to be changed.
+    ///
+    /// Tar streams list a directory's entries together, so the last one is cached; any removal drops the
+    /// cache (the cached directory or an ancestor may be what was removed). A stale descriptor could only
+    /// point at a detached directory, never outside the root: the unpacker renames nothing.
+    fn parent_dir(&mut self, parent: &RelPath, name: &str) -> Result<Rc<OwnedFd>, UnpackError> {
+        if let Some((cached, fd)) = &self.parent_cache
+            && cached == parent
+        {
+            return Ok(fd.clone());
+        }
         let dir = self
             .root
             .dir_creating(parent)
             .map_err(io_err(name, "resolving parent directory inside the root"))?;
         self.about_to_change(&dir, parent)
             .map_err(io_err(name, "preparing the parent directory"))?;
+        let dir = Rc::new(dir);
+        self.parent_cache = Some((parent.clone(), dir.clone()));
         Ok(dir)
     }
 
@@ -447,25 +472,48 @@ impl Unpacker<'_> {
     }
 
     /// Makes room for a non-directory entry: whatever is there (a file, a directory tree) goes.
-    fn replace(&self, dir: &OwnedFd, file_name: &[u8], name: &str) -> Result<(), UnpackError> {
+    fn replace(&mut self, dir: &OwnedFd, file_name: &[u8], name: &str) -> Result<(), UnpackError> {
+        // A removed directory may be the cached parent or one of its ancestors.
+        self.parent_cache = None;
         remove_all(dir, file_name, self.unprivileged)
             .map_err(io_err(name, "removing what the entry replaces"))
     }
 
+    /// Creates `file_name` in `dir` with `create` (which fails with `EEXIST` rather than overwrite); when
+    /// something is in the way, removes it, whatever it is, and creates again. Fresh names, the common case,
+    /// cost no extra `lstat`.
+    fn create_replacing<T>(
+        &mut self,
+        dir: &OwnedFd,
+        file_name: &[u8],
+        name: &str,
+        what: &'static str,
+        create: impl Fn() -> nix::Result<T>,
+    ) -> Result<T, UnpackError> {
+        match create() {
+            Err(Errno::EEXIST) => {
+                self.replace(dir, file_name, name)?;
+                create().map_err(|e| io_err(name, what)(e.into()))
+            }
+            result => result.map_err(|e| io_err(name, what)(e.into())),
+        }
+    }
+
     fn record_written(&mut self, path: RelPath) {
+        use std::hash::BuildHasher;
         let joined = path.to_bytes();
         for (i, _) in joined.iter().enumerate().filter(|(_, b)| **b == b'/') {
-            if !self.written_ancestors.contains(&joined[..i]) {
-                self.written_ancestors.insert(joined[..i].to_vec());
-            }
+            self.written_ancestors
+                .insert(self.path_hasher.hash_one(&joined[..i]));
         }
-        self.written.insert(joined);
+        self.written.insert(self.path_hasher.hash_one(&joined[..]));
     }
 
     /// True when this layer wrote `path` or something under it.
     fn is_written(&self, path: &RelPath) -> bool {
-        let joined = path.to_bytes();
-        self.written.contains(&joined) || self.written_ancestors.contains(&joined)
+        use std::hash::BuildHasher;
+        let key = self.path_hasher.hash_one(&path.to_bytes()[..]);
+        self.written.contains(&key) || self.written_ancestors.contains(&key)
     }
 
     fn chown_at(
@@ -685,13 +733,14 @@ impl Unpacker<'_> {
         {
             return Ok(());
         }
-        self.replace(&dir, file_name, name)?;
-        linkat(&target_dir, target_name, &dir, file_name, AtFlags::empty())
-            .map_err(|e| io_err(name, "creating hard link")(e.into()))
+        self.create_replacing(&dir, file_name, name, "creating hard link", || {
+            linkat(&target_dir, target_name, &dir, file_name, AtFlags::empty())
+        })
     }
 
     /// Hides lower-layer content of `dir`: everything in it that this layer did not write goes.
     fn opaque(&mut self, dir: &RelPath) -> std::io::Result<()> {
+        self.parent_cache = None;
         let Some(fd) = self.root.existing_dir(dir)? else {
             return Ok(());
         };
@@ -721,6 +770,7 @@ impl Unpacker<'_> {
 
     /// Deletes `target` of lower layers (entries of this layer stay, whatever the order in the tar).
     fn whiteout(&mut self, target: &RelPath) -> std::io::Result<()> {
+        self.parent_cache = None;
         if self.is_written(target) {
             return Ok(());
         }
@@ -735,12 +785,6 @@ impl Unpacker<'_> {
             None => Ok(()),
         }
     }
-}
-
-fn mkdir(dir: &OwnedFd, file_name: &[u8], name: &str) -> Result<(), UnpackError> {
-    // Owner-only until the layer is complete: the final mode is applied by `finish_dirs`.
-    nix::sys::stat::mkdirat(dir, file_name, Mode::from_bits_truncate(0o700))
-        .map_err(|e| io_err(name, "creating directory")(e.into()))
 }
 
 /// Maps an I/O error of entry `name` during `op`.

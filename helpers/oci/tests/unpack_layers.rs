@@ -612,3 +612,41 @@ fn lower_directories_changed_without_an_entry_keep_their_mtime() {
     let mtime = |p: &str| fs::metadata(s.root().join(p)).unwrap().mtime() as u64;
     assert_eq!((mtime("etc"), mtime("var")), (MTIME, MTIME));
 }
+
+#[test]
+fn replacing_a_directory_mid_layer_redirects_later_entries() {
+    // Consecutive entries share a cached parent directory; replacing that directory must not leave later
+    // entries in the removed one.
+    let s = Scratch::new();
+    let layer = Layer::new()
+        .file("d/f1", b"1")
+        .symlink("d", "e") // replaces the directory d (and f1) by a symlink
+        .file("d/f2", b"2") // so this goes to e/f2
+        .file("g/h/x", b"x")
+        .file("g", b"now a file")
+        .dir("g")
+        .file("g/y", b"y")
+        .bytes();
+    s.apply(layer).unwrap();
+    assert_eq!(listing(&s.root()), ["d", "e", "e/f2", "g", "g/y"]);
+
+    // The same through a symlink: the cached `sym` is `real`, which a whiteout then deletes.
+    let s = Scratch::new();
+    s.apply(
+        Layer::new()
+            .dir("real")
+            .file("real/old", b"o")
+            .symlink("sym", "real")
+            .bytes(),
+    )
+    .unwrap();
+    s.apply(
+        Layer::new()
+            .file("sym/f1", b"1")
+            .whiteout(".wh.real")
+            .file("sym/f2", b"2")
+            .bytes(),
+    )
+    .unwrap();
+    assert_eq!(listing(&s.root()), ["real", "real/f2", "sym"]);
+}
