@@ -5,7 +5,10 @@ use std::process::ExitCode;
 use clap::Parser;
 use man8s::Paths;
 use man8s_bridge::apply::{Report, apply};
-use man8s_bridge::reload::{Reloaded, reload_networkd};
+use man8s_bridge::reload::{Reloaded, reload_networkd, wait_for_link};
+
+/// How long to wait for networkd to create the bridge after a reload.
+const LINK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Write the systemd-networkd bridge for man8s machines from the host's Yggdrasil subnet, and
 /// reload networkd when it changed. See man8s-bridge(8).
@@ -102,7 +105,21 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     match reload_networkd() {
-        Ok(Reloaded::Done) => log(INFO, "systemd-networkd reloaded"),
+        Ok(Reloaded::Done) => {
+            log(INFO, "systemd-networkd reloaded");
+            // Machines ordered after this unit attach to the bridge at once: let it exist first.
+            if !wait_for_link(&paths, &r.bridge, LINK_WAIT) {
+                log(
+                    WARNING,
+                    &format!(
+                        "systemd-networkd did not create {} within {} s; see networkctl status {}",
+                        r.bridge,
+                        LINK_WAIT.as_secs(),
+                        r.bridge
+                    ),
+                );
+            }
+        }
         Ok(Reloaded::NotRunning) => log(
             NOTICE,
             "systemd-networkd is not running; it will apply the files when it starts",

@@ -60,3 +60,50 @@ pub fn reload_networkd() -> Result<Reloaded, ReloadError> {
         Ok(Reloaded::Done)
     })
 }
+
+/// Where the kernel lists network interfaces (canonical path).
+pub const SYS_CLASS_NET: &str = "/sys/class/net";
+
+/// Wait until interface `name` exists (networkd creates a new `.netdev` asynchronously after a
+/// reload, and machines started right after `man8s-bridge.service` need their bridge to attach
+/// to). `true` when it appeared within `timeout`.
+pub fn wait_for_link(paths: &man8s::Paths, name: &str, timeout: std::time::Duration) -> bool {
+    let path = paths.fs(SYS_CLASS_NET).join(name);
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if path.exists() {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    #[test]
+    fn waits_for_the_link_to_appear() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = man8s::Paths::new(dir.path());
+        let t = Instant::now();
+        assert!(!wait_for_link(
+            &paths,
+            "srvgrp0",
+            Duration::from_millis(200)
+        ));
+        assert!(t.elapsed() >= Duration::from_millis(200));
+        let link = dir.path().join("sys/class/net/srvgrp0");
+        let maker = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(150));
+            std::fs::create_dir_all(link).unwrap();
+        });
+        assert!(wait_for_link(&paths, "srvgrp0", Duration::from_secs(10)));
+        maker.join().unwrap();
+    }
+}
