@@ -229,6 +229,32 @@ mod tests {
         assert!(RelPath::default().split_last().is_none());
     }
 
+    proptest::proptest! {
+        /// Whatever the bytes, a parsed path has only normal components, and a whiteout never names `.`,
+        /// `..` or nothing.
+        #[test]
+        fn parsed_paths_are_always_clean(raw in proptest::collection::vec(proptest::prop_oneof![
+            proptest::sample::select(vec![b'/', b'.', b'a', b'\0']),
+            proptest::prelude::any::<u8>(),
+        ], 0..40)) {
+            if let Ok(path) = parse_entry_path(&raw) {
+                for component in path.components() {
+                    proptest::prop_assert!(!component.is_empty());
+                    proptest::prop_assert!(component != b"." && component != b"..");
+                    proptest::prop_assert!(!component.contains(&b'/') && !component.contains(&0));
+                }
+                if let Ok(EntryRole::Whiteout { target }) = classify(&path) {
+                    let name = target.components().last().unwrap();
+                    proptest::prop_assert!(!name.is_empty() && name != b"." && name != b"..");
+                }
+            } else {
+                proptest::prop_assert!(
+                    raw.first() == Some(&b'/') || raw.contains(&0) || raw.split(|&b| b == b'/').any(|c| c == b"..")
+                );
+            }
+        }
+    }
+
     #[test]
     fn symlink_climbing_is_lexical() {
         assert!(symlink_climbs_out(&rel(""), b"../x"));
