@@ -650,3 +650,59 @@ fn replacing_a_directory_mid_layer_redirects_later_entries() {
     .unwrap();
     assert_eq!(listing(&s.root()), ["real", "real/f2", "sym"]);
 }
+
+/// Env var telling `umask_helper` it runs in a child with umask 077.
+const UMASK_ENV: &str = "MAN8S_TEST_UMASK_077";
+
+#[test]
+fn implicit_directories_are_0755_whatever_the_umask() {
+    use std::os::unix::process::CommandExt;
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap());
+    child
+        .args([
+            "--exact",
+            "umask_helper",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(UMASK_ENV, "1");
+    // SAFETY: umask is async-signal-safe.
+    unsafe {
+        child.pre_exec(|| {
+            nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+            Ok(())
+        });
+    }
+    let out = child.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "helper failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("1 passed"), "the helper ran:\n{stdout}");
+}
+
+#[test]
+#[ignore = "helper of implicit_directories_are_0755_whatever_the_umask, run by it with umask 077"]
+fn umask_helper() {
+    assert!(
+        std::env::var_os(UMASK_ENV).is_some(),
+        "run by implicit_directories_are_0755_whatever_the_umask"
+    );
+    let s = Scratch::new();
+    s.apply(
+        Layer::new()
+            .file("usr/lib/x/file", b"f")
+            .symlink("var/run", "/run")
+            .bytes(),
+    )
+    .unwrap();
+    s.apply(Layer::new().file("var/run/pid", b"1").bytes())
+        .unwrap();
+    for dir in ["usr", "usr/lib", "usr/lib/x", "var", "run"] {
+        assert_eq!(mode(&s.root().join(dir)), 0o755, "{dir}");
+    }
+    assert_eq!(mode(&s.root().join("usr/lib/x/file")), 0o644);
+}

@@ -12,7 +12,7 @@ use std::path::Path;
 
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag, OpenHow, ResolveFlag, openat, openat2};
-use nix::sys::stat::{FileStat, Mode, SFlag, fstatat, mkdirat};
+use nix::sys::stat::{FchmodatFlags, FileStat, Mode, SFlag, fchmodat, fstatat, mkdirat};
 use nix::unistd::{UnlinkatFlags, unlinkat};
 
 use super::path::RelPath;
@@ -113,7 +113,27 @@ impl RootDir {
                 Ok(_) => return Err(Errno::ENOTDIR.into()),
                 Err(Errno::ENOENT) => {
                     match mkdirat(&parent, name.as_slice(), Mode::from_bits_truncate(0o755)) {
-                        Ok(()) | Err(Errno::EEXIST) => {}
+                        Ok(()) => {
+                            // 0755 whatever the umask (a service may run with 077): processes in the machine
+                            // must be able to traverse directories the image never declared.
+                            fchmodat(
+                                &parent,
+                                name.as_slice(),
+                                Mode::from_bits_truncate(0o755),
+                                FchmodatFlags::NoFollowSymlink,
+                            )
+                            .or_else(|e| match e {
+                                // Older kernels cannot chmod without following; it is the directory we made.
+                                Errno::EOPNOTSUPP => fchmodat(
+                                    &parent,
+                                    name.as_slice(),
+                                    Mode::from_bits_truncate(0o755),
+                                    FchmodatFlags::FollowSymlink,
+                                ),
+                                e => Err(e),
+                            })?;
+                        }
+                        Err(Errno::EEXIST) => {}
                         Err(e) => return Err(e.into()),
                     }
                     // Go on below the new directory (a real one, just made: nothing to resolve), so deep
