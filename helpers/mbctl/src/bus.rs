@@ -236,6 +236,30 @@ impl Bus {
         Ok(Some(pid))
     }
 
+    /// Ask machined to terminate machine `name` (whatever started it: `machinectl start`, a
+    /// manual `systemd-nspawn`) and wait up to `timeout` for it to be gone.
+    pub fn terminate_machine(&self, name: &str, timeout: Duration) -> Result<()> {
+        self.call::<_, ()>(
+            MACHINED,
+            MACHINED_PATH,
+            MACHINED_MANAGER,
+            "TerminateMachine",
+            &(name,),
+        )
+        .with_context(|| format!("machined cannot terminate {name}"))?;
+        let start = Instant::now();
+        while self.machine_path(name)?.is_some() {
+            if start.elapsed() > timeout {
+                bail!(
+                    "machine {name} is still registered {} s after TerminateMachine",
+                    timeout.as_secs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(())
+    }
+
     /// The addresses of machine `name` (machined `GetMachineAddresses`); empty when not running.
     pub fn machine_addresses(&self, name: &str) -> Result<Vec<IpAddr>> {
         if self.machine_path(name)?.is_none() {

@@ -117,6 +117,25 @@ in_host test -f /var/lib/man8machines/web/www/index.html || fail "rollback did n
 in_host grep -q "edited by the user" /var/lib/man8machine_configs/web/man8env.env || fail "update lost the user's edit"
 ok "update to a broken image rolls back: $(tail -n1 <<<"$out")"
 
+# A Python-style machine started by hand (as its README shows: systemd-nspawn -M NAME -D …), not by man8@:
+# remove refuses it, and --force has machined terminate it first.
+in_host sh -c 'set -e
+    mkdir -p /var/lib/man8machines/manual /etc/systemd/nspawn
+    cp -a /var/lib/man8machines/web/. /var/lib/man8machines/manual/
+    mkdir -p /var/lib/man8machines/manual/sbin
+    printf "#!/bin/sh\nexec /bin/sleep 600\n" > /var/lib/man8machines/manual/sbin/busybox-init.sh
+    chmod 755 /var/lib/man8machines/manual/sbin/busybox-init.sh
+    printf "[Exec]\nProcessTwo=yes\nParameters=/sbin/busybox-init.sh\n[Network]\nPrivate=yes\n" \
+        > /etc/systemd/nspawn/manual.nspawn'
+in_host systemd-run --quiet --unit=manual-nspawn systemd-nspawn --quiet -M manual -D /var/lib/man8machines/manual
+wait_for 20 in_host machinectl show manual || fail "the hand-started machine did not register"
+mb machines remove manual; expect_rc 1 "remove of a hand-started running machine"
+assert_contains "$out" "is running" "remove refusal (hand-started)"
+mb machines remove manual --force; expect_rc 0 "remove --force of a hand-started machine"
+in_host machinectl show manual >/dev/null 2>&1 && fail "remove --force left the hand-started machine running"
+in_host test ! -e /var/lib/man8machines/manual || fail "remove --force left its rootfs"
+ok "remove --force terminates a hand-started machine through machined"
+
 # A machine laid out exactly the way the Python mbctl did (its README's nspawn file, man8env.env, a config
 # bind, busybox scripts in the rootfs), migrated and started under man8@.
 in_host sh -c 'set -e

@@ -189,6 +189,11 @@ pub fn remove(name: &str, purge: bool, force: bool) -> Result<u8> {
                 }
                 eprintln!("Stopping {unit}…");
                 let state = bus.unit_job(UnitJob::Stop, &unit)?;
+                // Started some other way (machinectl, a manual systemd-nspawn): machined stops it.
+                if bus.machine_leader(name.as_str()).ok().flatten().is_some() {
+                    eprintln!("Terminating machine {name} through machined…");
+                    bus.terminate_machine(name.as_str(), std::time::Duration::from_secs(60))?;
+                }
                 if state.is_running() || bus.machine_leader(name.as_str()).ok().flatten().is_some()
                 {
                     bail!("machine {name} is still running after stopping {unit}; not removing it");
