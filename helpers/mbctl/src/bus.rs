@@ -5,7 +5,6 @@
 //! and addresses. The runtime is a current-thread tokio runtime owned by [`Bus`]; dropping the
 //! [`Bus`] leaves the process single-threaded again (needed before `setns`).
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
@@ -309,20 +308,6 @@ impl UnitJob {
             UnitJob::Restart => "restart",
         }
     }
-}
-
-/// The state of every unit in `units`, or `None` for each when systemd cannot be reached
-/// (listing works on a relocated tree or a host without systemd).
-pub fn states_or_unknown(bus: Option<&Bus>, units: &[String]) -> HashMap<String, UnitState> {
-    let mut out = HashMap::new();
-    if let Some(bus) = bus {
-        for u in units {
-            if let Ok(s) = bus.unit_state(u) {
-                out.insert(u.clone(), s);
-            }
-        }
-    }
-    out
 }
 
 #[cfg(test)]
