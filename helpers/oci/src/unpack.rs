@@ -96,7 +96,7 @@ pub enum UnpackError {
         source: std::io::Error,
     },
     /// The tar stream itself is broken (truncated, bad header).
-    #[error("reading layer tar stream (after entry {after:?}): {source}")]
+    #[error("reading layer tar stream{}: {source}", after_entry(.after))]
     Tar {
         /// The last entry read successfully, if any.
         after: Option<String>,
@@ -785,6 +785,14 @@ impl Unpacker<'_> {
             None => Ok(()),
         }
     }
+}
+
+/// " after entry \"NAME\"" for [`UnpackError::Tar`], or nothing at the start of the stream.
+fn after_entry(after: &Option<String>) -> String {
+    after
+        .as_ref()
+        .map(|name| format!(" after entry {name:?}"))
+        .unwrap_or_default()
 }
 
 /// Maps an I/O error of entry `name` during `op`.

@@ -346,3 +346,28 @@ fn metadata_of_entries_replacing_symlinks_to_outside_stays_inside() {
     );
     assert!(s.root().join("d").is_dir() && !s.root().join("d").is_symlink());
 }
+
+#[test]
+fn error_messages_are_one_readable_line() {
+    let s = Scratch::new();
+    let err = s
+        .apply(Layer::new().file("../x", b"x").bytes())
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        r#"layer entry "../x" refused: path has a `..` component"#
+    );
+    let mut layer = Layer::new()
+        .file("ok", b"ok")
+        .file("big", &[1; 2048])
+        .bytes();
+    layer.truncate(3 * 512 + 100);
+    let err = s.apply(layer).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        r#"reading layer tar stream after entry "big": file content ends after 100 of 2048 bytes"#
+    );
+    let err = s.apply(vec![0x55; 1024]).unwrap_err().to_string();
+    assert!(err.starts_with("reading layer tar stream: "), "{err}");
+    assert!(!err.contains('\n'), "{err}");
+}
