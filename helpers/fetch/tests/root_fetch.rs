@@ -286,3 +286,107 @@ fn root_fetch_exit_codes_and_one_line_errors() {
     );
     assert!(!h.p("var/lib/man8machines/gone").exists());
 }
+
+fn tmp_debris(h: &Host) -> Vec<String> {
+    std::fs::read_dir(h.p("var/lib/man8machines"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".tmp-"))
+        .collect()
+}
+
+#[test]
+fn root_fetch_failed_update_keeps_the_running_rootfs() {
+    let h = Host::new();
+    let reg = Registry::start();
+    h.push(&reg, &app("1"), "app", "stable");
+    h.declare(
+        "upd",
+        &format!("[Machine]\nImage={}/app:stable\nPull=always\n", reg.host()),
+    );
+    let o = h.fetch(&["upd"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rootfs = h.p("var/lib/man8machines/upd");
+    // The tag moves to an image whose second layer is corrupt in the registry's storage.
+    let broken = Image::new(vec![
+        (
+            LayerBuilder::new().file("version", 0o644, b"2").tar(),
+            Compression::Gzip,
+        ),
+        (
+            LayerBuilder::new()
+                .file("big", 0o644, &ts::noise(2_000_000, 5))
+                .tar(),
+            Compression::Gzip,
+        ),
+    ]);
+    let w = h.push(&reg, &broken, "app", "stable");
+    let data = reg.blob_data_path(&w.layer_digests[1]);
+    let mut bytes = std::fs::read(&data).unwrap();
+    bytes[1000] ^= 1;
+    std::fs::write(&data, &bytes).unwrap();
+    let o = h.fetch(&["upd"]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    let last = e.lines().last().unwrap();
+    assert!(
+        last.starts_with("man8s-fetch: upd: ") && last.contains("is corrupt"),
+        "{e}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("version")).unwrap(),
+        "1",
+        "old rootfs untouched"
+    );
+    assert!(tmp_debris(&h).is_empty(), "{:?}", tmp_debris(&h));
+    // A hostile first layer: refused while the second may still be downloading; same guarantees.
+    let hostile = {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut hd = tar::Header::new_gnu();
+        hd.set_entry_type(tar::EntryType::Symlink);
+        hd.set_size(0);
+        hd.set_mode(0o777);
+        hd.set_uid(0);
+        hd.set_gid(0);
+        hd.set_mtime(0);
+        hd.set_path("evil").unwrap();
+        hd.set_link_name("/").unwrap();
+        hd.set_cksum();
+        b.append(&hd, &[][..]).unwrap();
+        let mut hd = tar::Header::new_gnu();
+        hd.set_entry_type(tar::EntryType::Regular);
+        hd.set_size(1);
+        hd.set_mode(0o644);
+        hd.set_uid(0);
+        hd.set_gid(0);
+        hd.set_mtime(0);
+        hd.as_old_mut().name[..14].copy_from_slice(b"../../../pwned");
+        hd.set_cksum();
+        b.append(&hd, &b"x"[..]).unwrap();
+        b.into_inner().unwrap()
+    };
+    let bad = Image::new(vec![
+        (hostile, Compression::Gzip),
+        (
+            LayerBuilder::new()
+                .file("big", 0o644, &ts::noise(2_000_000, 6))
+                .tar(),
+            Compression::Gzip,
+        ),
+    ]);
+    h.push(&reg, &bad, "app", "stable");
+    let o = h.fetch(&["upd"]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(
+        e.lines().last().unwrap().contains("layer 1 of the image") && e.contains("pwned"),
+        "{e}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("version")).unwrap(),
+        "1"
+    );
+    assert!(tmp_debris(&h).is_empty());
+    assert!(!h.root.path().join("pwned").exists() && !Path::new("/pwned").exists());
+}

@@ -100,13 +100,11 @@ pub enum Error {
         reason: String,
     },
     /// A layer's uncompressed content does not match the diff_id in the image config.
-    #[error(
-        "{image}: layer {index} ({digest}) unpacks to {actual}, but the image config says {expected}"
-    )]
+    #[error("{image}: layer {} ({digest}) unpacks to {actual}, but the image config says {expected}", .index + 1)]
     DiffId {
         /// The image.
         image: String,
-        /// Layer number (0-based).
+        /// Layer number (0-based; messages count from 1, like the progress lines).
         index: usize,
         /// Compressed digest.
         digest: String,
@@ -122,11 +120,11 @@ pub enum Error {
         image: String,
     },
     /// Unpacking a layer failed.
-    #[error("{image}: layer {index} ({digest}): {reason}")]
+    #[error("{image}: layer {} of the image ({digest}): {reason}", .index + 1)]
     Unpack {
         /// The image.
         image: String,
-        /// Layer number (0-based).
+        /// Layer number (0-based; messages count from 1, like the progress lines).
         index: usize,
         /// Compressed digest.
         digest: String,

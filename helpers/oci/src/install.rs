@@ -54,9 +54,22 @@ pub fn unpack_layers(
     opts: &UnpackOptions,
     progress: &dyn Progress,
 ) -> Result<()> {
+    unpack_layers_when_ready(root, image, cache, opts, progress, &|_| Ok(()))
+}
+
+/// [`unpack_layers`], waiting with `ready(i)` until layer `i` is in the cache.
+fn unpack_layers_when_ready(
+    root: &Path,
+    image: &ResolvedImage,
+    cache: &BlobCache,
+    opts: &UnpackOptions,
+    progress: &dyn Progress,
+    ready: &dyn Fn(usize) -> Result<()>,
+) -> Result<()> {
     let name = image.reference.to_string();
     let n = image.manifest.layers.len();
     for (index, layer) in image.manifest.layers.iter().enumerate() {
+        ready(index)?;
         progress.event(Event::Unpacking { index, layers: n });
         let path = cache
             .blob_path(&layer.digest)
@@ -214,6 +227,66 @@ pub fn install_tree(
     opts: &InstallOptions,
     progress: &dyn Progress,
 ) -> Result<Option<PathBuf>> {
+    install_tree_when_ready(target, image, cache, opts, progress, &|_| Ok(()))
+}
+
+/// Download the layers `image` lacks and install it at `target`, unpacking each layer as soon
+/// as it is in the cache while the next one downloads (a cold pull then takes about the longer
+/// of download and unpack, not their sum). Same guarantees as [`install_tree`].
+pub fn pull_and_install(
+    puller: &crate::pull::Puller<'_>,
+    target: &Path,
+    image: &ResolvedImage,
+    opts: &InstallOptions,
+) -> Result<Option<PathBuf>> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let cancel = AtomicBool::new(false);
+    let (tx, rx) = std::sync::mpsc::channel::<usize>();
+    std::thread::scope(|s| {
+        let cancel = &cancel;
+        let downloads = s.spawn(move || {
+            let notify = move |i: usize| {
+                let _ = tx.send(i);
+            };
+            // Its own runtime (and connection pool) on this thread.
+            crate::pull::block_on(puller.fetch_layers(image, &notify, cancel)).and_then(|r| r)
+        });
+        let ready_count = std::cell::Cell::new(0usize);
+        let ready = |i: usize| -> Result<()> {
+            while ready_count.get() <= i {
+                match rx.recv() {
+                    Ok(_) => ready_count.set(ready_count.get() + 1),
+                    Err(_) => return Err(Error::Other("layer download stopped".into())),
+                }
+            }
+            Ok(())
+        };
+        let installed =
+            install_tree_when_ready(target, image, puller.cache, opts, puller.progress, &ready);
+        if installed.is_err() {
+            cancel.store(true, Ordering::Relaxed);
+        }
+        drop(rx);
+        let downloaded = downloads
+            .join()
+            .map_err(|_| Error::Other("download thread panicked".into()))?;
+        match (installed, downloaded) {
+            (Ok(prev), _) => Ok(prev),
+            // The unpacker stopped because a download failed: that failure is the news.
+            (Err(_), Err(download_err)) => Err(download_err),
+            (Err(e), Ok(_)) => Err(e),
+        }
+    })
+}
+
+fn install_tree_when_ready(
+    target: &Path,
+    image: &ResolvedImage,
+    cache: &BlobCache,
+    opts: &InstallOptions,
+    progress: &dyn Progress,
+    ready: &dyn Fn(usize) -> Result<()>,
+) -> Result<Option<PathBuf>> {
     let parent = target
         .parent()
         .ok_or_else(|| Error::Other(format!("{}: no parent dir", target.display())))?;
@@ -237,7 +310,7 @@ pub fn install_tree(
         .tempdir_in(parent)
         .map_err(|e| Error::io_for(&image_name, parent, e))?;
     fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755)).at(tmp.path())?;
-    unpack_layers(tmp.path(), image, cache, &opts.unpack, progress)?;
+    unpack_layers_when_ready(tmp.path(), image, cache, &opts.unpack, progress, ready)?;
     finish_tree(tmp.path(), image, opts.protect_run_tmp)?;
     let tmp_path = tmp.keep();
     let result = (|| {
@@ -639,20 +712,34 @@ pub async fn ensure_machine(
         });
         None
     } else {
-        let resolved = match puller.pull(&image, opts.policy).await {
-            Ok(r) => r,
-            // Pull=always at boot with the network not up yet: the machine still starts from what it has.
-            Err(e @ Error::Network { .. }) if exists => {
-                opts.progress.event(Event::UpToDate {
-                    reason: &format!(
-                        "warning: {e}; starting {} with the installed rootfs",
-                        machine.name
-                    ),
-                });
-                link_for_machinectl(paths, &machine.name)?;
-                return Ok(Outcome::UpToDate);
-            }
-            Err(e) => return Err(e),
+        let keep_installed = |e: &Error| -> Result<Outcome> {
+            opts.progress.event(Event::UpToDate {
+                reason: &format!(
+                    "warning: {e}; starting {} with the installed rootfs",
+                    machine.name
+                ),
+            });
+            link_for_machinectl(paths, &machine.name)?;
+            Ok(Outcome::UpToDate)
+        };
+        let cached = if opts.policy == crate::pull::Policy::Always {
+            None
+        } else {
+            puller.from_cache(&image)?
+        };
+        if cached.is_none() && opts.policy == crate::pull::Policy::Never {
+            return Err(Error::NotCached {
+                image: image.to_string(),
+            });
+        }
+        let resolved = match cached {
+            Some(r) => r,
+            None => match puller.resolve_remote(&image).await {
+                Ok(r) => r,
+                // Pull=always at boot with the network not up yet: the machine still starts from what it has.
+                Err(e @ Error::Network { .. }) if exists => return keep_installed(&e),
+                Err(e) => return Err(e),
+            },
         };
         if exists
             && installed
@@ -668,16 +755,18 @@ pub async fn ensure_machine(
                 protect_run_tmp: true,
                 ..opts.install.clone()
             };
-            let resolved2 = resolved.clone();
-            let cache2 = cache.clone();
-            let rootfs2 = rootfs.clone();
-            // Unpacking is blocking work; progress is only borrowed, so use a scoped thread.
-            let progress = opts.progress;
-            std::thread::scope(|s| {
-                s.spawn(|| install_tree(&rootfs2, &resolved2, &cache2, &install, progress))
+            // Blocking work on scoped threads (progress is only borrowed): layers download on one
+            // while the other unpacks those already cached.
+            let result = std::thread::scope(|s| {
+                s.spawn(|| pull_and_install(&puller, &rootfs, &resolved, &install))
                     .join()
             })
-            .map_err(|_| Error::Other("unpack thread panicked".into()))??;
+            .map_err(|_| Error::Other("unpack thread panicked".into()))?;
+            match result {
+                Ok(_) => {}
+                Err(e @ Error::Network { .. }) if exists => return keep_installed(&e),
+                Err(e) => return Err(e),
+            }
             let digest = resolved.manifest_digest.clone();
             Some((resolved, Outcome::Installed { digest }))
         }

@@ -156,6 +156,19 @@ impl Puller<'_> {
 
     /// Ask the registry; fetch what the cache lacks.
     pub async fn from_registry(&self, image: &ImageRef) -> Result<ResolvedImage> {
+        let resolved = self.resolve_remote(image).await?;
+        self.fetch_layers(
+            &resolved,
+            &|_| {},
+            &std::sync::atomic::AtomicBool::new(false),
+        )
+        .await?;
+        Ok(resolved)
+    }
+
+    /// Ask the registry what `image` is now: manifest (chosen from an index for our platform)
+    /// and config land in the cache; layers are left to [`Self::fetch_layers`].
+    pub async fn resolve_remote(&self, image: &ImageRef) -> Result<ResolvedImage> {
         let progress = self.progress;
         progress.event(Event::Resolving {
             image: &image.to_string(),
@@ -206,23 +219,6 @@ impl Puller<'_> {
             .ok_or_else(|| Self::manifest_err(image, "image config vanished from the cache"))?;
         let config = manifest::parse_config(&config_json, img.layers.len(), &self.platform)
             .map_err(|r| Self::manifest_err(image, r))?;
-        let missing: u64 = img
-            .layers
-            .iter()
-            .filter(|l| !self.cache.has_blob(&l.digest, l.size))
-            .map(|l| l.size)
-            .sum();
-        progress.event(Event::Resolved {
-            image: &image.to_string(),
-            digest: &manifest_digest,
-            layers: img.layers.len(),
-            download_bytes: missing,
-        });
-        for (i, l) in img.layers.iter().enumerate() {
-            reg.fetch_blob(l, Some(i), self.cache, progress).await?;
-        }
-        // Only now, with everything cached, does the tag point at the new content.
-        self.cache.set_ref(image, &top.digest)?;
         Ok(ResolvedImage {
             reference: image.clone(),
             manifest_digest,
@@ -232,6 +228,52 @@ impl Puller<'_> {
             config,
             from_network: true,
         })
+    }
+}
+
+impl Puller<'_> {
+    /// Download the layers of a resolved image that the cache lacks, in order, calling
+    /// `on_ready(i)` once layer `i` is in the cache (so that it can be unpacked while the next one
+    /// downloads). Stops between layers when `cancel` is set (returns `Ok(false)`). When all are
+    /// cached, the tag is pointed at the image.
+    pub async fn fetch_layers(
+        &self,
+        resolved: &ResolvedImage,
+        on_ready: &(dyn Fn(usize) + Sync),
+        cancel: &std::sync::atomic::AtomicBool,
+    ) -> Result<bool> {
+        let image = &resolved.reference;
+        let layers = &resolved.manifest.layers;
+        let missing: u64 = layers
+            .iter()
+            .filter(|l| !self.cache.has_blob(&l.digest, l.size))
+            .map(|l| l.size)
+            .sum();
+        self.progress.event(Event::Resolved {
+            image: &image.to_string(),
+            digest: &resolved.manifest_digest,
+            layers: layers.len(),
+            download_bytes: missing,
+        });
+        // A fresh connection pool: this may run on another thread and runtime than the resolve.
+        let reg = if missing > 0 {
+            Some(Registry::new(image, self.config)?)
+        } else {
+            None
+        };
+        for (i, l) in layers.iter().enumerate() {
+            if cancel.load(std::sync::atomic::Ordering::Relaxed) {
+                return Ok(false);
+            }
+            if let Some(reg) = &reg {
+                reg.fetch_blob(l, Some(i), self.cache, self.progress)
+                    .await?;
+            }
+            on_ready(i);
+        }
+        // Only now, with everything cached, does the tag point at the new content.
+        self.cache.set_ref(image, resolved.top_digest())?;
+        Ok(true)
     }
 }
 

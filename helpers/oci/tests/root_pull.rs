@@ -635,6 +635,9 @@ fn root_persistent_errors_and_corrupt_blob_keep_previous_rootfs() {
                 h.set_entry_type(tar::EntryType::Regular);
                 h.set_size(1);
                 h.set_mode(0o644);
+                h.set_uid(0);
+                h.set_gid(0);
+                h.set_mtime(0);
                 // set_path refuses `..`; write the name bytes directly.
                 h.as_old_mut().name[..9].copy_from_slice(b"../escape");
                 h.set_cksum();
@@ -648,7 +651,7 @@ fn root_persistent_errors_and_corrupt_blob_keep_previous_rootfs() {
     let bad = env.pull(&format!("{}/keep:3", reg.host())).unwrap();
     let msg = env.install("keep", &bad).unwrap_err().to_string();
     assert!(
-        msg.contains("layer 1") && msg.contains("../escape"),
+        msg.contains("layer 2 of the image") && msg.contains("../escape"),
         "{msg}"
     );
     assert_eq!(
