@@ -109,6 +109,23 @@ pub fn render_network(spec: &BridgeSpec) -> String {
         );
     }
 
+    // Machines' IPv6 leaves the bridge only toward Yggdrasil. Their sources (the ULA, their 300:
+    // address) are not routable on the internet and are not masqueraded, so IPv6 to anywhere else
+    // would vanish upstream and clients would hang until their connect timeout; refusing it here
+    // (ICMPv6 "no route") makes them fall back to IPv4 at once. The host's own addresses are
+    // delivered by the local table before these rules; the bridge's own segment is switched.
+    let _ = write!(
+        o,
+        "\n[RoutingPolicyRule]\nIncomingInterface={}\nTo=200::/7\nTable=main\nPriority={}\n",
+        spec.name, RULE_PRIORITY
+    );
+    let _ = write!(
+        o,
+        "\n[RoutingPolicyRule]\nIncomingInterface={}\nFamily=ipv6\nType=unreachable\nPriority={}\n",
+        spec.name,
+        RULE_PRIORITY + 1
+    );
+
     o.push_str("\n[DHCPServer]\n");
     o.push_str("EmitDNS=yes\n");
     for d in &spec.dns {
@@ -135,6 +152,9 @@ pub fn render_network(spec: &BridgeSpec) -> String {
     }
     o
 }
+
+/// Priority of the routing policy rules for IPv6 forwarded from the bridge (before `main`, 32766).
+pub const RULE_PRIORITY: u32 = 32000;
 
 /// The bridge's own address in the ULA prefix (`<prefix>::1`).
 pub fn ula_router(ula: Ipv6Net) -> Ipv6Addr {
@@ -216,6 +236,18 @@ mod tests {
              Address=300:2e98:a4b0:1789::1/64\n\
              DuplicateAddressDetection=none\n\
              \n\
+             [RoutingPolicyRule]\n\
+             IncomingInterface=srvgrp0\n\
+             To=200::/7\n\
+             Table=main\n\
+             Priority=32000\n\
+             \n\
+             [RoutingPolicyRule]\n\
+             IncomingInterface=srvgrp0\n\
+             Family=ipv6\n\
+             Type=unreachable\n\
+             Priority=32001\n\
+             \n\
              [DHCPServer]\n\
              EmitDNS=yes\n\
              EmitNTP=yes\n\
@@ -247,6 +279,13 @@ mod tests {
         s.timezone = Some("Europe/Berlin".into());
         let n = render_network(&s);
         assert!(n.contains("[Match]\nName=m8br\n"));
+        // The routing rules follow the bridge name and do not depend on yggdrasil.
+        assert!(
+            n.contains(
+                "[RoutingPolicyRule]\nIncomingInterface=m8br\nFamily=ipv6\nType=unreachable\n"
+            ),
+            "{n}"
+        );
         assert!(n.contains("Address=10.77.0.1/24\nDHCPServer=yes\n"), "{n}");
         assert!(
             n.contains("[Address]\nAddress=fd4b:1c2d:3e4f::1/64\nDuplicateAddressDetection=none\n"),
