@@ -217,3 +217,29 @@ fn root_shell_interactive_login_shell_on_a_terminal() {
     let (code, rest) = pty.finish();
     assert_eq!(code, 5, "{rest}");
 }
+
+#[test]
+fn root_shell_as_an_unprivileged_user_says_it_needs_root() {
+    require_root();
+    let o = Command::new("runuser")
+        .args([
+            "-u",
+            "nobody",
+            "--",
+            env!("CARGO_BIN_EXE_mbctl"),
+            "machines",
+            "shell",
+            "web",
+            "--leader-pid",
+            "1",
+        ])
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert_eq!(
+        err,
+        "mbctl: entering machine web needs root (its namespaces belong to root); run mbctl with sudo\n"
+    );
+}

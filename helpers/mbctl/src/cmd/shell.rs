@@ -8,6 +8,11 @@ use crate::cmd::machine_name;
 /// Run a shell or `command` in the running machine; returns the shell's exit code.
 pub fn shell(name: &str, command: Option<&str>, leader_pid: Option<i32>) -> Result<u8> {
     let name = machine_name(name)?;
+    if !nix::unistd::geteuid().is_root() {
+        bail!(
+            "entering machine {name} needs root (its namespaces belong to root); run mbctl with sudo"
+        );
+    }
     let leader = match leader_pid {
         Some(pid) => pid,
         None => {
