@@ -51,7 +51,7 @@ impl Default for Args {
             no_network: false,
             dhcp_timeout: Duration::from_secs(5),
             carrier_timeout: Duration::from_secs(5),
-            slaac_timeout: Duration::from_secs(3),
+            slaac_timeout: Duration::from_secs(1),
             no_lease_keeper: false,
             forward: Vec::new(),
             root: None,

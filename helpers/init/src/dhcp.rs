@@ -383,10 +383,11 @@ fn broadcast() -> SocketAddrV4 {
     SocketAddrV4::new(Ipv4Addr::BROADCAST, SERVER_PORT)
 }
 
-/// Retransmission waits: 250 ms doubling up to 2 s (RFC 2131 asks for ~4 s doubling; a local
-/// bridge answers in milliseconds, so the first retries come sooner).
+/// Retransmission waits: 125 ms doubling up to 2 s (RFC 2131 asks for ~4 s doubling; a local
+/// bridge answers in milliseconds, and the first answer is often lost while the host side of a
+/// fresh veth still waits for the kernel's link watcher, so the first retries come sooner).
 pub fn backoff(attempt: u32) -> Duration {
-    Duration::from_millis(250u64.saturating_mul(1 << attempt.min(3)).min(2000))
+    Duration::from_millis(125u64.saturating_mul(1 << attempt.min(4)).min(2000))
 }
 
 /// DISCOVER → OFFER → REQUEST → ACK, retrying with backoff, until `timeout` has passed.
@@ -651,7 +652,8 @@ mod tests {
         };
         assert_eq!((l.prefix_len, l.lease_secs, l.t1()), (8, None, None));
         assert!(resolv_conf(&l).is_none());
-        assert_eq!(backoff(0), Duration::from_millis(250));
+        assert_eq!(backoff(0), Duration::from_millis(125));
+        assert_eq!(backoff(1), Duration::from_millis(250));
         assert_eq!(backoff(10), Duration::from_secs(2));
     }
 }

@@ -3,7 +3,9 @@
 fn main() {
     // A bug must still end as one line in the journal, not a backtrace dump (the init is built with
     // panic=abort).
-    std::panic::set_hook(Box::new(|info| eprintln!("man8s-init: internal error: {info}")));
+    std::panic::set_hook(Box::new(|info| {
+        eprintln!("man8s-init: internal error: {info}")
+    }));
     let args = match man8s_init::args::parse(std::env::args().skip(1)) {
         Ok(a) => a,
         Err(e) => {

@@ -133,10 +133,15 @@ pub fn configure(cfg: &NetConfig, log: &mut dyn FnMut(String)) -> Result<NetOutc
     enable_slaac(&link.name, log);
     nl.set_up(link.index)
         .map_err(io_err(&format!("{} up", link.name)))?;
+    // The SLAAC bound counts from here: DHCP runs while the router advertisement is on its way.
+    let slaac_until = Instant::now() + cfg.slaac_timeout;
     if let Some(ygg) = cfg.yggdrasil {
         nl.add_ipv6_nodad(link.index, ygg, 64)
             .map_err(io_err(&format!("adding {ygg}/64 to {}", link.name)))?;
     }
+    // Carrier (IFF_LOWER_UP) only: the operational state follows when the kernel's link watcher
+    // gets to it, up to ~1 s later, and packets sent before are dropped; waiting for it costs more
+    // than the quick first retransmissions of DHCP and router solicitations that cover a loss.
     let carrier = wait_link(&mut nl, link.index, cfg.carrier_timeout, |l| l.carrier)
         .map_err(io_err("link state"))?;
     if !carrier {
@@ -212,13 +217,13 @@ pub fn configure(cfg: &NetConfig, log: &mut dyn FnMut(String)) -> Result<NetOutc
         )),
     }
 
-    let slaac = wait_slaac(&mut nl, &link, cfg.yggdrasil, cfg.slaac_timeout)
+    let slaac = wait_slaac(&mut nl, &link, cfg.yggdrasil, slaac_until)
         .map_err(io_err("listing addresses"))?;
     if !slaac.is_empty() {
         log(format!("{}: SLAAC {}", link.name, join(&slaac)));
     } else if !cfg.slaac_timeout.is_zero() {
         log(format!(
-            "warning: no SLAAC address on {} after {:.1} s (no router advertisement?)",
+            "{}: no SLAAC address yet after {:.1} s (the kernel keeps listening for router advertisements)",
             link.name,
             cfg.slaac_timeout.as_secs_f64()
         ));
@@ -278,10 +283,16 @@ fn wait_slaac(
     nl: &mut Netlink,
     link: &Link,
     ygg: Option<Ipv6Addr>,
-    bound: Duration,
+    until: Instant,
 ) -> io::Result<Vec<Ipv6Addr>> {
-    let until = Instant::now() + bound;
+    // Solicit again every 250 ms: an advertisement answering the first solicitation can be lost
+    // while the host side of the veth is not yet active.
+    let mut next_solicitation = Instant::now() + Duration::from_millis(250);
     loop {
+        if Instant::now() >= next_solicitation {
+            let _ = send_router_solicitation(&link.name);
+            next_solicitation += Duration::from_millis(250);
+        }
         let found: Vec<Ipv6Addr> = nl
             .global_addresses(link.index)?
             .into_iter()
