@@ -2,14 +2,10 @@
 //!
 //! `forward-run YGG_ADDRESS PORT...` relays TCP `[YGG_ADDRESS]:PORT` to the IPv4 listener on PORT,
 //! exactly as `man8s-init` does inside a machine.
-#![allow(dead_code, unsafe_code)]
-
-#[path = "../../init/src/detach.rs"]
-mod detach;
-#[path = "../../init/src/forward.rs"]
-mod forward;
 
 use std::sync::atomic::AtomicBool;
+
+use man8s_init::forward;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
