@@ -395,8 +395,8 @@ fn collect_dropins(
 struct Assignment<'a> {
     file: &'a Path,
     line: usize,
-    section: String,
-    key: String,
+    section: &'static str,
+    key: &'static str,
     value: String,
 }
 
@@ -443,12 +443,14 @@ fn lex<'a>(file: &'a Path, text: &str, out: &mut Vec<Assignment<'a>>, errs: &mut
     let mut lines = text.split('\n').enumerate().peekable();
     while let Some((idx, raw)) = lines.next() {
         let start_line = idx + 1;
-        let mut logical = raw.trim().to_owned();
+        // Borrowed unless a continuation has to join lines (most lines are not).
+        let mut logical = std::borrow::Cow::Borrowed(raw.trim());
         if logical.starts_with('#') || logical.starts_with(';') {
             continue;
         }
         // Continuations: `\` at the end joins the next line.
         while logical.ends_with('\\') {
+            let logical = logical.to_mut();
             logical.pop();
             logical.push(' ');
             let mut joined = false;
@@ -536,7 +538,7 @@ fn lex<'a>(file: &'a Path, text: &str, out: &mut Vec<Assignment<'a>>, errs: &mut
         if key.starts_with("X-") {
             continue;
         }
-        if !known.1.contains(&key) {
+        let Some(&key) = known.1.iter().find(|k| **k == key) else {
             let mut d = diag(
                 file,
                 start_line,
@@ -553,12 +555,12 @@ fn lex<'a>(file: &'a Path, text: &str, out: &mut Vec<Assignment<'a>>, errs: &mut
             }
             errs.push(d);
             continue;
-        }
+        };
         out.push(Assignment {
             file,
             line: start_line,
-            section: known.0.to_owned(),
-            key: key.to_owned(),
+            section: known.0,
+            key,
             value: value.to_owned(),
         });
     }
@@ -1188,7 +1190,7 @@ pub fn parse(name: &MachineName, files: &[(PathBuf, String)]) -> Result<Machine,
         let empty = v.is_empty();
         let here = || (a.file.to_owned(), a.line);
         let result: Result<(), String> = (|| {
-            match (a.section.as_str(), a.key.as_str()) {
+            match (a.section, a.key) {
                 ("Machine", "Image") => {
                     if empty {
                         m.image.clear();
@@ -1392,7 +1394,7 @@ pub fn parse(name: &MachineName, files: &[(PathBuf, String)]) -> Result<Machine,
             Ok(())
         })();
         if let Err(message) = result {
-            errs.push(diag(a.file, a.line, Some(&a.key), message));
+            errs.push(diag(a.file, a.line, Some(a.key), message));
         }
     }
 
