@@ -113,17 +113,31 @@ pub enum MachinesCommand {
     #[command(after_help = "Example:\n  mbctl machines restart redis")]
     Restart(NameArg),
     /// Start machine NAME at boot (enables man8@NAME.service).
-    #[command(after_help = "Example:\n  mbctl machines enable redis")]
-    Enable(NameArg),
+    #[command(
+        after_help = "Example:\n  mbctl machines enable redis\n  mbctl machines enable --now redis"
+    )]
+    Enable(EnableArgs),
     /// Do not start machine NAME at boot.
-    #[command(after_help = "Example:\n  mbctl machines disable redis")]
-    Disable(NameArg),
+    #[command(
+        after_help = "Example:\n  mbctl machines disable redis\n  mbctl machines disable --now redis"
+    )]
+    Disable(EnableArgs),
     /// Show the journal of man8@NAME.service.
     #[command(after_help = "Example:\n  mbctl machines logs redis\n  mbctl machines logs redis -f")]
     Logs(LogsArgs),
     /// Pull the image again per the declaration, swap the rootfs, restart; roll back if it fails to start.
     #[command(after_help = "Example:\n  mbctl machines update redis")]
     Update(NameArg),
+}
+
+/// `machines enable|disable`
+#[derive(Debug, Args)]
+pub struct EnableArgs {
+    /// Machine name.
+    pub name: String,
+    /// Also start (enable) or stop (disable) it now, like `systemctl enable --now`.
+    #[arg(long)]
+    pub now: bool,
 }
 
 /// `--json`

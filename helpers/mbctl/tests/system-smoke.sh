@@ -93,12 +93,15 @@ assert_contains "$out" "is running" "remove refusal"
 in_host test -d /var/lib/man8machines/web || fail "remove of a running machine deleted its rootfs"
 ok "remove refuses a running machine"
 
-mb machines enable web; expect_rc 0 enable
+mb machines disable web --now; expect_rc 0 "disable --now"
+[ "$(unit_state man8@web.service)" != active/success ] || fail "disable --now left web running"
+mb machines enable web --now; expect_rc 0 "enable --now"
+[ "$(unit_state man8@web.service)" = active/success ] || fail "enable --now did not start web"
 in_host systemctl is-enabled man8@web.service | grep -qx enabled || fail "enable did not enable: $out"
 mb machines disable web; expect_rc 0 disable
 state=$(in_host systemctl is-enabled man8@web.service) || true
 [ "$state" != enabled ] || fail "disable did not disable: $out"
-ok "enable/disable"
+ok "enable/disable (--now starts and stops)"
 
 mb machines restart web; expect_rc 0 restart
 mb machines update web; expect_rc 0 update

@@ -62,8 +62,9 @@ pub fn job(name: &str, job: UnitJob) -> Result<u8> {
     }
 }
 
-/// Enable or disable a machine at boot (`EnableUnitFiles` / `DisableUnitFiles`).
-pub fn enable(name: &str, on: bool) -> Result<u8> {
+/// Enable or disable a machine at boot (`EnableUnitFiles` / `DisableUnitFiles`), and with `now`
+/// also start or stop it.
+pub fn enable(name: &str, on: bool, now: bool) -> Result<u8> {
     let name = machine_name(name)?;
     let paths = Paths::from_env();
     if on {
@@ -82,6 +83,13 @@ pub fn enable(name: &str, on: bool) -> Result<u8> {
             "unlink" => println!("Removed {file}."),
             _ => println!("{kind} {file} {dest}"),
         }
+    }
+    drop(bus);
+    if now {
+        return job(
+            name.as_str(),
+            if on { UnitJob::Start } else { UnitJob::Stop },
+        );
     }
     Ok(EXIT_OK)
 }
