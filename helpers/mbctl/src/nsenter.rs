@@ -35,6 +35,29 @@ pub fn shell_argv(command: Option<&str>) -> Vec<String> {
     }
 }
 
+/// argv for a command run without a shell: white-space separated words; a first word without
+/// `/` is looked up in the shell environment's `PATH` (`exists` says whether a path is a file).
+pub fn direct_argv(command: &str, exists: impl Fn(&str) -> bool) -> Result<Vec<String>> {
+    let mut words: Vec<String> = command.split_whitespace().map(str::to_owned).collect();
+    let Some(first) = words.first_mut() else {
+        bail!("the command is empty")
+    };
+    if !first.contains('/') {
+        let path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+        match path
+            .split(':')
+            .map(|d| format!("{d}/{first}"))
+            .find(|p| exists(p))
+        {
+            Some(found) => *first = found,
+            None => bail!("{first} is not in PATH ({path})"),
+        }
+    } else if !exists(first) {
+        bail!("{first} does not exist");
+    }
+    Ok(words)
+}
+
 /// The environment the shell starts with: a clean one, as a login would give, keeping `TERM`.
 pub fn shell_env(term: Option<&str>) -> Vec<String> {
     let mut env = vec![
@@ -109,14 +132,22 @@ pub fn run_in_machine(machine: &str, leader: i32, command: Option<&str>) -> Resu
     std::env::set_current_dir("/").context("cannot change to / in the machine")?;
     drop(root);
 
-    if !std::path::Path::new(SHELL).exists() {
-        bail!(
+    let has_shell = std::path::Path::new(SHELL).exists();
+    let words = match (has_shell, command) {
+        (true, _) => shell_argv(command),
+        // No shell (a distroless image): split the command on white space and run it directly,
+        // as the Python tool's `nsenter -a $command` did.
+        (false, Some(c)) => {
+            direct_argv(c, |p| std::path::Path::new(p).is_file()).with_context(|| {
+                format!("machine {machine} has no {SHELL}, and the command cannot run without one")
+            })?
+        }
+        (false, None) => bail!(
             "machine {machine} has no shell: {SHELL} does not exist in it (a distroless image?); \
-             inspect its files under /var/lib/man8machines/{machine} instead"
-        );
-    }
-
-    let argv: Vec<CString> = shell_argv(command)
+             run one of its programs with --command '/path/to/program ARGS'"
+        ),
+    };
+    let argv: Vec<CString> = words
         .into_iter()
         .map(CString::new)
         .collect::<Result<_, _>>()
@@ -126,7 +157,7 @@ pub fn run_in_machine(machine: &str, leader: i32, command: Option<&str>) -> Resu
         .map(CString::new)
         .collect::<Result<_, _>>()
         .context("TERM contains a NUL byte")?;
-    let path = CString::new(SHELL).expect("constant has no NUL");
+    let path = argv[0].clone();
 
     // SAFETY: the process is single-threaded (checked above), so the child may run any code.
     match unsafe { fork() }.context("cannot fork into the machine's PID namespace")? {
@@ -144,7 +175,10 @@ pub fn run_in_machine(machine: &str, leader: i32, command: Option<&str>) -> Resu
                 std::process::exit(1);
             }
             let e = nix::unistd::execve(&path, &argv, &env).unwrap_err();
-            eprintln!("mbctl: cannot run {SHELL} in machine {machine}: {e}");
+            eprintln!(
+                "mbctl: cannot run {} in machine {machine}: {e}",
+                path.to_string_lossy()
+            );
             std::process::exit(127);
         }
         ForkResult::Parent { child } => {
@@ -172,6 +206,24 @@ pub fn run_in_machine(machine: &str, leader: i32, command: Option<&str>) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn direct_commands() {
+        let exists = |p: &str| p == "/usr/bin/app" || p == "/app";
+        assert_eq!(
+            direct_argv("app --version  x", exists).unwrap(),
+            ["/usr/bin/app", "--version", "x"]
+        );
+        assert_eq!(direct_argv("/app", exists).unwrap(), ["/app"]);
+        assert!(direct_argv("/nope", exists).is_err());
+        assert!(
+            direct_argv("nope", exists)
+                .unwrap_err()
+                .to_string()
+                .contains("not in PATH")
+        );
+        assert!(direct_argv("   ", exists).is_err());
+    }
 
     #[test]
     fn argv_and_env() {

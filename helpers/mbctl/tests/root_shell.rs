@@ -177,6 +177,27 @@ fn root_shell_machine_without_shell_is_a_clear_error() {
         err.contains("machine testmachine has no shell: /bin/sh does not exist in it"),
         "{err}"
     );
+    assert!(err.contains("--command '/path/to/program ARGS'"), "{err}");
+    // A program of the image runs directly, without a shell (as the Python tool's nsenter did).
+    let o = shell(m.leader, Some("/bin/busybox echo  direct   run"));
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "direct run\n");
+    let o = shell(m.leader, Some("/bin/busybox false"));
+    assert_eq!(o.status.code(), Some(1));
+    let o = shell(m.leader, Some("nosuchprogram"));
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(
+            "has no /bin/sh, and the command cannot run without one: nosuchprogram is not in PATH"
+        ),
+        "{err}"
+    );
 }
 
 #[test]
