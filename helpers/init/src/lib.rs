@@ -211,11 +211,11 @@ fn prepare(args: &args::Args) -> Result<Launch, Failure> {
     log(
         "exec",
         &format!(
-            "{} (from {source}) as {}:{} in {workdir} after {} ms",
+            "{} (from {source}) as {}:{} in {workdir} after {:.1} ms",
             shell_quote(&argv),
             creds.uid,
             creds.gid,
-            started.elapsed().as_millis()
+            started.elapsed().as_secs_f64() * 1000.0
         ),
     );
     Ok(Launch {
