@@ -184,7 +184,8 @@ pub struct PullArgs {
 pub struct ShellArgs {
     /// Machine name.
     pub name: String,
-    /// Run this command with `/bin/sh -c` instead of a login shell.
+    /// Run this command with `/bin/sh -c` instead of a login shell (in a machine without a shell:
+    /// split at white space and run directly).
     #[arg(long, short = 'c')]
     pub command: Option<String>,
     /// Enter the namespaces of this PID instead of asking machined for the leader (tests).
