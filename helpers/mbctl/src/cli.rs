@@ -126,8 +126,20 @@ pub enum MachinesCommand {
     #[command(after_help = "Example:\n  mbctl machines logs redis\n  mbctl machines logs redis -f")]
     Logs(LogsArgs),
     /// Pull the image again per the declaration, swap the rootfs, restart; roll back if it fails to start.
-    #[command(after_help = "Example:\n  mbctl machines update redis")]
-    Update(NameArg),
+    #[command(
+        after_help = "Example:\n  mbctl machines update redis\n  mbctl machines update --force redis   # fresh rootfs even when up to date"
+    )]
+    Update(UpdateArgs),
+}
+
+/// `machines update`
+#[derive(Debug, Args)]
+pub struct UpdateArgs {
+    /// Machine name.
+    pub name: String,
+    /// Reinstall the rootfs from the image and restart even when the registry has nothing newer.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// `machines enable|disable`

@@ -272,6 +272,12 @@ fn root_pull_yes_update_download_remove() {
 
     let up = ok(&tree.run(&["machines", "update", "web"]));
     assert!(up.contains("up to date"), "{up}");
+    // --force: a fresh rootfs of the same image (drift inside the rootfs is gone), config kept.
+    std::fs::write(tree.at("/var/lib/man8machines/web/drift"), "x").unwrap();
+    let up = ok(&tree.run(&["machines", "update", "web", "--force"]));
+    assert!(up.contains(&format!("Installed {d1} (was {d1})")), "{up}");
+    assert!(!tree.at("/var/lib/man8machines/web/drift").exists());
+    assert_eq!(std::fs::read_to_string(&conf).unwrap(), "edited\n");
     let d2 = push(&reg, &tree, &app_image("2"), "latest");
     assert_ne!(d1, d2);
     let o = tree.run(&["machines", "update", "web"]);

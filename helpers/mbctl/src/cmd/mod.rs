@@ -67,7 +67,7 @@ fn machines(command: MachinesCommand) -> Result<u8> {
             no_fetch: a.no_fetch,
             cached_only: false,
         }),
-        MachinesCommand::Update(n) => pull::update(&n.name),
+        MachinesCommand::Update(a) => pull::update(&a.name, a.force),
     }
 }
 

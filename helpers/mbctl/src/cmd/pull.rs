@@ -473,8 +473,8 @@ fn exchange(a: &Path, b: &Path) -> Result<()> {
     .with_context(|| format!("cannot swap {} and {}", a.display(), b.display()))
 }
 
-/// `machines update NAME`.
-pub fn update(name: &str) -> Result<u8> {
+/// `machines update NAME [--force]`: with `force`, a fresh rootfs of the same image too.
+pub fn update(name: &str, force: bool) -> Result<u8> {
     let name = machine_name(name)?;
     let paths = Paths::from_env();
     let machine = declaration::load(&paths, &name)?;
@@ -489,9 +489,10 @@ pub fn update(name: &str) -> Result<u8> {
         _ => Policy::Always,
     };
     let resolved = fetch_image(&paths, &image, policy)?;
-    if before
-        .as_ref()
-        .is_some_and(|s| s.manifest_digest == resolved.manifest_digest)
+    if !force
+        && before
+            .as_ref()
+            .is_some_and(|s| s.manifest_digest == resolved.manifest_digest)
     {
         println!(
             "Machine {name} is up to date ({}).",
