@@ -107,6 +107,29 @@ fn usage_errors_exit_2() {
             "/data=elsewhere",
         ],
         &["machines", "shell", "a b"],
+        &[
+            "machines",
+            "pull",
+            "redis",
+            "web",
+            "--volume",
+            "/a=data",
+            "--volume",
+            "/a/=config",
+        ],
+        &["machines", "pull", "not a reference!", "web"],
+        &["machines", "pull", "redis", "web", "--template", "macvlan"],
+        &["machines", "pull", "redis", "web", "--template", "bogus"],
+        &["import", "x.tar", "--reference", "not a reference!"],
+        &[
+            "import",
+            "x.tar",
+            "--reference",
+            "localhost/x:1",
+            "--machine",
+            "bad_name",
+        ],
+        &["oci", "download", "not a reference!"],
     ] {
         let o = mbctl(args, root.path());
         let err = String::from_utf8_lossy(&o.stderr);
