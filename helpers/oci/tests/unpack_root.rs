@@ -581,3 +581,123 @@ fn root_differential_dot_prefixed_names_and_root_entry() {
         .bytes();
     differential("dot-prefixed", vec![first, second]);
 }
+
+// ---- unprivileged ----------------------------------------------------------------------------------------------
+
+/// Env var telling `unprivileged_helper` it runs as nobody.
+const UNPRIVILEGED_ENV: &str = "MAN8S_TEST_UNPRIVILEGED";
+
+/// The tiers run as root in CI, so the unprivileged paths (no chown, devices refused, read-only lower
+/// directories opened up, privileged xattrs skipped) are exercised here in a child dropped to nobody.
+#[test]
+fn root_unprivileged_unpack() {
+    use std::os::unix::process::CommandExt;
+    require_root();
+    let mut child = Command::new(std::env::current_exe().unwrap());
+    child.args([
+        "--exact",
+        "unprivileged_helper",
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ]);
+    child.env(UNPRIVILEGED_ENV, "1").env("TMPDIR", "/tmp");
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        child.pre_exec(|| {
+            nix::unistd::setgroups(&[])?;
+            nix::unistd::setgid(nix::unistd::Gid::from_raw(65534))?;
+            nix::unistd::setuid(nix::unistd::Uid::from_raw(65534))?;
+            Ok(())
+        });
+    }
+    let out = child.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "helper failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("1 passed"), "the helper ran:\n{stdout}");
+}
+
+#[test]
+#[ignore = "helper of root_unprivileged_unpack, run by it as nobody"]
+fn unprivileged_helper() {
+    assert!(
+        std::env::var_os(UNPRIVILEGED_ENV).is_some(),
+        "run by root_unprivileged_unpack"
+    );
+    assert!(!nix::unistd::geteuid().is_root());
+    let opts = man8s_oci::unpack::UnpackOptions::default();
+    assert!(
+        !opts.preserve_ownership && !opts.create_devices,
+        "defaults follow the euid"
+    );
+    let s = Scratch::new();
+    let lower = Layer::new()
+        .file_owned("owned", b"o", 0o4755, 1234, 5678)
+        .dir_mode("ro", 0o555)
+        .file("ro/old", b"o")
+        .dir_mode("ro/locked", 0o500)
+        .file("ro/locked/f", b"f")
+        .dir_mode("ro/gone", 0o500)
+        .dir_mode("ro/gone/deeper", 0o500)
+        .file("ro/gone/deeper/f", b"f")
+        .bytes();
+    s.apply(lower).unwrap();
+    let meta = fs::metadata(s.root().join("owned")).unwrap();
+    assert_eq!(
+        (meta.uid(), meta.gid()),
+        (65534, 65534),
+        "owned by the caller"
+    );
+    assert_eq!(
+        mode(&s.root().join("owned")),
+        0o4755,
+        "setuid kept on our own file"
+    );
+    let upper = Layer::new()
+        .whiteout("ro/.wh.old")
+        .file("ro/new", b"n")
+        .file("ro/locked/g", b"g")
+        .whiteout("ro/.wh.gone") // read-only directories inside a read-only directory
+        .pax(&[
+            ("SCHILY.xattr.security.capability", &CAP_NET_RAW_V2),
+            ("SCHILY.xattr.user.ok", b"1"),
+        ])
+        .file("cap", b"c")
+        .bytes();
+    let stats = s.apply(upper).unwrap();
+    assert_eq!(
+        stats.xattrs_skipped, 1,
+        "security.capability needs privilege"
+    );
+    assert_eq!(
+        get_xattr(&s.root().join("cap"), "user.ok").as_deref(),
+        Some(&b"1"[..])
+    );
+    assert_eq!(
+        unpack_support::listing(&s.root()),
+        [
+            "cap",
+            "owned",
+            "ro",
+            "ro/locked",
+            "ro/locked/f",
+            "ro/locked/g",
+            "ro/new"
+        ]
+    );
+    assert_eq!(mode(&s.root().join("ro")), 0o555);
+    assert_eq!(mode(&s.root().join("ro/locked")), 0o500);
+    let err = s
+        .apply(
+            Layer::new()
+                .device("dev/null", tar::EntryType::Char, 1, 3)
+                .bytes(),
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("device"), "{err}");
+    s.assert_outside_untouched();
+}
