@@ -75,6 +75,14 @@ pub enum YggdrasilError {
         /// Why the connection failed.
         source: std::io::Error,
     },
+    /// No yggdrasil configuration on this host and nothing at the default endpoint.
+    #[error("yggdrasil is not set up on this host (no {}) and nothing answers on {endpoint}", config.display())]
+    NotSetUp {
+        /// The configuration file looked for (canonical).
+        config: PathBuf,
+        /// The endpoint tried.
+        endpoint: AdminEndpoint,
+    },
     /// The connection broke or timed out mid-exchange.
     #[error("yggdrasil admin socket {endpoint}: {source}")]
     Io {
@@ -363,6 +371,12 @@ pub fn discover(paths: &Paths, cfg: &YggdrasilConfig) -> Result<SelfInfo, Yggdra
             Err(YggdrasilError::Connect { .. }) if Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(200));
             }
+            Err(YggdrasilError::Connect { endpoint, .. }) if !located.configured => {
+                return Err(YggdrasilError::NotSetUp {
+                    config: cfg.config_file.clone(),
+                    endpoint,
+                });
+            }
             other => return other,
         }
     }
@@ -639,6 +653,22 @@ mod tests {
         let e = discover(&paths, &cfg).unwrap_err();
         // Not configured here, so no 30 s wait.
         assert!(t.elapsed() < Duration::from_secs(5));
+        assert!(matches!(e, YggdrasilError::NotSetUp { .. }), "{e}");
+        assert_eq!(
+            e.to_string(),
+            "yggdrasil is not set up on this host (no /etc/yggdrasil/yggdrasil.conf) and nothing answers on \
+             unix:///var/run/yggdrasil/yggdrasil.sock"
+        );
+        // Configured but not running: the socket error, after the wait.
+        std::fs::create_dir_all(dir.path().join("etc/yggdrasil")).unwrap();
+        std::fs::write(dir.path().join("etc/yggdrasil/yggdrasil.conf"), "{}\n").unwrap();
+        let cfg = YggdrasilConfig {
+            wait: Duration::from_millis(300),
+            ..Default::default()
+        };
+        let t = Instant::now();
+        let e = discover(&paths, &cfg).unwrap_err();
+        assert!(t.elapsed() >= Duration::from_millis(300));
         assert!(matches!(e, YggdrasilError::Connect { .. }), "{e}");
         let msg = e.to_string();
         assert!(
