@@ -166,6 +166,11 @@ pub fn render_nspawn(m: &Machine) -> String {
     // nspawn 261+ announces a future default of AF_INET/AF_INET6/AF_UNIX only; the init needs
     // netlink (links, addresses) and packet sockets (DHCP), and so do many apps (getifaddrs()).
     o.push_str("RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK AF_PACKET\n");
+    // What nspawn sends its stub init on `systemctl stop`. nspawn's default without Boot= is
+    // SIGKILL: the app gets no chance to save and the unit ends up failed. The stub ignores
+    // SIGTERM, but on SIGRTMIN+3 ("halt") it sends the app SIGTERM (then SIGHUP), waits for it to
+    // exit, and powers the container off cleanly.
+    o.push_str("KillSignal=SIGRTMIN+3\n");
 
     o.push_str("\n[Files]\nPrivateUsersOwnership=map\n");
     let _ = writeln!(o, "BindReadOnly={INIT_BINARY}:{INIT_IN_MACHINE}");

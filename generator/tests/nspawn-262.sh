@@ -52,7 +52,10 @@ echo "INIT-DATA: $(ls -ln /data)"; touch /data/made-inside && echo INIT-DATA-WRI
 echo "INIT-PID: $$"; echo "INIT-UID: $(id -u)"
 echo "INIT-RESOLV: $(ls -l /etc/resolv.conf 2>&1)"
 echo "INIT-PATH: $PATH"
-sleep 600
+trap '' HUP
+trap 'echo INIT-GOT-SIGTERM; exit 0' TERM
+sleep 600 &
+wait
 SH
 chmod 755 "$root/usr/lib/man8s/man8s-init"
 m=$root/var/lib/man8machines/vt
@@ -113,4 +116,8 @@ if [ "$owner" = 0 ]; then echo "ok   file made inside is host root's"; else echo
 check "MemoryMax applied" "MemoryMax=268435456" "$(in_host systemctl show -p MemoryMax man8@vt.service)"
 check "machinectl lists it" "vt" "$(in_host machinectl list --no-legend --no-pager 2>&1)"
 in_host systemctl stop man8@vt.service
+journal=$(in_host journalctl --no-pager -u man8@vt.service -o cat)
+check "systemctl stop delivers SIGTERM to the payload" "INIT-GOT-SIGTERM" "$journal"
+check "a stopped machine is not failed" "ActiveState=inactive" "$(in_host systemctl show -p ActiveState man8@vt.service)"
+check "a stopped machine's result is success" "Result=success" "$(in_host systemctl show -p Result man8@vt.service)"
 [ "$failures" = 0 ] && echo "nspawn-262: all checks passed" || { echo "nspawn-262: $failures checks failed"; exit 1; }
