@@ -101,30 +101,37 @@ impl<R: Read> MetadataLimit<R> {
             return Ok(State::PassThrough);
         };
         let kind = header.entry_type();
+        // Mirrors the tar crate: PAX records never resize extension headers (by type, recognised or not);
+        // recognised L/K/x headers are consumed and keep the pending records, anything else is returned as
+        // an entry and drops them.
+        let extension_type = kind.is_gnu_longname()
+            || kind.is_gnu_longlink()
+            || kind.is_pax_local_extensions()
+            || kind.is_pax_global_extensions();
         let recognised = header.as_gnu().is_some() || header.as_ustar().is_some();
-        let metadata =
-            kind.is_gnu_longname() || kind.is_gnu_longlink() || kind.is_pax_local_extensions();
-        if recognised && metadata {
-            if header_size > self.limit {
+        let metadata = recognised
+            && (kind.is_gnu_longname() || kind.is_gnu_longlink() || kind.is_pax_local_extensions());
+        let size = if extension_type {
+            header_size
+        } else {
+            self.pending_pax_size.unwrap_or(header_size)
+        };
+        if metadata {
+            if size > self.limit {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
                     format!(
-                        "tar {kind:?} entry of {header_size} bytes exceeds the limit of {} bytes",
+                        "tar {kind:?} entry of {size} bytes exceeds the limit of {} bytes",
                         self.limit
                     ),
                 ));
             }
             let pax = kind
                 .is_pax_local_extensions()
-                .then(|| Vec::with_capacity(header_size as usize));
-            return Ok(data_state(header_size, pax));
+                .then(|| Vec::with_capacity(size as usize));
+            return Ok(data_state(size, pax));
         }
-        if kind.is_pax_global_extensions() {
-            // Returned as an entry of its own: the local PAX records seen before it are dropped.
-            self.pending_pax_size = None;
-            return Ok(data_state(header_size, None));
-        }
-        let size = self.pending_pax_size.take().unwrap_or(header_size);
+        self.pending_pax_size = None;
         if kind.is_gnu_sparse() && header.as_gnu().is_some_and(|gnu| gnu.is_extended()) {
             return Ok(State::SparseExtension { data: size });
         }
@@ -251,5 +258,91 @@ mod tests {
             .map(|e| e.unwrap().size())
             .collect();
         assert_eq!(sizes, [512], "the tar crate sees the same boundaries");
+    }
+
+    /// One generated member: an optional GNU long name of `long_name` bytes, an optional PAX header giving
+    /// the real size, and a regular file whose header size may lie when the PAX size is there.
+    #[derive(Debug, Clone)]
+    struct Member {
+        long_name: Option<usize>,
+        pax_size: bool,
+        header_size: u64,
+        data: usize,
+    }
+
+    fn member() -> impl proptest::strategy::Strategy<Value = Member> {
+        use proptest::prelude::*;
+        (
+            proptest::option::of(1usize..3000),
+            any::<bool>(),
+            0u64..5000,
+            0usize..3000,
+        )
+            .prop_map(|(long_name, pax_size, header_size, data)| Member {
+                long_name,
+                pax_size,
+                header_size,
+                data,
+            })
+    }
+
+    /// The PAX record "LEN size=N\n", LEN counting itself.
+    fn size_record(n: usize) -> Vec<u8> {
+        let rest = "size=".len() + n.to_string().len() + 2;
+        let mut len = rest + 1;
+        while len.to_string().len() + rest > len {
+            len += 1;
+        }
+        format!("{len} size={n}\n").into_bytes()
+    }
+
+    fn archive(members: &[Member]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for m in members {
+            if let Some(n) = m.long_name {
+                entry(&mut b, tar::EntryType::GNULongName, &vec![b'n'; n]);
+            }
+            let header_size = if m.pax_size {
+                entry(&mut b, tar::EntryType::XHeader, &size_record(m.data));
+                m.header_size
+            } else {
+                m.data as u64
+            };
+            let mut header = tar::Header::new_gnu();
+            header.set_entry_type(tar::EntryType::Regular);
+            header.set_size(header_size);
+            header.set_path("f").unwrap();
+            header.set_mode(0o644);
+            header.set_cksum();
+            let mut block = header.as_bytes().to_vec();
+            let data = vec![b'\x7f'; m.data];
+            block.extend_from_slice(&data);
+            block.resize(512 + m.data.div_ceil(512) * 512, 0);
+            b.get_mut().extend_from_slice(&block);
+        }
+        b.into_inner().unwrap()
+    }
+
+    proptest::proptest! {
+        /// The sniffer sees the same boundaries as the tar crate: it fails exactly when a long name or PAX
+        /// header is over the limit, and the tar crate reads every member with the sizes we wrote.
+        #[test]
+        fn agrees_with_the_tar_crate(
+            members in proptest::collection::vec(member(), 0..8),
+            limit in proptest::prop_oneof![0u64..20, 0u64..4000],
+        ) {
+            let data = archive(&members);
+            let mut parsed = tar::Archive::new(data.as_slice());
+            let sizes: Vec<u64> = parsed.entries().unwrap().map(|e| e.unwrap().size()).collect();
+            let expected: Vec<u64> = members.iter().map(|m| m.data as u64).collect();
+            proptest::prop_assert_eq!(sizes, expected);
+
+            let too_big = members.iter().any(|m| {
+                m.long_name.is_some_and(|n| n as u64 > limit)
+                    || (m.pax_size && size_record(m.data).len() as u64 > limit)
+            });
+            let result = read_all(&data, limit);
+            proptest::prop_assert_eq!(result.is_err(), too_big, "{:?}", result.err());
+        }
     }
 }
