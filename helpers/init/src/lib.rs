@@ -134,8 +134,20 @@ impl Launch {
     }
 }
 
+/// The kernel's fixed inode number of the initial PID namespace (`PROC_PID_INIT_INO`).
+const HOST_PID_NAMESPACE: &str = "pid:[4026531836]";
+
 fn prepare(args: &args::Args) -> Result<Launch, Failure> {
     let started = Instant::now();
+    // Run by mistake on the host, the init would bring up the host's first network link and ask
+    // its network for a DHCP lease: refuse outside a PID namespace of its own.
+    if fs::read_link("/proc/self/ns/pid").is_ok_and(|ns| ns.as_os_str() == HOST_PID_NAMESPACE) {
+        return Err(Failure::new(
+            "args",
+            "refusing to run in the host's PID namespace: man8s-init is the first process inside a \
+             man8s machine (see man8s-init(8))",
+        ));
+    }
     if let Some(root) = &args.root {
         nix::unistd::chroot(root)
             .and_then(|()| nix::unistd::chdir("/"))
