@@ -104,6 +104,17 @@ fn root_fetch_installs_machine_with_env_and_volumes() {
         "1"
     );
     assert!(rootfs.join(".man8s/image.json").is_file());
+    for private in ["var/lib/man8machines", "var/cache/man8s"] {
+        let mode = std::fs::metadata(h.p(private))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(
+            mode, 0o700,
+            "{private} holds image content: not for other users"
+        );
+    }
     assert_eq!(
         std::fs::read_link(h.p("var/lib/machines/web")).unwrap(),
         Path::new("/var/lib/man8machines/web")

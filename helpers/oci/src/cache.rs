@@ -71,6 +71,20 @@ impl BlobCache {
         &self.root
     }
 
+    /// Create `dir` (inside the cache). The cache dir itself is made 0700 when created: it may
+    /// hold layers of private images.
+    fn create_dir(&self, dir: &Path) -> Result<()> {
+        use std::os::unix::fs::DirBuilderExt;
+        if !self.root.is_dir() {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&self.root)
+                .at(&self.root)?;
+        }
+        fs::create_dir_all(dir).at(dir)
+    }
+
     /// Path of a verified blob (whether or not it exists). `None` for a malformed digest.
     pub fn blob_path(&self, digest: &str) -> Option<PathBuf> {
         digest_hex(digest).map(|hex| self.root.join("blobs/sha256").join(hex))
@@ -103,7 +117,7 @@ impl BlobCache {
             return Ok(path);
         }
         let dir = path.parent().expect("blob path has a parent");
-        fs::create_dir_all(dir).at(dir)?;
+        self.create_dir(dir)?;
         let mut tmp = tempfile::NamedTempFile::new_in(dir).at(dir)?;
         tmp.write_all(data).at(&path)?;
         tmp.persist(&path).map_err(|e| Error::io(&path, e.error))?;
@@ -157,7 +171,7 @@ impl BlobCache {
             return Ok(());
         };
         let dir = path.parent().expect("ref path has a parent");
-        fs::create_dir_all(dir).at(dir)?;
+        self.create_dir(dir)?;
         let mut tmp = tempfile::NamedTempFile::new_in(dir).at(dir)?;
         writeln!(tmp, "{digest}").at(&path)?;
         tmp.persist(&path).map_err(|e| Error::io(&path, e.error))?;
@@ -272,7 +286,7 @@ impl BlobCache {
             .partial_path(digest)
             .ok_or_else(|| Error::Other(format!("invalid digest {digest:?}")))?;
         let dir = path.parent().expect("partial path has a parent");
-        fs::create_dir_all(dir).at(dir)?;
+        self.create_dir(dir)?;
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -293,7 +307,7 @@ impl BlobCache {
             .blob_path(digest)
             .expect("digest checked by lock_partial");
         let dir = to.parent().expect("blob path has a parent");
-        fs::create_dir_all(dir).at(dir)?;
+        self.create_dir(dir)?;
         fs::rename(&from, &to).at(&to)?;
         Ok(to)
     }
@@ -343,7 +357,7 @@ mod tests {
     #[test]
     fn put_ref_list_gc_clear() {
         let dir = tempfile::tempdir().unwrap();
-        let cache = BlobCache::at(dir.path());
+        let cache = BlobCache::at(dir.path().join("cache"));
         let layer = b"layer-bytes".to_vec();
         let ld = sha256_digest(&layer);
         let cfg = b"{}".to_vec();
@@ -364,6 +378,12 @@ mod tests {
         }
         assert!(cache.put_verified(&ld, b"other").is_err());
         assert!(cache.has_blob(&ld, 11));
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            fs::metadata(cache.root()).unwrap().permissions().mode() & 0o777,
+            0o700,
+            "private cache dir"
+        );
         let img = ImageRef::parse("127.0.0.1:5000/a/b:v1").unwrap();
         cache.set_ref(&img, &md).unwrap();
         assert_eq!(cache.get_ref(&img).as_deref(), Some(md.as_str()));

@@ -291,7 +291,15 @@ fn install_tree_when_ready(
         .parent()
         .ok_or_else(|| Error::Other(format!("{}: no parent dir", target.display())))?;
     let image_name = image.reference.to_string();
-    fs::create_dir_all(parent).map_err(|e| Error::io_for(&image_name, parent, e))?;
+    if !parent.is_dir() {
+        // Like systemd's /var/lib/machines: root filesystems of machines are not for other users.
+        use std::os::unix::fs::DirBuilderExt;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(parent)
+            .map_err(|e| Error::io_for(&image_name, parent, e))?;
+    }
     let lock_path = parent.join(format!(
         ".{}.lock",
         target.file_name().and_then(OsStr::to_str).unwrap_or("x")
