@@ -9,6 +9,7 @@ fn run(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(INIT)
         .args(args)
         .env("RUST_BACKTRACE", "0")
+        .env_remove("NOTIFY_SOCKET")
         .output()
         .unwrap();
     (
