@@ -518,6 +518,18 @@ fn root_exact_environment_without_shell_and_ready_notification() {
     notify
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
+    // --env-file files (literal format, later wins, over man8env.env, under --env).
+    fs::create_dir_all(rootfs.root.join("envfiles")).unwrap();
+    fs::write(
+        rootfs.root.join("envfiles/0"),
+        "B=file0\nFILE_ONLY=0\nAPP_UID=from-file \"quoted\"\n",
+    )
+    .unwrap();
+    fs::write(
+        rootfs.root.join("envfiles/1"),
+        "# second file\nFILE_ONLY=1\n",
+    )
+    .unwrap();
     // Split shell-style (no /bin/sh): `env` runs directly, with two extra assignments.
     let cmd = rootfs.init_command(
         None,
@@ -525,6 +537,8 @@ fn root_exact_environment_without_shell_and_ready_notification() {
         &[
             "--no-network",
             "--exec=env 'GREETING=held out' X=\"a\\\"b\"",
+            "--env-file=/envfiles/0",
+            "--env-file=/envfiles/1",
             "--env=B=arg",
             "--env=C=c=d",
         ],
@@ -533,9 +547,15 @@ fn root_exact_environment_without_shell_and_ready_notification() {
     assert_eq!(code, 0, "{err}");
     let mut got: Vec<&str> = out.lines().collect();
     got.sort();
-    let mut want: Vec<String> = bitwarden_lines().iter().map(|s| s.to_string()).collect();
+    let mut want: Vec<String> = bitwarden_lines()
+        .iter()
+        .filter(|l| !l.starts_with("APP_UID="))
+        .map(|s| s.to_string())
+        .collect();
     want.extend(
         [
+            "APP_UID=from-file \"quoted\"",
+            "FILE_ONLY=1",
             "FROM_IMAGE=yes",
             "B=arg",
             "C=c=d",
@@ -597,6 +617,12 @@ fn root_dev_stdout_works_when_stdout_is_a_socket() {
 fn root_failures_are_one_line_naming_the_step() {
     assert_root();
     let cases: &[(&str, bool, &[&str], &str)] = &[
+        (
+            "",
+            true,
+            &["--no-network", "--env-file=/nope"],
+            "man8s-init: environment: --env-file /nope: No such file or directory",
+        ),
         (
             "",
             true,
