@@ -272,6 +272,7 @@ impl Registry {
         extra: &[(header::HeaderName, String)],
         what: &str,
     ) -> std::result::Result<reqwest::Response, Failure> {
+        let mut refreshed = false;
         for _round in 0..3 {
             let mut req = self.authorize(self.http.get(url));
             for (k, v) in extra {
@@ -283,6 +284,15 @@ impl Registry {
             })?;
             let status = resp.status();
             if status == StatusCode::UNAUTHORIZED {
+                // Tokens expire (Docker Hub's after 5 minutes, shorter than a big pull): a token that
+                // worked before is replaced once; a fresh one that is refused means denied.
+                {
+                    let mut auth = self.auth.lock().unwrap_or_else(|p| p.into_inner());
+                    if matches!(*auth, AuthState::Bearer(_)) && !refreshed {
+                        *auth = AuthState::None;
+                        refreshed = true;
+                    }
+                }
                 if self.answer_challenge(resp.headers()).await? {
                     continue;
                 }

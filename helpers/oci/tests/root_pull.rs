@@ -862,9 +862,11 @@ fn root_bearer_token_challenge_anonymous_and_with_credentials() {
     let open = FaultProxy::start_with(
         reg.addr,
         vec![],
+        // Tokens "expire" after one request: a pull needs four (manifest, config, two layers).
         Some(TokenAuth {
             token: "tok-123".into(),
             basic: None,
+            uses: 1,
         }),
     );
     let r = env.pull(&format!("{}/gated:1", open.host())).unwrap();
@@ -876,6 +878,11 @@ fn root_bearer_token_challenge_anonymous_and_with_credentials() {
                 && s.line.contains("scope=repository%3Agated%3Apull")),
         "{seen:?}"
     );
+    let tokens = seen.iter().filter(|s| s.line.contains("/token?")).count();
+    assert!(
+        tokens >= 2,
+        "an expired token was replaced: {tokens} token requests"
+    );
     // A token endpoint that wants credentials.
     let closed = FaultProxy::start_with(
         reg.addr,
@@ -883,6 +890,7 @@ fn root_bearer_token_challenge_anonymous_and_with_credentials() {
         Some(TokenAuth {
             token: "tok-456".into(),
             basic: Some(("bob".into(), "pw".into())),
+            uses: 0,
         }),
     );
     let reference = format!("{}/gated:1", closed.host());

@@ -633,6 +633,9 @@ pub struct TokenAuth {
     pub token: String,
     /// `user:password` the token endpoint requires, if any.
     pub basic: Option<(String, String)>,
+    /// Registry requests one token is good for (0: unlimited); then it "expires" and the next
+    /// token handed out is a different one (`TOKEN-2`, `TOKEN-3`, …).
+    pub uses: usize,
 }
 
 impl FaultProxy {
@@ -648,12 +651,14 @@ impl FaultProxy {
         let rules = Arc::new(Mutex::new(rules));
         let seen = Arc::new(Mutex::new(Vec::new()));
         let (r, s) = (rules.clone(), seen.clone());
+        // (generation of the current token, registry requests it has served)
+        let token_state = Arc::new(Mutex::new((1u64, 0usize)));
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 let Ok(conn) = conn else { continue };
-                let (r, s, t) = (r.clone(), s.clone(), token.clone());
+                let (r, s, t, ts) = (r.clone(), s.clone(), token.clone(), token_state.clone());
                 std::thread::spawn(move || {
-                    let _ = serve(conn, upstream, addr, &r, &s, t.as_ref());
+                    let _ = serve(conn, upstream, addr, &r, &s, t.as_ref().map(|t| (t, &*ts)));
                 });
             }
         });
@@ -742,7 +747,7 @@ fn serve(
     me: SocketAddr,
     rules: &Mutex<Vec<Rule>>,
     seen: &Mutex<Vec<Seen>>,
-    token: Option<&TokenAuth>,
+    token: Option<(&TokenAuth, &Mutex<(u64, usize)>)>,
 ) -> std::io::Result<()> {
     let mut reader = BufReader::new(client.try_clone()?);
     let head = read_head(&mut reader)?;
@@ -768,7 +773,14 @@ fn serve(
             })
     };
     let mut client_w = client;
-    if let Some(t) = token {
+    if let Some((t, state)) = token {
+        let current = |st: &(u64, usize)| {
+            if st.0 == 1 {
+                t.token.clone()
+            } else {
+                format!("{}-{}", t.token, st.0)
+            }
+        };
         let header = |name: &str| {
             head.iter()
                 .skip(1)
@@ -787,7 +799,11 @@ fn serve(
                 && path.contains("scope=repository")
                 && path.contains("service=test-registry");
             let body = if ok {
-                format!(r#"{{"token":"{}"}}"#, t.token)
+                let mut st = state.lock().expect("lock");
+                if t.uses > 0 && st.1 >= t.uses {
+                    *st = (st.0 + 1, 0);
+                }
+                format!(r#"{{"token":"{}"}}"#, current(&st))
             } else {
                 "{}".to_owned()
             };
@@ -799,7 +815,17 @@ fn serve(
             )?;
             return Ok(());
         }
-        if header("authorization").as_deref() != Some(&format!("Bearer {}", t.token)) {
+        let valid = {
+            let mut st = state.lock().expect("lock");
+            let ok = header("authorization").as_deref()
+                == Some(&format!("Bearer {}", current(&st)))
+                && (t.uses == 0 || st.1 < t.uses);
+            if ok {
+                st.1 += 1;
+            }
+            ok
+        };
+        if !valid {
             write!(
                 client_w,
                 "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer realm=\"http://{me}/token\",service=\"test-registry\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
