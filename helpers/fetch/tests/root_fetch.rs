@@ -401,3 +401,41 @@ fn root_fetch_failed_update_keeps_the_running_rootfs() {
     assert!(tmp_debris(&h).is_empty());
     assert!(!h.root.path().join("pwned").exists() && !Path::new("/pwned").exists());
 }
+
+#[test]
+fn root_fetch_machine_migrated_from_the_python_tool() {
+    let h = Host::new();
+    // A rootfs and man8env.env written by the Python mbctl: no /.man8s, no registry needed.
+    std::fs::create_dir_all(h.p("var/lib/man8machines/old/etc")).unwrap();
+    std::fs::create_dir_all(h.p("var/lib/man8machine_configs/old")).unwrap();
+    let env_path = h.p("var/lib/man8machine_configs/old/man8env.env");
+    std::fs::write(
+        &env_path,
+        "MAN8S_CONTAINER_NAME=old\nMAN8S_APPLICATION_ARGS=sleep 1\n",
+    )
+    .unwrap();
+    h.declare(
+        "old",
+        "[Machine]\nImage=127.0.0.1:1/gone:1\nVolume=/data:data\n",
+    );
+    std::fs::create_dir_all(h.p("run/man8s")).unwrap();
+    std::fs::write(
+        h.p("run/man8s/yggdrasil.json"),
+        r#"{"address":"200::1","subnet":"300:1:2:3::/64"}"#,
+    )
+    .unwrap();
+    let o = h.fetch(&["old"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let addr = man8s::address::machine_address("300:1:2:3::/64".parse().unwrap(), "old");
+    assert_eq!(
+        std::fs::read_to_string(&env_path).unwrap(),
+        format!(
+            "MAN8S_CONTAINER_NAME=old\nMAN8S_APPLICATION_ARGS=sleep 1\nMAN8S_YGGDRASIL_ADDRESS={addr}\n"
+        )
+    );
+    assert!(h.p("var/lib/man8machine_storage/old/data").is_dir());
+    assert_eq!(
+        std::fs::read_link(h.p("var/lib/machines/old")).unwrap(),
+        Path::new("/var/lib/man8machines/old")
+    );
+}

@@ -804,18 +804,24 @@ fn policy_name(p: crate::pull::Policy) -> &'static str {
 }
 
 /// Rebuild enough of a [`ResolvedImage`] from an installed rootfs for [`prepare_machine`].
+///
+/// A rootfs installed by the Python tool has no `/.man8s/`: then the image config is empty,
+/// which still lets man8env.env get its missing Yggdrasil address and volumes get created.
 fn resolved_from_rootfs(
     rootfs: &Path,
     image: &crate::ImageRef,
     source: Option<Source>,
 ) -> Option<ResolvedImage> {
-    let config_json = fs::read(rootfs.join(META_DIR).join("image.json")).ok()?;
-    let config: crate::manifest::ImageConfig = serde_json::from_slice(&config_json).ok()?;
-    let source = source?;
+    let config_json = fs::read(rootfs.join(META_DIR).join("image.json")).unwrap_or_default();
+    let config: crate::manifest::ImageConfig =
+        serde_json::from_slice(&config_json).unwrap_or_default();
     Some(ResolvedImage {
         reference: image.clone(),
-        manifest_digest: source.manifest_digest,
-        index_digest: source.index_digest,
+        manifest_digest: source
+            .as_ref()
+            .map(|s| s.manifest_digest.clone())
+            .unwrap_or_default(),
+        index_digest: source.and_then(|s| s.index_digest),
         manifest: crate::manifest::ImageManifest {
             config: crate::manifest::Descriptor {
                 media_type: String::new(),
