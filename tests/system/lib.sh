@@ -85,7 +85,11 @@ ensure_base() {
         [ -d "$old" ] && [ "$old" != "$base" ] || continue
         [ -n "$(find "$old/.man8s-base-complete" -mtime -7 2>/dev/null)" ] || rm -rf --one-file-system "${old:?}"
     done
-    mv -T "$tmp" "$base"
+    if ! mv -T "$tmp" "$base" 2>/dev/null; then
+        # Another run built the same base at the same time: use theirs.
+        rm -rf --one-file-system "${tmp:?}"
+        [ -f "$base/.man8s-base-complete" ] || { say "system: could not install the base at $base"; return 1; }
+    fi
     echo "$base"
 }
 
@@ -240,9 +244,13 @@ host_boot() {
             say "host $name booted degraded; failed units:"
             in_host_on "$name" systemctl --failed --no-legend >&2 || true ;;
         *)
-            say "host $name did not finish booting (state '${state:-none}'); console:"
-            tail -n 30 "$dir/console.log" >&2
+            say "host $name: console (last lines):"
+            grep -v 'Attempted to remove disk file system' "$dir/console.log" | tail -n 20 >&2
+            local jobs
+            jobs=$(nsenter -t "$init_pid" -a systemctl list-jobs --no-legend 2>/dev/null | awk '{print $2 " " $3 " " $4}' \
+                | head -n 5 | paste -sd, -) || jobs=
             host_poweroff "$name" || true
+            say "host $name did not finish booting within 120 s (state '${state:-none}'; jobs still pending: ${jobs:-none})"
             return 1 ;;
     esac
 }
