@@ -2,6 +2,7 @@
 # Generator (issue 3): a declaration in /etc/man8s/machines + `systemctl daemon-reload` → the .nspawn file and
 # the unit drop-in exist, run twice gives the same files, and `systemd-analyze verify` accepts the shipped
 # units and the generated instance (--man=no: the test host has no man-db; the pages are checked elsewhere).
+need_main_host
 
 declare_machine gen <<'DECL'
 [Machine]

@@ -2,6 +2,7 @@
 # A busybox httpd image (issue 3): `systemctl start man8@web` pulls from the host's registry and runs the app
 # inside nspawn; machinectl lists it; its output is in `journalctl -u man8@web`; it answers HTTP over the bridge;
 # and over IPv6 (SLAAC); `systemctl stop` stops it cleanly (inactive, not failed).
+need_main_host
 
 declare_machine web <<'DECL'
 [Machine]

@@ -1,6 +1,7 @@
 # shellcheck shell=bash
 # A bad declaration (issue 3): `systemctl start man8@bad` fails and `systemctl status man8@bad` shows the file,
 # line, key and why; a good machine declared next to it is generated and starts as usual.
+need_main_host
 
 declare_machine bad <<'DECL'
 [Machine]

@@ -2,6 +2,7 @@
 # The init with awkward images (issue 4): an image with no shell at all (one static binary) and an image whose
 # User exists only in its own /etc/passwd both start under `systemctl start man8@…` and stop cleanly with SIGTERM;
 # the init carried the image's /run and /tmp over nspawn's tmpfs.
+need_main_host
 
 declare_machine noshell <<'DECL'
 [Machine]

@@ -507,3 +507,32 @@ in_machine() {
     [ -n "$leader" ] || { say "machine $name is not running"; return 1; }
     in_host nsenter -t "$leader" -a "$@"
 }
+
+# ---------------------------------------------------------------------------------------------------------------
+# Hosts scenarios ask for.
+
+# A host with the test bridge (no yggdrasil), booted, images pushed. Shared by scenarios that call need_main_host.
+host_up_plain() {
+    local name=${1:?}
+    if [ ! -d "$(host_dir "$name")" ]; then
+        host_create "$name" || return 1
+        host_add_test_bridge "$name" || return 1
+    fi
+    host_boot "$name" || return 1
+    host_push_images "$name" || return 1
+}
+
+# Makes sure the shared main host is up (booting it the first time); fails the scenario when it cannot.
+need_main_host() {
+    [ -s "$(host_dir main)/init.pid" ] && return 0
+    local log
+    log=$(host_up_plain main 2>&1) || { printf '%s\n' "$log" >&2; fail "the main test host did not boot: $(tail -n1 <<<"$log")"; }
+}
+
+# Leaves the main host as the next scenario expects it: no machine running, no declaration, nothing failed.
+reset_main_host() {
+    [ -s "$(host_dir main)/init.pid" ] || return 0
+    in_host_on main timeout 120 systemctl stop 'man8@*.service' >/dev/null 2>&1 || true
+    in_host_on main sh -c 'rm -f /etc/man8s/machines/*.machine; systemctl daemon-reload; systemctl reset-failed' \
+        >/dev/null 2>&1 || true
+}
