@@ -174,6 +174,24 @@ fn root_fetch_installs_machine_with_env_and_volumes() {
     );
     assert_eq!(std::fs::read(&db).unwrap(), b"user-data");
     assert_eq!(std::fs::read_to_string(&env_path).unwrap(), env);
+    // Image= edited afterwards: the installed rootfs still runs, with a warning that says how to switch.
+    h.declare(
+        "web",
+        &format!(
+            "[Machine]\nImage={}/app:2\nVolume=/srv/data:data\n",
+            reg.host()
+        ),
+    );
+    let o = h.fetch(&["web"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&format!(
+            "rootfs is from {image}, but the declaration says {}/app:2",
+            reg.host()
+        )),
+        "{}",
+        stderr(&o)
+    );
     // Another machine from the same image: offline as well.
     h.declare(
         "web2",

@@ -711,6 +711,19 @@ pub async fn ensure_machine(
         platform: opts.platform.clone(),
     };
     let outcome = if exists && opts.policy != crate::pull::Policy::Always {
+        if let Some(src) = installed
+            .as_ref()
+            .filter(|s| s.reference != image.to_string())
+        {
+            // Image= was edited after the machine was made: say so instead of silently running the old one.
+            opts.progress.event(Event::UpToDate {
+                reason: &format!(
+                    "warning: {}: rootfs is from {}, but the declaration says {}; \
+                     `mbctl machines update {}` (or Pull=always) switches it",
+                    machine.name, src.reference, image, machine.name
+                ),
+            });
+        }
         opts.progress.event(Event::UpToDate {
             reason: &format!(
                 "{}: rootfs present (Pull={}), not pulling",
