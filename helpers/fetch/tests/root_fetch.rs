@@ -457,3 +457,36 @@ fn root_fetch_machine_migrated_from_the_python_tool() {
         Path::new("/var/lib/man8machines/old")
     );
 }
+
+#[test]
+fn root_fetch_private_registry_with_etc_man8s_auth_json() {
+    let h = Host::new();
+    let reg = Registry::start_with_auth("carol", "hunter2");
+    h.push(&reg, &app("1"), "priv/app", "1");
+    h.declare(
+        "priv",
+        &format!("[Machine]\nImage={}/priv/app:1\n", reg.host()),
+    );
+    let o = h.fetch(&["priv"]);
+    assert_eq!(o.status.code(), Some(1));
+    let last = stderr(&o).lines().last().unwrap().to_owned();
+    assert!(
+        last.contains(&format!(
+            "access denied by registry {} (HTTP 401)",
+            reg.host()
+        )) && last.contains("no credentials"),
+        "{last}"
+    );
+    std::fs::create_dir_all(h.p("etc/man8s")).unwrap();
+    std::fs::write(
+        h.p("etc/man8s/auth.json"),
+        json!({"auths": {reg.host(): {"username": "carol", "password": "hunter2"}}}).to_string(),
+    )
+    .unwrap();
+    let o = h.fetch(&["priv"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        std::fs::read_to_string(h.p("var/lib/man8machines/priv/version")).unwrap(),
+        "1"
+    );
+}
