@@ -202,6 +202,14 @@ fn root_fetch_installs_machine_with_env_and_volumes() {
     let env2 =
         std::fs::read_to_string(h.p("var/lib/man8machine_configs/web2/man8env.env")).unwrap();
     assert!(!env2.contains("YGGDRASIL"), "{env2}");
+    // Pull=never is fine while the cache has the image.
+    h.declare("web3", &format!("[Machine]\nImage={image}\nPull=never\n"));
+    let o = h.fetch(&["web3"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        std::fs::read_to_string(h.p("var/lib/man8machines/web3/version")).unwrap(),
+        "1"
+    );
 }
 
 #[test]
@@ -489,4 +497,100 @@ fn root_fetch_private_registry_with_etc_man8s_auth_json() {
         std::fs::read_to_string(h.p("var/lib/man8machines/priv/version")).unwrap(),
         "1"
     );
+}
+
+#[test]
+fn root_fetch_killed_mid_pull_leaves_old_rootfs_and_next_run_cleans_up() {
+    let h = Host::new();
+    let reg = Registry::start();
+    h.push(&reg, &app("1"), "app", "stable");
+    let proxy = ts::FaultProxy::start(reg.addr, vec![]);
+    h.declare(
+        "kil",
+        &format!(
+            "[Machine]\nImage={}/app:stable\nPull=always\n",
+            proxy.host()
+        ),
+    );
+    let o = h.fetch(&["kil"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // v2: the first layer unpacks into the temp dir while the second one's download hangs.
+    let v2 = Image::new(vec![
+        (
+            LayerBuilder::new().file("version", 0o644, b"2").tar(),
+            Compression::Gzip,
+        ),
+        (
+            LayerBuilder::new()
+                .file("big", 0o644, &ts::noise(1_000_000, 8))
+                .tar(),
+            Compression::Gzip,
+        ),
+    ]);
+    let w = h.push(&reg, &v2, "app", "stable");
+    let stalled = ts::FaultProxy::start(
+        reg.addr,
+        vec![ts::Rule {
+            path_contains: w.layer_digests[1].clone(),
+            fault: ts::Fault::Stall(std::time::Duration::from_secs(30)),
+            times: 1,
+        }],
+    );
+    h.declare(
+        "kil",
+        &format!(
+            "[Machine]\nImage={}/app:stable\nPull=always\n",
+            stalled.host()
+        ),
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_man8s-fetch"))
+        .arg("kil")
+        .env("MAN8S_ROOT", h.root.path())
+        .env("HOME", h.root.path())
+        .env_remove("NOTIFY_SOCKET")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !stalled
+        .seen()
+        .iter()
+        .any(|s| s.line.contains(&w.layer_digests[1]))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "second layer never requested"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300)); // let layer 1 land in the temp dir
+    child.kill().unwrap(); // SIGKILL: no cleanup code runs
+    child.wait().unwrap();
+    let rootfs = h.p("var/lib/man8machines/kil");
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("version")).unwrap(),
+        "1",
+        "old rootfs untouched"
+    );
+    assert_eq!(
+        tmp_debris(&h).len(),
+        1,
+        "the killed run left its temp dir: {:?}",
+        tmp_debris(&h)
+    );
+    // The next start (registry fine again) removes it and installs v2.
+    h.declare(
+        "kil",
+        &format!(
+            "[Machine]\nImage={}/app:stable\nPull=always\n",
+            proxy.host()
+        ),
+    );
+    let o = h.fetch(&["kil"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("version")).unwrap(),
+        "2"
+    );
+    assert!(tmp_debris(&h).is_empty(), "{:?}", tmp_debris(&h));
 }
