@@ -855,6 +855,56 @@ mod tests {
     use super::*;
 
     #[test]
+    fn stale_cleanup_touches_only_this_machines_temp_dirs() {
+        let d = tempfile::tempdir().unwrap();
+        for n in [
+            ".web.tmp-abc",
+            ".web.tmp-",
+            ".web2.tmp-abc",
+            ".webtmp-x",
+            "web",
+            ".web.previous",
+        ] {
+            fs::create_dir_all(d.path().join(n).join("etc")).unwrap();
+        }
+        clean_stale(&d.path().join("web")).unwrap();
+        let mut left: Vec<String> = fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            vec![".web.previous", ".web2.tmp-abc", ".webtmp-x", "web"]
+        );
+    }
+
+    #[test]
+    fn machinectl_link_never_replaces_a_real_directory() {
+        let d = tempfile::tempdir().unwrap();
+        let paths = Paths::new(d.path());
+        let name = MachineName::new("m").unwrap();
+        link_for_machinectl(&paths, &name).unwrap();
+        let link = paths.machines_link(&name);
+        assert_eq!(
+            fs::read_link(&link).unwrap(),
+            Path::new("/var/lib/man8machines/m")
+        );
+        // A stale link elsewhere is corrected; a user's own directory is left alone.
+        fs::remove_file(&link).unwrap();
+        std::os::unix::fs::symlink("/elsewhere", &link).unwrap();
+        link_for_machinectl(&paths, &name).unwrap();
+        assert_eq!(
+            fs::read_link(&link).unwrap(),
+            Path::new("/var/lib/man8machines/m")
+        );
+        fs::remove_file(&link).unwrap();
+        fs::create_dir(&link).unwrap();
+        link_for_machinectl(&paths, &name).unwrap();
+        assert!(fs::symlink_metadata(&link).unwrap().is_dir());
+    }
+
+    #[test]
     fn quoting_matches_shlex() {
         assert_eq!(shell_quote("redis-server"), "redis-server");
         assert_eq!(shell_quote("--port=6379"), "--port=6379");
