@@ -329,14 +329,37 @@ fn install_tree_when_ready(
             }
             Err(e) => Err(Error::io(target, e)),
             Ok(_) => {
-                nix::fcntl::renameat2(
+                let exchanged = nix::fcntl::renameat2(
                     nix::fcntl::AT_FDCWD,
                     &tmp_path,
                     nix::fcntl::AT_FDCWD,
                     target,
                     nix::fcntl::RenameFlags::RENAME_EXCHANGE,
-                )
-                .map_err(|e| Error::io(target, io::Error::from(e)))?;
+                );
+                match exchanged {
+                    Ok(()) => {}
+                    // File systems without RENAME_EXCHANGE: two renames, the old tree parked as
+                    // .NAME.previous (never under the temp prefix that the next start deletes).
+                    Err(
+                        nix::errno::Errno::EINVAL
+                        | nix::errno::Errno::ENOSYS
+                        | nix::errno::Errno::EOPNOTSUPP,
+                    ) => {
+                        let prev = previous_path(target)?;
+                        remove_any(&prev)?;
+                        fs::rename(target, &prev).at(&prev)?;
+                        if let Err(e) = fs::rename(&tmp_path, target) {
+                            let _ = fs::rename(&prev, target);
+                            return Err(Error::io(target, e));
+                        }
+                        if opts.keep_previous {
+                            return Ok(Some(prev));
+                        }
+                        remove_any(&prev)?;
+                        return Ok(None);
+                    }
+                    Err(e) => return Err(Error::io(target, io::Error::from(e))),
+                }
                 // tmp_path now holds the old tree.
                 if opts.keep_previous {
                     let prev = previous_path(target)?;
