@@ -188,6 +188,16 @@ pub fn finish_tree(root: &Path, image: &ResolvedImage, protect_run_tmp: bool) ->
             fs::create_dir(&from).at(&from)?;
             fs::set_permissions(&from, fs::Permissions::from_mode(mode)).at(&from)?;
         }
+        // systemd-nspawn refuses a directory without /usr as "not an OS tree"; images of a single
+        // static binary have none, so give them an empty one.
+        let usr = root.join("usr");
+        if let Err(e) = fs::symlink_metadata(&usr) {
+            if e.kind() != io::ErrorKind::NotFound {
+                return Err(Error::io(&usr, e));
+            }
+            fs::create_dir(&usr).at(&usr)?;
+            fs::set_permissions(&usr, fs::Permissions::from_mode(0o755)).at(&usr)?;
+        }
     }
     Ok(())
 }

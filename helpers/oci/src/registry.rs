@@ -119,12 +119,21 @@ impl Registry {
             "https"
         };
         let credentials = crate::auth::lookup(&config.auth_files, image.registry())?;
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(config.retry.connect_timeout)
             .read_timeout(config.retry.read_timeout)
-            .user_agent(concat!("man8s/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| Error::Other(format!("cannot set up HTTP client: {e}")))?;
+            .user_agent(concat!("man8s/", env!("CARGO_PKG_VERSION")));
+        if scheme == "http" {
+            // Plain HTTP needs no trust store: a host without CA certificates (a minimal
+            // install) must still reach its loopback registry.
+            builder = builder.tls_certs_only(std::iter::empty());
+        }
+        let http = builder.build().map_err(|e| {
+            Error::Other(format!(
+                "cannot set up HTTPS for {}: {e} (is a CA certificate store, e.g. ca-certificates, installed?)",
+                image.registry()
+            ))
+        })?;
         Ok(Self {
             http,
             image: image.clone(),
