@@ -33,7 +33,7 @@ wait_for 30 has_addr || fail "machine yweb does not carry its Yggdrasil address 
 body=$(http_get "http://[$addr]/") || fail "the host gets no HTTP answer from yweb at [$addr]:80"
 [ "$body" = "man8s web ok" ] || fail "yweb at [$addr] answered '$body'"
 
-body=$(in_machine yweb /bin/busybox wget -q -T 5 -O - "http://[$addr2]/" 2>&1) \
+body=$(machine_http_get yweb "$addr2" 80 /) \
     || fail "machine yweb cannot fetch from yweb2 at [$addr2]: $body"
 [ "$body" = "man8s web ok" ] || fail "yweb2 at [$addr2] answered '$body' to yweb"
 

@@ -39,7 +39,7 @@ HOST=ya start_machine wa
 HOST=yb start_machine wb
 
 addr_a=$(expected_ygg_address wa "$sa")
-fetch() { HOST=yb in_machine wb /bin/busybox wget -q -T 5 -O - "http://[$addr_a]/"; }
+fetch() { HOST=yb machine_http_get wb "$addr_a" 80 /; }
 wait_for 60 fetch || fail "machine wb on yb cannot fetch from wa on ya at [$addr_a]"
 [ "$(fetch)" = "man8s web ok" ] || fail "wa at [$addr_a] answered '$(fetch)' to wb"
 

@@ -499,6 +499,16 @@ bridge_address_of() {
     python3 -c 'import ipaddress,sys; print(ipaddress.IPv6Network(sys.argv[1]).network_address + 1)' "${1:?}"
 }
 
+# HTTP GET from inside machine NAME (busybox nc of the image: the static busybox's wget crashes in glibc's NSS
+# inside images without a libc). Prints the body; fails without an HTTP 200.
+machine_http_get() {
+    local name=${1:?} host=${2:?} port=${3:?} path=${4:-/} out
+    out=$(printf 'GET %s HTTP/1.0\r\nHost: x\r\n\r\n' "$path" | in_machine "$name" /bin/busybox nc -w 5 "$host" "$port") \
+        || return 1
+    head -n1 <<<"$out" | grep -q ' 200 ' || { say "machine $name: $host:$port$path answered: $(head -n1 <<<"$out")"; return 1; }
+    sed '1,/^\r\{0,1\}$/d' <<<"$out"
+}
+
 # Runs CMD… inside machine NAME of $HOST (all its namespaces).
 in_machine() {
     local name=${1:?} leader
