@@ -63,3 +63,36 @@ fn man_page_configuration_example_parses() {
         Some("unix:///run/yggdrasil/yggdrasil.sock")
     );
 }
+
+#[test]
+fn units_pass_systemd_analyze_verify() {
+    // The units as `make install` lays them out (@LIBEXECDIR@ replaced), checked by systemd itself:
+    // any unknown key, bad value or missing binary makes it complain on stderr.
+    let units = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../units");
+    let dir = tempfile::tempdir().unwrap();
+    let bin_dir = Path::new(env!("CARGO_BIN_EXE_man8s-bridge"))
+        .parent()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let mut files = Vec::new();
+    for name in ["man8s-bridge.service", "man8s-bridge.path"] {
+        let text = std::fs::read_to_string(units.join(name))
+            .unwrap()
+            .replace("@LIBEXECDIR@", &bin_dir);
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        files.push(path);
+    }
+    let out = std::process::Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .args(&files)
+        .output()
+        .expect("systemd-analyze (package systemd) is installed");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stderr.trim().is_empty(),
+        "systemd-analyze verify: {stderr}"
+    );
+}
