@@ -89,7 +89,7 @@ add_layer() {
 build_images() {
     local layout=${IMAGES_DIR:?}/layout
     mkdir -p "$IMAGES_DIR"
-    [ -x /bin/busybox ] && /bin/busybox --list | grep -qx httpd \
+    [ -x /bin/busybox ] && /bin/busybox --list | grep -x httpd >/dev/null \
         || { say "images: /bin/busybox (busybox-static) with httpd is needed"; return 1; }
     rustc --edition 2024 -O -C panic=abort -C strip=symbols -C target-feature=+crt-static \
         -o "$IMAGES_DIR/noshell" "$HERE/images/noshell.rs" \

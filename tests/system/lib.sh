@@ -203,7 +203,8 @@ host_add_yggdrasil() {
     chroot "$root" systemctl enable yggdrasil.service >/dev/null 2>&1 || return 1
 }
 
-# Boots host NAME in the background and waits until its systemd has finished starting up.
+# Boots host NAME in the background and waits until its systemd has finished starting up. HOST_NSPAWN_EXTRA
+# (an array) adds nspawn options (the startup benchmark lets podman's crun use bpf() and keyctl()).
 host_boot() {
     local name=${1:?} dir root nspawn_pid init_pid state
     dir=$(host_dir "$name")
@@ -213,6 +214,7 @@ host_boot() {
     # --register=no --keep-unit because there is no system bus outside; --console=pipe because nobody reads a tty.
     SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1 setsid systemd-nspawn -D "$root" -b --register=no --keep-unit \
         --private-network --capability=all --console=pipe -M "$(machine_of "$name")" \
+        ${HOST_NSPAWN_EXTRA[@]+"${HOST_NSPAWN_EXTRA[@]}"} \
         </dev/null >>"$dir/console.log" 2>&1 &
     nspawn_pid=$!
     echo "$nspawn_pid" >"$dir/nspawn.pid"
