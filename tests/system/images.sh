@@ -13,6 +13,10 @@
 #              appends to /data/boots, writes its sorted environment to /www/env.txt, copies /data/boots to
 #              /www/boots.txt, logs "journey-started" and serves /www on :80; image Env JOURNEY_FROM_IMAGE=yes
 
+#   redis:1    Debian sid's Redis server (redis-check-rdb of the base's redis-tools is the same binary as
+#              redis-server) with exactly the libraries it links, no shell; User=redis (uid 999, only in the
+#              image), listening on [::] and 0.0.0.0 :6379 with its data in /data
+
 # umoci unpack + repack of one image: FILL is a function that populates the rootfs given as $1.
 build_image() {
     local layout=${1:?} tag=${2:?} fill=${3:?} bundle
@@ -76,6 +80,21 @@ SH
     ln -sf busybox "$r/bin/date"; ln -sf busybox "$r/bin/env"; ln -sf busybox "$r/bin/sort"; ln -sf busybox "$r/bin/cp"
 }
 
+# The Redis server of the sid base ($BASE) and the libraries it links (as the base's own ldd resolves them).
+fill_redis() {
+    local r=${1:?} base=${BASE:?} lib
+    mkdir -p "$r/usr/bin" "$r/etc" "$r/data" "$r/tmp" "$r/lib64"
+    chmod 1777 "$r/tmp"
+    install -m755 "$base/usr/bin/redis-check-rdb" "$r/usr/bin/redis-server"
+    for lib in $(chroot "$base" ldd /usr/bin/redis-check-rdb | grep -oE '/[^ ]+\.so[^ ]*'); do
+        mkdir -p "$r$(dirname "$lib")"
+        cp -L "$base$lib" "$r$lib"
+    done
+    printf 'root:x:0:0:root:/root:/usr/sbin/nologin\nredis:x:999:999:Redis:/data:/usr/sbin/nologin\n' >"$r/etc/passwd"
+    printf 'root:x:0:\nredis:x:999:\n' >"$r/etc/group"
+    chown 999:999 "$r/data"
+}
+
 # A second layer on top of TAG: unpack, FILL, repack.
 add_layer() {
     local layout=${1:?} tag=${2:?} fill=${3:?} bundle=${IMAGES_DIR:?}/bundle-$2-top
@@ -117,5 +136,11 @@ build_images() {
     add_layer "$layout" journey fill_journey_app
     umoci config --image "$layout:journey" --config.env PATH=/bin --config.env JOURNEY_FROM_IMAGE=yes \
         --config.volume /data --config.cmd /bin/sh --config.cmd /app/start.sh >/dev/null
+
+    build_image "$layout" redis fill_redis
+    umoci config --image "$layout:redis" --config.user redis --config.workingdir /data --config.volume /data \
+        --config.cmd /usr/bin/redis-server --config.cmd --bind --config.cmd '::' --config.cmd 0.0.0.0 \
+        --config.cmd --protected-mode --config.cmd no --config.cmd --dir --config.cmd /data \
+        --config.cmd --appendonly --config.cmd yes >/dev/null
     umoci gc --layout "$layout"
 }
