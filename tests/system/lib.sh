@@ -59,6 +59,12 @@ ensure_base() {
         return 0
     fi
     mkdir -p "$cache"
+    # Half-built bases of runs that were killed.
+    local stale
+    for stale in "$cache"/building-*.*; do
+        [ -d "$stale" ] || continue
+        kill -0 "${stale##*.}" 2>/dev/null || rm -rf --one-file-system "${stale:?}"
+    done
     tmp=$cache/building-$key.$$
     rm -rf --one-file-system "${tmp:?}"
     say "system: building the test host base (debootstrap $HOST_SUITE, key $key) …"
