@@ -144,8 +144,9 @@ pub fn init_arguments(m: &Machine) -> Vec<String> {
     args
 }
 
-/// `/run/systemd/nspawn/NAME.nspawn` for a valid machine.
-pub fn render_nspawn(m: &Machine) -> String {
+/// `/run/systemd/nspawn/NAME.nspawn` for a valid machine; `host_bridge` is the bridge of
+/// machines that name none (man8s.conf `[Bridge] Name=`).
+pub fn render_nspawn(m: &Machine, host_bridge: &str) -> String {
     let mut o = String::new();
     header(&mut o, &m.source.main, &m.source.dropins);
     let _ = writeln!(
@@ -201,7 +202,11 @@ pub fn render_nspawn(m: &Machine) -> String {
     o.push_str("\n[Network]\n");
     match m.template {
         Template::NetworkIsolated => {
-            let _ = writeln!(o, "VirtualEthernet=yes\nBridge={}", m.network.bridge);
+            let _ = writeln!(
+                o,
+                "VirtualEthernet=yes\nBridge={}",
+                m.network.bridge_or(host_bridge)
+            );
         }
         Template::Macvlan => {
             let _ = writeln!(
@@ -455,9 +460,22 @@ pub fn run(paths: &Paths, out: &Outputs, log: &mut dyn FnMut(&str)) -> Result<Re
     let mut dirs = DirCache::default();
     dirs.ensure_all(&out.unit_dir)?;
     dirs.ensure_all(&out.nspawn_dir)?;
+    // The host's bridge name, for machines that name none. A broken man8s.conf must not stop boot:
+    // say so and use the default (man8s-bridge reports the same error in its own unit).
+    let host_bridge = match man8s::hostconfig::HostConfig::load(paths) {
+        Ok(c) => c.bridge.name,
+        Err(e) => {
+            log(&format!(
+                "{e}; machines without Bridge= use {}",
+                man8s::hostconfig::DEFAULT_BRIDGE
+            ));
+            man8s::hostconfig::DEFAULT_BRIDGE.to_owned()
+        }
+    };
     let ctx = Context {
         paths,
         out,
+        host_bridge,
         // The user's own settings files, listed once.
         user_nspawn: fs::read_dir(paths.fs(man8s::paths::NSPAWN_ETC_DIR))
             .map(|d| {
@@ -518,6 +536,7 @@ struct Context<'a> {
     paths: &'a Paths,
     out: &'a Outputs,
     user_nspawn: BTreeSet<String>,
+    host_bridge: String,
 }
 
 impl Context<'_> {
@@ -547,7 +566,7 @@ impl Context<'_> {
                 let user_owned = self.user_nspawn.contains(&format!("{name}.nspawn"));
                 if !user_owned {
                     let nspawn_path = self.out.nspawn_dir.join(format!("{name}.nspawn"));
-                    write_atomic(dirs, &nspawn_path, &render_nspawn(&m))?;
+                    write_atomic(dirs, &nspawn_path, &render_nspawn(&m, &self.host_bridge))?;
                     o.nspawn = Some(nspawn_path);
                 }
                 write_atomic(
@@ -740,7 +759,7 @@ mod tests {
                 "--env=MAN8S_YGGDRASIL_ADDRESS=300::1"
             ]
         );
-        let nspawn = render_nspawn(&m);
+        let nspawn = render_nspawn(&m, "srvgrp0");
         assert!(nspawn.contains("BindReadOnly=/a:/run/host/man8s/env/0:idmap\nBindReadOnly=/b:/run/host/man8s/env/1:idmap\n"), "{nspawn}");
     }
 }

@@ -43,7 +43,10 @@ fn host_mask(prefix_len: u8) -> u128 {
 }
 
 /// Machines whose addresses in `subnet` collide, as pairs of names (sorted).
-pub fn collisions<'a>(subnet: Ipv6Net, names: impl IntoIterator<Item = &'a str>) -> Vec<(String, String)> {
+pub fn collisions<'a>(
+    subnet: Ipv6Net,
+    names: impl IntoIterator<Item = &'a str>,
+) -> Vec<(String, String)> {
     let mut seen: std::collections::BTreeMap<Ipv6Addr, &str> = Default::default();
     let mut out = Vec::new();
     for name in names {
@@ -71,9 +74,14 @@ mod tests {
         let subnet: Ipv6Net = "300:2e98:a4b0:1789::/64".parse().unwrap();
         assert_eq!(
             machine_address(subnet, "TestBWContainer3"),
-            "300:2e98:a4b0:1789:1d44:bc13:a177:c4d".parse::<Ipv6Addr>().unwrap()
+            "300:2e98:a4b0:1789:1d44:bc13:a177:c4d"
+                .parse::<Ipv6Addr>()
+                .unwrap()
         );
-        assert_eq!(suffix_address("TestBWContainer3", 64).to_string(), "::1d44:bc13:a177:c4d");
+        assert_eq!(
+            suffix_address("TestBWContainer3", 64).to_string(),
+            "::1d44:bc13:a177:c4d"
+        );
         assert_eq!(bridge_address(subnet).to_string(), "300:2e98:a4b0:1789::1");
     }
 
@@ -87,13 +95,20 @@ mod tests {
 
     #[test]
     fn other_lengths() {
-        let full = u128::from_be_bytes(Sha256::digest("ünïcode".as_bytes())[16..].try_into().unwrap());
+        let full = u128::from_be_bytes(
+            Sha256::digest("ünïcode".as_bytes())[16..]
+                .try_into()
+                .unwrap(),
+        );
         assert_eq!(suffix("ünïcode", 0), full);
         assert_eq!(suffix("ünïcode", 128), 0);
         assert_eq!(suffix("ünïcode", 48), full & (u128::MAX >> 48));
         let s48: Ipv6Net = "300:1:2::/48".parse().unwrap();
         let a = machine_address(s48, "ünïcode");
-        assert_eq!(u128::from(a) >> 80, u128::from("300:1:2::".parse::<Ipv6Addr>().unwrap()) >> 80);
+        assert_eq!(
+            u128::from(a) >> 80,
+            u128::from("300:1:2::".parse::<Ipv6Addr>().unwrap()) >> 80
+        );
     }
 
     #[test]

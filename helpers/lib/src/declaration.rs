@@ -1328,10 +1328,10 @@ pub fn parse(name: &MachineName, files: &[(PathBuf, String)]) -> Result<Machine,
                 }
                 ("Network", "Bridge") => {
                     if empty {
-                        m.network.bridge = Network::default().bridge;
+                        m.network.bridge = None;
                     } else {
                         validate_ifname(v)?;
-                        m.network.bridge = v.to_owned();
+                        m.network.bridge = Some(v.to_owned());
                     }
                 }
                 ("Network", "YggdrasilAddress") => {

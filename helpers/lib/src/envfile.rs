@@ -35,7 +35,11 @@ pub struct EnvFile {
 impl EnvFile {
     /// The value of `key` (last one wins).
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.vars.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.vars
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -52,14 +56,23 @@ pub fn parse(text: &str) -> EnvFile {
             Some((key, value)) => {
                 let key = key.trim();
                 if key.is_empty() {
-                    out.errors.push(EnvLineError { line: idx + 1, reason: "empty variable name before '='" });
+                    out.errors.push(EnvLineError {
+                        line: idx + 1,
+                        reason: "empty variable name before '='",
+                    });
                 } else if key.contains('\0') || value.contains('\0') {
-                    out.errors.push(EnvLineError { line: idx + 1, reason: "NUL byte in line" });
+                    out.errors.push(EnvLineError {
+                        line: idx + 1,
+                        reason: "NUL byte in line",
+                    });
                 } else {
                     out.vars.push((key.to_owned(), value.to_owned()));
                 }
             }
-            None => out.errors.push(EnvLineError { line: idx + 1, reason: "no '=' in line" }),
+            None => out.errors.push(EnvLineError {
+                line: idx + 1,
+                reason: "no '=' in line",
+            }),
         }
     }
     out
@@ -71,10 +84,14 @@ pub fn render<'a>(vars: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<
     let mut out = String::new();
     for (k, v) in vars {
         if k.is_empty() || k.contains(['=', '\n', '\r']) || k.trim_start().starts_with('#') {
-            return Err(format!("variable name {k:?} cannot be written to man8env.env"));
+            return Err(format!(
+                "variable name {k:?} cannot be written to man8env.env"
+            ));
         }
         if v.contains(['\n', '\r']) {
-            return Err(format!("value of {k} contains a line break, which man8env.env cannot hold"));
+            return Err(format!(
+                "value of {k} contains a line break, which man8env.env cannot hold"
+            ));
         }
         out.push_str(k);
         out.push('=');
@@ -106,7 +123,10 @@ mod tests {
     fn bad_lines_reported() {
         let f = parse("novalue\n=x\nOK=1");
         assert_eq!(f.vars, vec![("OK".into(), "1".into())]);
-        assert_eq!(f.errors.iter().map(|e| e.line).collect::<Vec<_>>(), vec![1, 2]);
+        assert_eq!(
+            f.errors.iter().map(|e| e.line).collect::<Vec<_>>(),
+            vec![1, 2]
+        );
     }
 
     #[test]

@@ -191,21 +191,26 @@ pub enum YggdrasilAddress {
 /// `[Network]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Network {
-    /// `Bridge=` (default `srvgrp0`), used by `Template=network_isolated`.
-    pub bridge: String,
+    /// `Bridge=`, used by `Template=network_isolated`; `None` means the host's bridge
+    /// (`[Bridge] Name=` in man8s.conf, `srvgrp0` by default: see [`Network::bridge_or`]).
+    pub bridge: Option<String>,
     /// `YggdrasilAddress=`.
     pub yggdrasil: YggdrasilAddress,
     /// `MACVLAN=`: host interface, required by `Template=macvlan`.
     pub macvlan: Option<String>,
 }
 
-/// The default bridge.
-pub const DEFAULT_BRIDGE: &str = "srvgrp0";
+impl Network {
+    /// The bridge to attach to: `Bridge=` when given, else `host_bridge` (man8s.conf's).
+    pub fn bridge_or<'a>(&'a self, host_bridge: &'a str) -> &'a str {
+        self.bridge.as_deref().unwrap_or(host_bridge)
+    }
+}
 
 impl Default for Network {
     fn default() -> Self {
         Self {
-            bridge: DEFAULT_BRIDGE.to_owned(),
+            bridge: None,
             yggdrasil: YggdrasilAddress::Auto,
             macvlan: None,
         }

@@ -12,7 +12,9 @@ pub enum NameError {
     #[error("machine name {0:?} is longer than 64 characters")]
     TooLong(String),
     /// A character outside `[A-Za-z0-9.-]`, or a label that starts or ends with `-` or is empty.
-    #[error("machine name {0:?} is not a valid host name (ASCII letters, digits, '-' and '.'; labels may not start or end with '-')")]
+    #[error(
+        "machine name {0:?} is not a valid host name (ASCII letters, digits, '-' and '.'; labels may not start or end with '-')"
+    )]
     Invalid(String),
 }
 
@@ -70,7 +72,20 @@ mod tests {
         for ok in ["web", "TestBWContainer3", "a.b", "my-app-2", "x"] {
             assert!(MachineName::new(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "-a", ".a", "a.", "a..b", "a/b", "a b", "ä", "../x", "a_b", "a-.b", &"a".repeat(65)] {
+        for bad in [
+            "",
+            "-a",
+            ".a",
+            "a.",
+            "a..b",
+            "a/b",
+            "a b",
+            "ä",
+            "../x",
+            "a_b",
+            "a-.b",
+            &"a".repeat(65),
+        ] {
             assert!(MachineName::new(bad).is_err(), "{bad:?}");
         }
     }

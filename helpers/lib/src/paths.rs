@@ -144,8 +144,14 @@ mod tests {
         let p = Paths::new("/tmp/x");
         let n = MachineName::new("web").unwrap();
         assert_eq!(p.rootfs(&n), Path::new("/tmp/x/var/lib/man8machines/web"));
-        assert_eq!(Paths::rootfs_canonical(&n), Path::new("/var/lib/man8machines/web"));
+        assert_eq!(
+            Paths::rootfs_canonical(&n),
+            Path::new("/var/lib/man8machines/web")
+        );
         assert_eq!(p.fs("/"), Path::new("/tmp/x"));
-        assert_eq!(Paths::default().env_file(&n), Path::new("/var/lib/man8machine_configs/web/man8env.env"));
+        assert_eq!(
+            Paths::default().env_file(&n),
+            Path::new("/var/lib/man8machine_configs/web/man8env.env")
+        );
     }
 }

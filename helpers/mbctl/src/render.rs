@@ -130,8 +130,8 @@ pub fn render(m: &Machine, header: &str) -> Result<String, RenderError> {
     let default_net = man8s::machine::Network::default();
     if *net != default_net {
         s.push_str("\n[Network]\n");
-        if net.bridge != default_net.bridge {
-            let _ = writeln!(s, "Bridge={}", plain("Bridge", &net.bridge)?);
+        if let Some(bridge) = &net.bridge {
+            let _ = writeln!(s, "Bridge={}", plain("Bridge", bridge)?);
         }
         match net.yggdrasil {
             YggdrasilAddress::Auto => {}
@@ -251,7 +251,7 @@ mod tests {
         m.pull = PullPolicy::Always;
         m.network.yggdrasil =
             YggdrasilAddress::Fixed("300:2e98:a4b0:1789:1d44:bc13:a177:c4d".parse().unwrap());
-        m.network.bridge = "br-test".into();
+        m.network.bridge = Some("br-test".into());
         m.resources.memory_max = Some("512M".into());
         m.resources.tasks_max = Some("100".into());
         m.install.wanted_by = vec!["machines.target".into()];

@@ -26,7 +26,7 @@ fn error_of(text: &str) -> String {
 fn minimal_has_defaults() {
     let m = one("[Machine]\nImage=redis\n").unwrap();
     assert_eq!(m.image, "redis");
-    assert_eq!(m.network.bridge, "srvgrp0");
+    assert_eq!(m.network.bridge, None);
     assert_eq!(m.network.yggdrasil, YggdrasilAddress::Auto);
     assert_eq!(m.template, Template::NetworkIsolated);
     assert_eq!(m.pull, PullPolicy::Missing);
@@ -156,7 +156,7 @@ Whatever=1
             },
         ]
     );
-    assert_eq!(m.network.bridge, "br0");
+    assert_eq!(m.network.bridge.as_deref(), Some("br0"));
     assert_eq!(
         m.network.yggdrasil,
         YggdrasilAddress::Fixed("300:2e98:a4b0:1789::5".parse::<Ipv6Addr>().unwrap())
@@ -206,7 +206,7 @@ fn empty_assignment_resets_lists_and_single_values() {
             value: "c".into()
         }]
     );
-    assert_eq!(m.network.bridge, "srvgrp0");
+    assert_eq!(m.network.bridge, None);
     assert!(m.resources.memory_max.is_none());
 }
 

@@ -101,7 +101,12 @@ pub fn translate(
                 m.working_directory = Some(value.clone())
             }
             ("Exec", "User") if !value.is_empty() => m.user = Some(value.clone()),
-            ("Network", "Bridge") if !value.is_empty() => m.network.bridge = value.clone(),
+            // The Python tool's template always named srvgrp0: that is the host's bridge, not a choice.
+            ("Network", "Bridge")
+                if !value.is_empty() && value != man8s::hostconfig::DEFAULT_BRIDGE =>
+            {
+                m.network.bridge = Some(value.clone())
+            }
             ("Network", "Port") => {
                 m.ports.push(
                     parse_port(value).map_err(|e| anyhow::anyhow!("{}: Port=: {e}", at(*line)))?,
