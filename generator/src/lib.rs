@@ -141,6 +141,16 @@ pub fn init_arguments(m: &Machine) -> Vec<String> {
         YggdrasilAddress::No => args.push("--env=MAN8S_YGGDRASIL_ADDRESS=".into()),
         YggdrasilAddress::Fixed(a) => args.push(format!("--env=MAN8S_YGGDRASIL_ADDRESS={a}")),
     }
+    // Declared ports must answer on the Yggdrasil address even when the app listens on IPv4 only;
+    // the init relays them (and leaves apps that listen on IPv6 alone).
+    if m.network.yggdrasil != YggdrasilAddress::No {
+        let mut seen = BTreeSet::new();
+        for p in &m.ports {
+            if seen.insert((p.protocol, p.container)) {
+                args.push(format!("--forward={}:{}", p.protocol, p.container));
+            }
+        }
+    }
     args
 }
 
