@@ -93,3 +93,14 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod shipped {
+    /// The registries.conf the package ships parses and allows nothing beyond loopback.
+    #[test]
+    fn shipped_registries_conf_lists_nothing() {
+        let text = include_str!("../../../packaging/etc/registries.conf");
+        let conf = super::RegistriesConf::parse(text).expect("shipped registries.conf parses");
+        assert!(conf.insecure.is_empty(), "{conf:?}");
+    }
+}
