@@ -3,7 +3,7 @@
 # two-layer image with a data volume; `systemctl enable --now man8@jour`; the app answers on its 300: address with
 # the environment it expects (MAN8S_* and the image's); the image's volume content was copied in; data survives
 # restart, `mbctl machines update`, a reboot of the host (which brings the enabled machine back) and
-# `mbctl machines remove` without --purge; Redis (Debian's, no shell) over redis-cli; a bare scratch image last; a broken declaration is reported by
+# `mbctl machines remove` without --purge; a bare scratch image; Redis (Debian's, no shell) over redis-cli; a broken declaration is reported by
 # `mbctl verify` and does not disturb the others; `systemctl stop` is clean.
 HOST=week
 ygg_host_up week "" || fail "the test host did not come up"
@@ -69,6 +69,16 @@ in_host test ! -e /var/lib/man8machines/jour || fail "the rootfs is still there 
     || fail "machines remove without --purge lost the data volume"
 in_host test -f /var/lib/man8machine_configs/jour/man8env.env || fail "machines remove without --purge lost the config dir"
 
+# A machine from an image without a shell (a bare scratch image), enabled and started the same way.
+out=$(in_host timeout 300 mbctl machines pull 127.0.0.1:5000/test/noshell:1 nosh --yes 2>&1) \
+    || fail "mbctl machines pull noshell nosh failed: $(tail -n1 <<<"$out")"
+in_host systemctl daemon-reload
+in_host timeout 240 systemctl enable --now man8@nosh.service >/dev/null 2>&1 \
+    || fail "systemctl enable --now man8@nosh failed: $(unit_error man8@nosh.service)"
+assert_contains "$(http_get "http://[$(expected_ygg_address nosh "$subnet")]:8080/")" "noshell ok" "nosh's answer"
+
+stop_machine nosh
+
 # Redis from Debian's package (no shell, a user only in the image), spoken to with redis-cli over its 300: address;
 # its append-only file on the data volume keeps a key across a restart.
 out=$(in_host timeout 300 mbctl machines pull 127.0.0.1:5000/test/redis:1 red --volume /data=data --yes 2>&1) \
@@ -80,20 +90,11 @@ debug_units man8@red.service
 raddr=$(expected_ygg_address red "$subnet")
 redis() { in_host redis-cli -h "$raddr" -p 6379 "$@"; }
 pong() { [ "$(redis PING 2>/dev/null)" = PONG ]; }
-wait_for 30 pong || fail "redis in machine red does not answer PING on [$raddr]:6379"
+wait_for 30 pong || fail "redis in machine red does not answer PING on [$raddr]:6379 ($(unit_error man8@red.service))"
 [ "$(redis SET greeting 'held out')" = OK ] || fail "redis SET failed"
 in_host timeout 120 systemctl restart man8@red.service || fail "systemctl restart man8@red failed"
 wait_for 30 pong || fail "redis does not answer after a restart"
 [ "$(redis GET greeting)" = "held out" ] || fail "redis lost its key across a restart (data volume?): '$(redis GET greeting)'"
 stop_machine red
 
-# A machine from an image without a shell (a bare scratch image), enabled and started the same way.
-out=$(in_host timeout 300 mbctl machines pull 127.0.0.1:5000/test/noshell:1 nosh --yes 2>&1) \
-    || fail "mbctl machines pull noshell nosh failed: $(tail -n1 <<<"$out")"
-in_host systemctl daemon-reload
-in_host timeout 240 systemctl enable --now man8@nosh.service >/dev/null 2>&1 \
-    || fail "systemctl enable --now man8@nosh failed: $(unit_error man8@nosh.service)"
-assert_contains "$(http_get "http://[$(expected_ygg_address nosh "$subnet")]:8080/")" "noshell ok" "nosh's answer"
-
-stop_machine nosh
 host_poweroff week || fail "the host did not power off cleanly"
