@@ -21,8 +21,8 @@ use std::net::Ipv6Addr;
 use std::path::{Path, PathBuf};
 
 use crate::machine::{
-    Credential, Machine, Network, Port, Protocol, PullPolicy, SourceFiles, Template, Volume,
-    VolumeSource, YggdrasilAddress,
+    Credential, Machine, Port, Protocol, PullPolicy, SourceFiles, Template, Volume, VolumeSource,
+    YggdrasilAddress,
 };
 use crate::name::NameError;
 use crate::{MachineName, Paths};
