@@ -447,7 +447,7 @@ fn root_bridge_config_error_is_one_line_exit_1() {
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         err,
-        "man8s-bridge: /etc/man8s/man8s.conf:2: unknown key IPv4Adress= in [Bridge]; did you mean IPv4Address=?\n"
+        "man8s-bridge: /etc/man8s/man8s.conf:2: IPv4Adress=: unknown key in [Bridge] (did you mean IPv4Address=?)\n"
     );
     assert!(!root.path().join("run/systemd/network").exists());
     let (out, _) = run_bridge(root.path(), &["--no-such-flag"]);

@@ -20,6 +20,8 @@ use std::io;
 use std::net::Ipv6Addr;
 use std::path::{Path, PathBuf};
 
+pub use crate::ini::Diagnostic;
+use crate::ini::{diag, lex};
 use crate::machine::{
     Credential, Machine, Port, Protocol, PullPolicy, SourceFiles, Template, Volume, VolumeSource,
     YggdrasilAddress,
@@ -31,40 +33,6 @@ use crate::{MachineName, Paths};
 pub const SUFFIX: &str = ".machine";
 /// Declarations larger than this are refused (they are hostile input).
 pub const MAX_FILE_SIZE: u64 = 1024 * 1024;
-
-/// One problem in a declaration.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Diagnostic {
-    /// The file (canonical path).
-    pub file: PathBuf,
-    /// 1-based line; 0 when the problem is about the whole file (e.g. a missing key).
-    pub line: usize,
-    /// The key concerned, if any (without `=`).
-    pub key: Option<String>,
-    /// Why it is wrong.
-    pub message: String,
-    /// A likely intended spelling.
-    pub hint: Option<String>,
-}
-
-impl fmt::Display for Diagnostic {
-    /// `FILE:LINE: Key=: why (did you mean X?)`
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.file.display())?;
-        if self.line > 0 {
-            write!(f, ":{}", self.line)?;
-        }
-        f.write_str(": ")?;
-        if let Some(key) = &self.key {
-            write!(f, "{key}=: ")?;
-        }
-        f.write_str(&self.message)?;
-        if let Some(hint) = &self.hint {
-            write!(f, " (did you mean {hint}?)")?;
-        }
-        Ok(())
-    }
-}
 
 /// All problems found in one machine's declaration (never empty when returned as an error).
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
@@ -390,16 +358,6 @@ fn collect_dropins(
 // ---------------------------------------------------------------------------------------------
 // The INI layer
 
-/// One `Key=Value` assignment with where it came from.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Assignment<'a> {
-    file: &'a Path,
-    line: usize,
-    section: &'static str,
-    key: &'static str,
-    value: String,
-}
-
 const SECTIONS: &[(&str, &[&str])] = &[
     (
         "Machine",
@@ -424,188 +382,6 @@ const SECTIONS: &[(&str, &[&str])] = &[
     ("Resources", &["MemoryMax", "CPUQuota", "TasksMax"]),
     ("Install", &["WantedBy"]),
 ];
-
-fn diag(file: &Path, line: usize, key: Option<&str>, message: impl Into<String>) -> Diagnostic {
-    Diagnostic {
-        file: file.to_owned(),
-        line,
-        key: key.map(str::to_owned),
-        message: message.into(),
-        hint: None,
-    }
-}
-
-/// Split one file into assignments of known sections; report syntax errors, unknown sections and
-/// unknown keys.
-fn lex<'a>(file: &'a Path, text: &str, out: &mut Vec<Assignment<'a>>, errs: &mut Vec<Diagnostic>) {
-    // None: before any section; Some(None): an ignored (X- or unknown) section.
-    let mut section: Option<Option<&'static (&'static str, &'static [&'static str])>> = None;
-    let mut lines = text.split('\n').enumerate().peekable();
-    while let Some((idx, raw)) = lines.next() {
-        let start_line = idx + 1;
-        // Borrowed unless a continuation has to join lines (most lines are not).
-        let mut logical = std::borrow::Cow::Borrowed(raw.trim());
-        if logical.starts_with('#') || logical.starts_with(';') {
-            continue;
-        }
-        // Continuations: `\` at the end joins the next line.
-        while logical.ends_with('\\') {
-            let logical = logical.to_mut();
-            logical.pop();
-            logical.push(' ');
-            let mut joined = false;
-            for (_, next) in lines.by_ref() {
-                let next = next.trim();
-                if next.starts_with('#') || next.starts_with(';') {
-                    continue;
-                }
-                logical.push_str(next);
-                joined = true;
-                break;
-            }
-            if !joined {
-                break;
-            }
-        }
-        let line = logical.trim();
-        if line.is_empty() {
-            continue;
-        }
-        if line.contains('\0') {
-            errs.push(diag(file, start_line, None, "NUL byte in line"));
-            continue;
-        }
-        if let Some(rest) = line.strip_prefix('[') {
-            let Some(name) = rest.strip_suffix(']') else {
-                errs.push(diag(
-                    file,
-                    start_line,
-                    None,
-                    format!("bad section header {line:?}: missing ']'"),
-                ));
-                section = Some(None);
-                continue;
-            };
-            if name.starts_with("X-") {
-                section = Some(None);
-                continue;
-            }
-            match SECTIONS.iter().find(|(s, _)| *s == name) {
-                Some(known) => section = Some(Some(known)),
-                None => {
-                    let mut d = diag(file, start_line, None, format!("unknown section [{name}]"));
-                    d.hint =
-                        closest(name, SECTIONS.iter().map(|(s, _)| *s)).map(|s| format!("[{s}]"));
-                    errs.push(d);
-                    section = Some(None);
-                }
-            }
-            continue;
-        }
-        let Some((key, value)) = line.split_once('=') else {
-            errs.push(diag(
-                file,
-                start_line,
-                None,
-                format!("not a Key=Value assignment: {line:?}"),
-            ));
-            continue;
-        };
-        let key = key.trim();
-        let value = value.trim();
-        if key.is_empty() {
-            errs.push(diag(
-                file,
-                start_line,
-                None,
-                format!("empty key in {line:?}"),
-            ));
-            continue;
-        }
-        let known = match section {
-            None => {
-                errs.push(diag(
-                    file,
-                    start_line,
-                    Some(key),
-                    "assignment outside of any section (add [Machine] above it)",
-                ));
-                continue;
-            }
-            Some(None) => continue,
-            Some(Some(known)) => known,
-        };
-        if key.starts_with("X-") {
-            continue;
-        }
-        let Some(&key) = known.1.iter().find(|k| **k == key) else {
-            let mut d = diag(
-                file,
-                start_line,
-                Some(key),
-                format!("unknown key in [{}]", known.0),
-            );
-            if let Some((other, _)) = SECTIONS
-                .iter()
-                .find(|(s, keys)| *s != known.0 && keys.contains(&key))
-            {
-                d.message = format!("{key}= belongs in [{other}], not [{}]", known.0);
-            } else {
-                d.hint = closest(key, known.1.iter().copied()).map(|k| format!("{k}="));
-            }
-            errs.push(d);
-            continue;
-        };
-        out.push(Assignment {
-            file,
-            line: start_line,
-            section: known.0,
-            key,
-            value: value.to_owned(),
-        });
-    }
-}
-
-/// Case-insensitive optimal-string-alignment distance: insertions, deletions, substitutions and
-/// transpositions of neighbours (`Imgae` → `Image`) cost 1.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let a: Vec<char> = a.chars().flat_map(char::to_lowercase).collect();
-    let b: Vec<char> = b.chars().flat_map(char::to_lowercase).collect();
-    let w = b.len() + 1;
-    let mut d = vec![0usize; (a.len() + 1) * w];
-    for i in 0..=a.len() {
-        d[i * w] = i;
-    }
-    for (j, cell) in d.iter_mut().enumerate().take(w) {
-        *cell = j;
-    }
-    for i in 1..=a.len() {
-        for j in 1..=b.len() {
-            let cost = usize::from(a[i - 1] != b[j - 1]);
-            let mut v = (d[(i - 1) * w + j] + 1)
-                .min(d[i * w + j - 1] + 1)
-                .min(d[(i - 1) * w + j - 1] + cost);
-            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
-                v = v.min(d[(i - 2) * w + j - 2] + 1);
-            }
-            d[i * w + j] = v;
-        }
-    }
-    d[a.len() * w + b.len()]
-}
-
-/// The candidate closest to `word` (case-insensitive edit distance), if close enough to be a typo.
-fn closest<'c>(word: &str, candidates: impl Iterator<Item = &'c str>) -> Option<&'c str> {
-    if word.len() > 64 {
-        return None;
-    }
-    let limit = (word.chars().count().div_ceil(3)).clamp(1, 3);
-    candidates
-        .map(|c| (edit_distance(word, c), c))
-        .filter(|(d, _)| *d <= limit)
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, c)| c)
-}
 
 // ---------------------------------------------------------------------------------------------
 // Values
@@ -1051,19 +827,21 @@ fn validate_tasks_max(value: &str) -> Result<(), String> {
 }
 
 /// A network interface name as the kernel accepts it.
-fn validate_ifname(value: &str) -> Result<(), String> {
+/// A Linux network interface name: 1–15 printable ASCII characters, no `/`, `:` or `%`, not `.`
+/// or `..` (what the kernel and networkd accept).
+pub(crate) fn validate_ifname(value: &str) -> Result<(), String> {
     let ok = !value.is_empty()
         && value.len() < 16
         && value != "."
         && value != ".."
         && value
             .bytes()
-            .all(|b| b.is_ascii_graphic() && b != b'/' && b != b':');
+            .all(|b| b.is_ascii_graphic() && !matches!(b, b'/' | b':' | b'%'));
     if ok {
         Ok(())
     } else {
         Err(format!(
-            "{value:?} is not a network interface name (1-15 characters, no '/', ':' or spaces)"
+            "{value:?} is not a network interface name (1-15 characters, no '/', ':', '%' or spaces)"
         ))
     }
 }
@@ -1170,7 +948,14 @@ pub fn parse(name: &MachineName, files: &[(PathBuf, String)]) -> Result<Machine,
     let mut errs = Vec::new();
     let mut assignments = Vec::new();
     for (path, text) in files {
-        lex(path, text, &mut assignments, &mut errs);
+        lex(
+            path,
+            text,
+            SECTIONS,
+            "[Machine]",
+            &mut assignments,
+            &mut errs,
+        );
     }
     let main = files.first().map(|(p, _)| p.clone()).unwrap_or_default();
     let source = SourceFiles {

@@ -131,8 +131,13 @@ pub struct HostConfig {
     pub yggdrasil: YggdrasilConfig,
 }
 
-const BRIDGE_KEYS: &[&str] = &["Name", "IPv4Address", "ULAPrefix", "DNS", "NTP", "Timezone"];
-const YGGDRASIL_KEYS: &[&str] = &["AdminEndpoint", "ConfigFile", "WaitSec"];
+const SCHEMA: crate::ini::Schema = &[
+    (
+        "Bridge",
+        &["Name", "IPv4Address", "ULAPrefix", "DNS", "NTP", "Timezone"],
+    ),
+    ("Yggdrasil", &["AdminEndpoint", "ConfigFile", "WaitSec"]),
+];
 
 impl HostConfig {
     /// Read `/etc/man8s/man8s.conf` under `paths`; a missing file gives the defaults.
@@ -148,55 +153,34 @@ impl HostConfig {
     /// Parse the text of `man8s.conf`; `origin` names the file in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Self, HostConfigError> {
         let mut cfg = Self::default();
-        let mut section: Option<&str> = None;
-        for (idx, raw) in text.lines().enumerate() {
+        let mut assignments = Vec::new();
+        let mut problems = Vec::new();
+        crate::ini::lex(
+            Path::new(origin),
+            text,
+            SCHEMA,
+            "[Bridge]",
+            &mut assignments,
+            &mut problems,
+        );
+        if let Some(p) = problems.first() {
+            return Err(HostConfigError::Syntax {
+                path: origin.to_owned(),
+                line: p.line,
+                message: p.what(),
+            });
+        }
+        for a in &assignments {
+            let (key, value) = (a.key, a.value.as_str());
             let err = |message: String| HostConfigError::Syntax {
                 path: origin.to_owned(),
-                line: idx + 1,
+                line: a.line,
                 message,
             };
-            let line = raw.trim();
-            if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
-                continue;
-            }
-            if let Some(rest) = line.strip_prefix('[') {
-                let name = rest
-                    .strip_suffix(']')
-                    .ok_or_else(|| err(format!("malformed section header {line:?}")))?;
-                section = match name {
-                    "Bridge" => Some("Bridge"),
-                    "Yggdrasil" => Some("Yggdrasil"),
-                    other => {
-                        return Err(err(format!(
-                            "unknown section [{other}] (known: [Bridge], [Yggdrasil])"
-                        )));
-                    }
-                };
-                continue;
-            }
-            let (key, value) = line
-                .split_once('=')
-                .ok_or_else(|| err(format!("expected Key=Value, found {line:?}")))?;
-            let (key, value) = (key.trim(), value.trim());
-            if key.starts_with("X-") {
-                continue;
-            }
-            let section = section.ok_or_else(|| err(format!("{key}= outside of any section")))?;
-            let known = if section == "Bridge" {
-                BRIDGE_KEYS
-            } else {
-                YGGDRASIL_KEYS
-            };
-            if !known.contains(&key) {
-                let hint = did_you_mean(key, known)
-                    .map(|k| format!("; did you mean {k}=?"))
-                    .unwrap_or_default();
-                return Err(err(format!("unknown key {key}= in [{section}]{hint}")));
-            }
             let bad = |why: &str| err(format!("{key}={value}: {why}"));
-            match (section, key) {
+            match (a.section, key) {
                 ("Bridge", "Name") => {
-                    validate_ifname(value).map_err(&bad)?;
+                    crate::declaration::validate_ifname(value).map_err(|e| bad(&e))?;
                     cfg.bridge.name = value.to_owned();
                 }
                 ("Bridge", "IPv4Address") => {
@@ -295,22 +279,6 @@ fn push_list<T>(
     Ok(())
 }
 
-/// A Linux interface name: 1–15 bytes, no `/`, `:`, whitespace, not `.` or `..`.
-fn validate_ifname(name: &str) -> Result<(), &'static str> {
-    if name.is_empty() || name.len() > 15 {
-        return Err("an interface name has 1 to 15 characters");
-    }
-    if name == "."
-        || name == ".."
-        || name
-            .chars()
-            .any(|c| c == '/' || c == ':' || c == '%' || !c.is_ascii_graphic())
-    {
-        return Err("not a valid interface name (no '/', ':', '%', spaces or non-ASCII)");
-    }
-    Ok(())
-}
-
 /// The bridge needs a host address inside a subnet big enough to hand out leases.
 fn validate_ipv4(net: Ipv4Net) -> Result<(), &'static str> {
     if net.prefix_len() > 30 {
@@ -330,39 +298,6 @@ fn validate_ipv4(net: Ipv4Net) -> Result<(), &'static str> {
         return Err("not a unicast address");
     }
     Ok(())
-}
-
-/// The known key closest to `key` (case-insensitive match or edit distance ≤ 2).
-fn did_you_mean<'a>(key: &str, known: &[&'a str]) -> Option<&'a str> {
-    if let Some(k) = known.iter().find(|k| k.eq_ignore_ascii_case(key)) {
-        return Some(k);
-    }
-    known
-        .iter()
-        .map(|k| {
-            (
-                edit_distance(&key.to_ascii_lowercase(), &k.to_ascii_lowercase()),
-                *k,
-            )
-        })
-        .filter(|(d, _)| *d <= 2)
-        .min()
-        .map(|(_, k)| k)
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            cur[j + 1] = (prev[j] + usize::from(ca != *cb))
-                .min(prev[j + 1] + 1)
-                .min(cur[j] + 1);
-        }
-        prev = cur;
-    }
-    prev[b.len()]
 }
 
 /// The file-system view of yggdrasil's configuration file named in `cfg`.
@@ -425,19 +360,22 @@ mod tests {
         let e = parse("[Bridge]\n\nname=x\n").unwrap_err();
         assert_eq!(
             e,
-            "/etc/man8s/man8s.conf:3: unknown key name= in [Bridge]; did you mean Name=?"
+            "/etc/man8s/man8s.conf:3: name=: unknown key in [Bridge] (did you mean Name=?)"
         );
         let e = parse("[Bridge]\nIPv4Adress=10.0.0.1/8\n").unwrap_err();
         assert!(
-            e.contains(":2: unknown key IPv4Adress= in [Bridge]; did you mean IPv4Address=?"),
+            e.contains(":2: IPv4Adress=: unknown key in [Bridge] (did you mean IPv4Address=?)"),
             "{e}"
         );
         let e = parse("[Network]\n").unwrap_err();
         assert!(e.contains(":1: unknown section [Network]"), "{e}");
         let e = parse("Name=x\n").unwrap_err();
-        assert!(e.contains(":1: Name= outside of any section"), "{e}");
+        assert!(
+            e.contains(":1: Name=: assignment outside of any section (add [Bridge] above it)"),
+            "{e}"
+        );
         let e = parse("[Bridge]\njunk\n").unwrap_err();
-        assert!(e.contains(":2: expected Key=Value"), "{e}");
+        assert!(e.contains(":2: not a Key=Value assignment"), "{e}");
     }
 
     #[test]
@@ -445,12 +383,9 @@ mod tests {
         for (text, want) in [
             (
                 "[Bridge]\nName=a/b\n",
-                "Name=a/b: not a valid interface name",
+                "Name=a/b: \"a/b\" is not a network interface name",
             ),
-            (
-                "[Bridge]\nName=waytoolongbridgename\n",
-                "1 to 15 characters",
-            ),
+            ("[Bridge]\nName=waytoolongbridgename\n", "1-15 characters"),
             (
                 "[Bridge]\nIPv4Address=172.17.0.0/16\n",
                 "needs a host address",

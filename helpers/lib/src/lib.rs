@@ -8,6 +8,7 @@ pub mod address;
 pub mod declaration;
 pub mod envfile;
 pub mod hostconfig;
+pub mod ini;
 pub mod machine;
 pub mod name;
 pub mod paths;

@@ -1,6 +1,6 @@
 //! `/etc/man8s/registries.conf`: which non-loopback registries may be reached over plain HTTP.
 //!
-//! Format (systemd-style, `#`/`;` comments, an optional `[Registries]` header):
+//! Format (man8s's systemd-style INI dialect, `man8s::ini`):
 //!
 //! ```text
 //! [Registries]
@@ -8,7 +8,8 @@
 //! Insecure=10.1.2.3:5000
 //! ```
 //!
-//! Each `Insecure=` takes one or more `HOST[:PORT]`, separated by spaces; repeated keys accumulate.
+//! Each `Insecure=` takes one or more `HOST[:PORT]`, separated by spaces; repeated keys accumulate,
+//! an empty `Insecure=` clears the list so far.
 //! Loopback registries (`localhost`, `127.0.0.0/8`, `[::1]`) are always allowed over HTTP.
 
 use std::path::Path;
@@ -23,28 +24,31 @@ pub struct RegistriesConf {
 }
 
 impl RegistriesConf {
-    /// Parse the text; errors name the line.
+    /// Parse the text (man8s's INI dialect, [`man8s::ini`]); errors name the line.
     pub fn parse(text: &str) -> Result<Self, String> {
+        const SCHEMA: man8s::ini::Schema = &[("Registries", &["Insecure"])];
+        let mut assignments = Vec::new();
+        let mut problems = Vec::new();
+        let file = Path::new(man8s::paths::REGISTRIES_CONF);
+        man8s::ini::lex(
+            file,
+            text,
+            SCHEMA,
+            "[Registries]",
+            &mut assignments,
+            &mut problems,
+        );
+        if let Some(p) = problems.first() {
+            return Err(format!("line {}: {}", p.line, p.what()));
+        }
         let mut conf = Self::default();
-        for (i, line) in text.lines().enumerate() {
-            let l = line.trim();
-            if l.is_empty() || l.starts_with(['#', ';']) || l.eq_ignore_ascii_case("[registries]") {
-                continue;
+        for a in assignments {
+            // As in unit files, an empty assignment clears the list so far.
+            if a.value.is_empty() {
+                conf.insecure.clear();
             }
-            match l.split_once('=') {
-                Some((k, v)) if k.trim() == "Insecure" => {
-                    conf.insecure
-                        .extend(v.split_whitespace().map(str::to_owned));
-                }
-                Some((k, _)) => {
-                    return Err(format!(
-                        "line {}: unknown key {:?} (only Insecure=)",
-                        i + 1,
-                        k.trim()
-                    ));
-                }
-                None => return Err(format!("line {}: expected Insecure=HOST[:PORT] …", i + 1)),
-            }
+            conf.insecure
+                .extend(a.value.split_whitespace().map(str::to_owned));
         }
         Ok(conf)
     }
@@ -86,11 +90,15 @@ mod tests {
         assert!(c.allows_http("a.lan:5000"));
         assert!(!c.allows_http("a.lan"));
         assert!(c.allows_http("127.0.0.1:1234"));
+        let e = RegistriesConf::parse("[Registries]\nSecure=x").unwrap_err();
         assert!(
-            RegistriesConf::parse("Secure=x")
-                .unwrap_err()
-                .contains("line 1")
+            e.contains("line 2: Secure=: unknown key") && e.contains("Insecure="),
+            "{e}"
         );
+        let e = RegistriesConf::parse("Insecure=x").unwrap_err();
+        assert!(e.contains("line 1") && e.contains("[Registries]"), "{e}");
+        let c = RegistriesConf::parse("[Registries]\nInsecure=a\nInsecure=\nInsecure=b").unwrap();
+        assert_eq!(c.insecure, vec!["b"]);
     }
 }
 

@@ -3,6 +3,7 @@ use std::net::Ipv6Addr;
 use proptest::prelude::*;
 
 use super::*;
+use crate::ini::edit_distance;
 use crate::machine::Credential;
 
 fn name(n: &str) -> MachineName {
