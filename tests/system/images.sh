@@ -14,7 +14,7 @@
 #              /www/boots.txt, logs "journey-started" and serves /www on :80; image Env JOURNEY_FROM_IMAGE=yes
 
 #   redis:1    Debian sid's Redis server (redis-check-rdb of the base's redis-tools is the same binary as
-#              redis-server) with exactly the libraries it links, no shell; User=redis (uid 999, only in the
+#              redis-server) with exactly the libraries it links and the C.UTF-8 locale, no shell; User=redis (uid 999, only in the
 #              image), listening on [::] and 0.0.0.0 :6379 with its data in /data
 
 # umoci unpack + repack of one image: FILL is a function that populates the rootfs given as $1.
@@ -90,6 +90,12 @@ fill_redis() {
         mkdir -p "$r$(dirname "$lib")"
         cp -L "$base$lib" "$r$lib"
     done
+    # Debian-based images carry libc-bin's C.UTF-8 locale (Redis 8 exits when setlocale fails, and the machine's
+    # environment has LANG=C.UTF-8 from systemd's default).
+    if [ -d "$base/usr/lib/locale/C.utf8" ]; then
+        mkdir -p "$r/usr/lib/locale"
+        cp -a "$base/usr/lib/locale/C.utf8" "$r/usr/lib/locale/"
+    fi
     printf 'root:x:0:0:root:/root:/usr/sbin/nologin\nredis:x:999:999:Redis:/data:/usr/sbin/nologin\n' >"$r/etc/passwd"
     printf 'root:x:0:\nredis:x:999:\n' >"$r/etc/group"
     chown 999:999 "$r/data"
