@@ -1,9 +1,10 @@
 //! The app's environment, composed from its sources in a fixed order (later wins).
 //!
-//! 1. From the init's own environment only `PATH`, `TERM`, `LANG`, `LC_*` and `TZ`: nspawn sets
-//!    these itself or from the `.nspawn` file's `Environment=` (where the Python tool put the image's
-//!    PATH/TERM/HOME/LANG). Everything else of nspawn's (`container`, `container_uuid`,
-//!    `NOTIFY_SOCKET`, `LISTEN_*`, `container_host_*`, …) is dropped.
+//! 1. From the init's own environment only `PATH` and `TERM`, which nspawn sets itself or from the
+//!    `.nspawn` file's `Environment=`. Everything else of nspawn's is dropped: its bookkeeping
+//!    (`container`, `container_uuid`, `NOTIFY_SOCKET`, `LISTEN_*`, `container_host_*`, …) and the
+//!    host's locale (`LANG`, `LC_*`, `TZ`), which systemd hands to every service: as under Docker, an
+//!    app sees the image's locale, not the host's (Redis 8, for one, exits on a locale its image lacks).
 //! 2. The image config's `Env`.
 //! 3. `/man8env.env` (literal, Python semantics).
 //! 4. `--env-file` files, in order (same literal format).
@@ -53,7 +54,7 @@ impl Env {
 
 /// Whether a variable of the init's own environment is passed on to the app.
 pub fn inherited_is_kept(key: &str) -> bool {
-    matches!(key, "PATH" | "TERM" | "LANG" | "TZ") || key.starts_with("LC_")
+    matches!(key, "PATH" | "TERM")
 }
 
 /// Split a `KEY=VALUE` string (image `Env`, `--env`); `None` without `=` or with an empty key.
@@ -166,7 +167,6 @@ mod tests {
             pairs(&[
                 ("PATH", "/image/bin"),
                 ("TERM", "vt220"),
-                ("LC_ALL", "C.UTF-8"),
                 ("A", "image"),
                 ("B", "man8env"),
                 ("C", "file1"),
