@@ -30,18 +30,23 @@ pub struct GroupEntry {
     pub members: Vec<String>,
 }
 
+/// The `:`-separated fields of each usable line of an `/etc/passwd`-style file with at least
+/// `min_fields` fields and a name; comments and NIS `+`/`-` lines are skipped.
+fn records(text: &str, min_fields: usize) -> impl Iterator<Item = Vec<&str>> {
+    text.lines().filter_map(move |line| {
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        if line.starts_with(['#', '+', '-']) {
+            return None;
+        }
+        let f: Vec<&str> = line.split(':').collect();
+        (f.len() >= min_fields && !f[0].is_empty()).then_some(f)
+    })
+}
+
 /// Parse `/etc/passwd` text: `name:password:uid:gid:gecos:home:shell`.
 pub fn parse_passwd(text: &str) -> Vec<PasswdEntry> {
-    text.lines()
-        .filter_map(|line| {
-            let line = line.strip_suffix('\r').unwrap_or(line);
-            if line.starts_with('#') || line.starts_with('+') || line.starts_with('-') {
-                return None;
-            }
-            let f: Vec<&str> = line.split(':').collect();
-            if f.len() < 7 || f[0].is_empty() {
-                return None;
-            }
+    records(text, 7)
+        .filter_map(|f| {
             Some(PasswdEntry {
                 name: f[0].to_owned(),
                 uid: f[2].parse().ok()?,
@@ -54,16 +59,8 @@ pub fn parse_passwd(text: &str) -> Vec<PasswdEntry> {
 
 /// Parse `/etc/group` text: `name:password:gid:member,member`.
 pub fn parse_group(text: &str) -> Vec<GroupEntry> {
-    text.lines()
-        .filter_map(|line| {
-            let line = line.strip_suffix('\r').unwrap_or(line);
-            if line.starts_with('#') || line.starts_with('+') || line.starts_with('-') {
-                return None;
-            }
-            let f: Vec<&str> = line.split(':').collect();
-            if f.len() < 4 || f[0].is_empty() {
-                return None;
-            }
+    records(text, 4)
+        .filter_map(|f| {
             Some(GroupEntry {
                 name: f[0].to_owned(),
                 gid: f[2].parse().ok()?,
