@@ -174,21 +174,24 @@ fn root_pull_by_tag_and_digest_installs_rootfs() {
     assert!(debris(root.parent().unwrap()).is_empty());
 }
 
+/// A one-layer image for ARCH/VARIANT whose file `/arch` holds NAME, written into LAYOUT.
+fn arch_image(layout: &Path, name: &str, arch: &str, variant: &str) -> ts::Written {
+    Image::new(vec![(
+        LayerBuilder::new()
+            .file("arch", 0o644, name.as_bytes())
+            .tar(),
+        Compression::Gzip,
+    )])
+    .arch(arch, variant)
+    .write(layout)
+}
+
 #[test]
 fn root_multi_arch_index_selects_variant() {
     let env = Env::new();
     let reg = Registry::start();
     let layout = env.layout();
-    let mk = |name: &str, arch: &str, variant: &str| {
-        Image::new(vec![(
-            LayerBuilder::new()
-                .file("arch", 0o644, name.as_bytes())
-                .tar(),
-            Compression::Gzip,
-        )])
-        .arch(arch, variant)
-        .write(&layout)
-    };
+    let mk = |name: &str, arch: &str, variant: &str| arch_image(&layout, name, arch, variant);
     let amd = mk("amd64", "amd64", "");
     let v6 = mk("arm-v6", "arm", "v6");
     let v7 = mk("arm-v7", "arm", "v7");
@@ -974,16 +977,7 @@ fn root_docker_manifest_list_selects_variant() {
     let env = Env::new();
     let reg = Registry::start();
     let layout = env.layout();
-    let mk = |name: &str, arch: &str, variant: &str| {
-        Image::new(vec![(
-            LayerBuilder::new()
-                .file("arch", 0o644, name.as_bytes())
-                .tar(),
-            Compression::Gzip,
-        )])
-        .arch(arch, variant)
-        .write(&layout)
-    };
+    let mk = |name: &str, arch: &str, variant: &str| arch_image(&layout, name, arch, variant);
     let amd = mk("amd64", "amd64", "");
     let v7 = mk("arm-v7", "arm", "v7");
     let idx = ts::write_index(&layout, &[(&amd, "amd64", ""), (&v7, "arm", "v7")]);
