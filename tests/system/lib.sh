@@ -10,6 +10,7 @@
 HOST_PACKAGES=(
     systemd systemd-sysv dbus iproute2 systemd-container libnss-myhostname
     docker-registry busybox-static yggdrasil redis-tools ca-certificates
+    nftables btrfs-progs curl
 )
 HOST_SUITE=sid
 # Packages apt installs into the base after debootstrap (debootstrap's own resolver is too weak for podman's
