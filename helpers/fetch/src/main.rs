@@ -1,13 +1,14 @@
 //! `man8s-fetch NAME`: make machine NAME's rootfs exist and match its declaration.
 //!
 //! Runs as `ExecStartPre=` of `man8@NAME.service`. A thin shim: argv → declaration →
-//! [`man8s_oci::install::ensure_machine`]. Exit 0 ok, 1 runtime failure, 2 usage.
+//! [`man8s_provision::ensure_machine`]. Exit 0 ok, 1 runtime failure, 2 usage.
 
 use std::process::ExitCode;
 
 use man8s::{MachineName, Paths};
-use man8s_oci::install::{EnsureOptions, InstallOptions, Outcome};
+use man8s_oci::install::InstallOptions;
 use man8s_oci::registry::RegistryConfig;
+use man8s_provision::{EnsureOptions, Outcome};
 
 const USAGE: &str = "usage: man8s-fetch [--platform OS/ARCH[/VARIANT]] NAME\n\
 Pulls (per Pull=) and installs the image of machine NAME at /var/lib/man8machines/NAME.";
@@ -79,7 +80,7 @@ fn run(name: &MachineName, platform: man8s_oci::Platform) -> Result<(), String> 
         progress: progress.as_ref(),
     };
     let outcome =
-        man8s_oci::pull::block_on(man8s_oci::install::ensure_machine(&paths, &machine, &opts))
+        man8s_oci::pull::block_on(man8s_provision::ensure_machine(&paths, &machine, &opts))
             .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())?;
     if let Outcome::Installed { digest } = outcome {

@@ -12,7 +12,9 @@ use man8s_oci::pull::Policy;
 use serde::Serialize;
 
 use crate::EXIT_OK;
-use crate::cmd::pull::{fetch_image, image_ref};
+use man8s_provision::fetch_image;
+
+use crate::cmd::image_ref;
 use crate::output::table;
 
 /// One cached image.

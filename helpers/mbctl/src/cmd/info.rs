@@ -128,7 +128,7 @@ pub fn from_files(paths: &Paths, name: &MachineName) -> Option<MachineInfo> {
                 // Not in man8env.env yet (never started): the address it will get, when the host's
                 // subnet is known.
                 YggdrasilAddress::Auto if info.yggdrasil_address.is_none() => {
-                    info.yggdrasil_address = man8s_oci::install::yggdrasil_subnet(paths)
+                    info.yggdrasil_address = man8s_provision::env::yggdrasil_subnet(paths)
                         .map(|s| man8s::address::machine_address(s, name.as_str()).to_string());
                 }
                 YggdrasilAddress::Auto => {}

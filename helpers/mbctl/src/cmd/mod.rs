@@ -75,3 +75,8 @@ fn machines(command: MachinesCommand) -> Result<u8> {
 pub fn machine_name(name: &str) -> Result<man8s::MachineName> {
     man8s::MachineName::new(name).map_err(|e| UsageError(e.to_string()).into())
 }
+
+/// Parse an image reference; a bad one is a usage error.
+pub fn image_ref(image: &str) -> Result<man8s_oci::ImageRef> {
+    man8s_oci::ImageRef::parse(image).map_err(|e| UsageError(format!("{image:?}: {e}")).into())
+}

@@ -12,24 +12,20 @@ use anyhow::{Context, Result, bail};
 use man8s::machine::{Machine, SourceFiles, Template, Volume, VolumeSource};
 use man8s::{MachineName, Paths, declaration};
 use man8s_oci::cache::BlobCache;
-use man8s_oci::install::{self, EnsureOptions, InstallOptions};
+use man8s_oci::install::{self, InstallOptions};
 use man8s_oci::pull::{Policy, Puller, ResolvedImage, block_on};
 use man8s_oci::registry::RegistryConfig;
 use man8s_oci::{ImageRef, Platform};
+use man8s_provision::{EnsureOptions, fetch_image};
 
 use crate::bus::{Bus, UnitJob, unit_name};
 use crate::cmd::info::is_real_root;
-use crate::cmd::machine_name;
+use crate::cmd::{image_ref, machine_name};
 use crate::prompt::{VolumeChoice, parse_volume_arg, resolve_volumes};
 use crate::{EXIT_OK, UsageError, render};
 
 /// Where `machines pull` writes declarations.
 pub const DECLARATION_DIR: &str = "/etc/man8s/machines";
-
-/// Parse an image reference; a bad one is a usage error.
-pub fn image_ref(image: &str) -> Result<ImageRef> {
-    ImageRef::parse(image).map_err(|e| UsageError(format!("{image:?}: {e}")).into())
-}
 
 /// A template name from the command line.
 pub fn template(name: &str) -> Result<Template> {
@@ -122,20 +118,6 @@ pub fn write_declaration(paths: &Paths, m: &Machine, header: &str) -> Result<Pat
         ))
     })?;
     Ok(path)
-}
-
-/// Pull `image` into the cache (every blob), per `policy`.
-pub fn fetch_image(paths: &Paths, image: &ImageRef, policy: Policy) -> Result<ResolvedImage> {
-    let registry = RegistryConfig::load(paths)?;
-    let cache = BlobCache::new(paths);
-    let progress = man8s_oci::progress::auto();
-    let puller = Puller {
-        cache: &cache,
-        config: &registry,
-        progress: progress.as_ref(),
-        platform: Platform::host(),
-    };
-    Ok(block_on(puller.pull(image, policy))??)
 }
 
 /// Where each volume goes, in image order.
@@ -247,7 +229,7 @@ pub fn fetch_image_asking(
 }
 
 /// Rootfs, machinectl link, config dir, man8env.env and volumes of `m`, from the cache.
-pub fn install_machine(paths: &Paths, m: &Machine) -> Result<install::Outcome> {
+pub fn install_machine(paths: &Paths, m: &Machine) -> Result<man8s_provision::Outcome> {
     let registry = RegistryConfig::load(paths)?;
     let progress = man8s_oci::progress::auto();
     let opts = EnsureOptions {
@@ -261,7 +243,7 @@ pub fn install_machine(paths: &Paths, m: &Machine) -> Result<install::Outcome> {
         },
         progress: progress.as_ref(),
     };
-    Ok(block_on(install::ensure_machine(paths, m, &opts))??)
+    Ok(block_on(man8s_provision::ensure_machine(paths, m, &opts))??)
 }
 
 /// After declarations changed: `systemctl daemon-reload` when this tree is the running system's.
@@ -521,8 +503,8 @@ pub fn update(name: &str, force: bool) -> Result<u8> {
         unpack: Default::default(),
     };
     let previous = install::install_tree(&rootfs, &resolved, &cache, &opts, progress.as_ref())?;
-    install::link_for_machinectl(&paths, &name)?;
-    install::prepare_machine(&paths, &machine, &resolved)?;
+    man8s_provision::link::link_for_machinectl(&paths, &name)?;
+    man8s_provision::prepare_machine(&paths, &machine, &resolved)?;
     let old = before
         .map(|s| s.manifest_digest)
         .unwrap_or_else(|| "an unrecorded image".into());

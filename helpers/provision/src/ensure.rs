@@ -1,0 +1,224 @@
+//! What `man8s-fetch NAME` does on every start, and the pieces `mbctl` shares with it.
+
+use std::fs;
+use std::path::Path;
+
+use man8s::Paths;
+use man8s::machine::Machine;
+use man8s_oci::cache::BlobCache;
+use man8s_oci::install::{InstallOptions, META_DIR, Source, pull_and_install, read_source};
+use man8s_oci::progress::{Event, Progress};
+use man8s_oci::pull::{Policy, Puller, ResolvedImage};
+use man8s_oci::registry::RegistryConfig;
+use man8s_oci::{ImageRef, Platform};
+
+use crate::link::link_for_machinectl;
+use crate::{Error, Result};
+
+/// What [`ensure_machine`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// A rootfs was (re)installed.
+    Installed {
+        /// Manifest digest now installed.
+        digest: String,
+    },
+    /// The installed rootfs was kept.
+    UpToDate,
+}
+
+/// Settings for [`ensure_machine`].
+pub struct EnsureOptions<'a> {
+    /// Pull policy (normally the declaration's `Pull=`).
+    pub policy: Policy,
+    /// Platform (normally the host's).
+    pub platform: Platform,
+    /// Registry settings.
+    pub registry: &'a RegistryConfig,
+    /// Install settings (`protect_run_tmp` is forced on).
+    pub install: InstallOptions,
+    /// Progress sink.
+    pub progress: &'a dyn Progress,
+}
+
+/// What `man8s-fetch NAME` does: make the machine's rootfs exist and match its declaration.
+///
+/// `Pull=missing`: nothing happens when a rootfs exists; otherwise the image comes from the
+/// cache when complete there, else from the registry. `Pull=always`: the registry is asked
+/// what the tag points to; a rootfs of that same manifest is kept. `Pull=never`: cache only.
+/// Then config dir, man8env.env and volumes are prepared and the machinectl link made.
+pub async fn ensure_machine(
+    paths: &Paths,
+    machine: &Machine,
+    opts: &EnsureOptions<'_>,
+) -> Result<Outcome> {
+    let image = ImageRef::parse(&machine.image)?;
+    let cache = BlobCache::new(paths);
+    let rootfs = paths.rootfs(&machine.name);
+    let installed = read_source(&rootfs);
+    let exists = fs::symlink_metadata(&rootfs).is_ok();
+    let puller = Puller {
+        cache: &cache,
+        config: opts.registry,
+        progress: opts.progress,
+        platform: opts.platform.clone(),
+    };
+    let outcome = if exists && opts.policy != Policy::Always {
+        if let Some(src) = installed
+            .as_ref()
+            .filter(|s| s.reference != image.to_string())
+        {
+            // Image= was edited after the machine was made: say so instead of silently running the old one.
+            opts.progress.event(Event::UpToDate {
+                reason: &format!(
+                    "warning: {}: rootfs is from {}, but the declaration says {}; \
+                     `mbctl machines update {}` (or Pull=always) switches it",
+                    machine.name, src.reference, image, machine.name
+                ),
+            });
+        }
+        opts.progress.event(Event::UpToDate {
+            reason: &format!(
+                "{}: rootfs present (Pull={}), not pulling",
+                machine.name,
+                policy_name(opts.policy)
+            ),
+        });
+        None
+    } else {
+        let keep_installed = |e: &Error| -> Result<Outcome> {
+            opts.progress.event(Event::UpToDate {
+                reason: &format!(
+                    "warning: {e}; starting {} with the installed rootfs",
+                    machine.name
+                ),
+            });
+            link_for_machinectl(paths, &machine.name)?;
+            Ok(Outcome::UpToDate)
+        };
+        let cached = if opts.policy == Policy::Always {
+            None
+        } else {
+            puller.from_cache(&image)?
+        };
+        if cached.is_none() && opts.policy == Policy::Never {
+            return Err(Error::NotCached {
+                image: image.to_string(),
+            });
+        }
+        let resolved = match cached {
+            Some(r) => r,
+            None => match puller.resolve_remote(&image).await {
+                Ok(r) => r,
+                // Pull=always at boot with the network not up yet: the machine still starts from what it has.
+                Err(e @ Error::Network { .. }) if exists => return keep_installed(&e),
+                Err(e) => return Err(e),
+            },
+        };
+        if exists
+            && installed
+                .as_ref()
+                .is_some_and(|s| s.manifest_digest == resolved.manifest_digest)
+        {
+            opts.progress.event(Event::UpToDate {
+                reason: &format!("{}: already at {}", machine.name, resolved.manifest_digest),
+            });
+            Some((resolved, Outcome::UpToDate))
+        } else {
+            let install = InstallOptions {
+                protect_run_tmp: true,
+                ..opts.install.clone()
+            };
+            // Blocking work on scoped threads (progress is only borrowed): layers download on one
+            // while the other unpacks those already cached.
+            let result = std::thread::scope(|s| {
+                s.spawn(|| pull_and_install(&puller, &rootfs, &resolved, &install))
+                    .join()
+            })
+            .map_err(|_| Error::Other("unpack thread panicked".into()))?;
+            match result {
+                Ok(_) => {}
+                Err(e @ Error::Network { .. }) if exists => return keep_installed(&e),
+                Err(e) => return Err(e),
+            }
+            let digest = resolved.manifest_digest.clone();
+            Some((resolved, Outcome::Installed { digest }))
+        }
+    };
+    link_for_machinectl(paths, &machine.name)?;
+    match outcome {
+        Some((resolved, outcome)) => {
+            prepare_machine(paths, machine, &resolved)?;
+            Ok(outcome)
+        }
+        None => {
+            // Rootfs present: still make sure config dir and env file exist (image config from the rootfs).
+            if let Some(resolved) = resolved_from_rootfs(&rootfs, &image, installed) {
+                prepare_machine(paths, machine, &resolved)?;
+            }
+            Ok(Outcome::UpToDate)
+        }
+    }
+}
+
+fn policy_name(p: Policy) -> &'static str {
+    match p {
+        Policy::Missing => "missing",
+        Policy::Always => "always",
+        Policy::Never => "never",
+    }
+}
+
+/// Rebuild enough of a [`ResolvedImage`] from an installed rootfs for [`prepare_machine`].
+///
+/// A rootfs installed by the Python tool has no `/.man8s/`: then the image config is empty,
+/// which still lets man8env.env get its missing Yggdrasil address and volumes get created.
+fn resolved_from_rootfs(
+    rootfs: &Path,
+    image: &ImageRef,
+    source: Option<Source>,
+) -> Option<ResolvedImage> {
+    let config_json = fs::read(rootfs.join(META_DIR).join("image.json")).unwrap_or_default();
+    let config: man8s_oci::manifest::ImageConfig =
+        serde_json::from_slice(&config_json).unwrap_or_default();
+    Some(ResolvedImage {
+        reference: image.clone(),
+        manifest_digest: source
+            .as_ref()
+            .map(|s| s.manifest_digest.clone())
+            .unwrap_or_default(),
+        index_digest: source.and_then(|s| s.index_digest),
+        manifest: man8s_oci::manifest::ImageManifest {
+            config: man8s_oci::manifest::Descriptor {
+                media_type: String::new(),
+                digest: String::new(),
+                size: 0,
+                platform: None,
+            },
+            layers: Vec::new(),
+        },
+        config_json,
+        config,
+        from_network: false,
+    })
+}
+
+/// Config dir, man8env.env and volumes of `machine`, for the image `image` that is installed.
+pub fn prepare_machine(paths: &Paths, machine: &Machine, image: &ResolvedImage) -> Result<()> {
+    crate::env::ensure_env_file(paths, machine, &image.config)?;
+    crate::volumes::ensure_volumes(paths, machine)
+}
+
+/// Pull `image` into the cache (every blob) per `policy`, for this host's platform.
+pub fn fetch_image(paths: &Paths, image: &ImageRef, policy: Policy) -> Result<ResolvedImage> {
+    let registry = RegistryConfig::load(paths)?;
+    let cache = BlobCache::new(paths);
+    let progress = man8s_oci::progress::auto();
+    let puller = Puller {
+        cache: &cache,
+        config: &registry,
+        progress: progress.as_ref(),
+        platform: Platform::host(),
+    };
+    man8s_oci::pull::block_on(puller.pull(image, policy))?
+}

@@ -1,0 +1,180 @@
+//! man8env.env: the file a new machine starts with, and the Yggdrasil address it carries.
+
+use std::fs::{self, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::PermissionsExt;
+
+use man8s::Paths;
+use man8s::machine::{Machine, YggdrasilAddress};
+use man8s_oci::manifest::ImageConfig;
+
+use crate::{Error, IoContext, Result};
+
+/// Bridge helper's state file with the host's Yggdrasil subnet.
+pub const YGGDRASIL_STATE: &str = "/run/man8s/yggdrasil.json";
+/// Image variables that go to nspawn settings rather than man8env.env.
+const ENV_EXCLUDED: [&str; 4] = ["PATH", "TERM", "HOME", "LANG"];
+
+/// The host's Yggdrasil subnet from the bridge helper's state file, if known.
+pub fn yggdrasil_subnet(paths: &Paths) -> Option<ipnet::Ipv6Net> {
+    #[derive(serde::Deserialize)]
+    struct State {
+        subnet: String,
+    }
+    let text = fs::read(paths.fs(YGGDRASIL_STATE)).ok()?;
+    let s: State = serde_json::from_slice(&text).ok()?;
+    s.subnet.parse().ok()
+}
+
+/// The Yggdrasil address a machine gets, when known.
+fn yggdrasil_address(machine: &Machine, subnet: Option<ipnet::Ipv6Net>) -> Option<String> {
+    match machine.network.yggdrasil {
+        YggdrasilAddress::Auto => {
+            subnet.map(|s| man8s::address::machine_address(s, machine.name.as_str()).to_string())
+        }
+        YggdrasilAddress::Fixed(a) => Some(a.to_string()),
+        YggdrasilAddress::No => None,
+    }
+}
+
+/// Quote one word for `/bin/sh` (like Python's `shlex.quote`, which the old tool used).
+pub fn shell_quote(word: &str) -> String {
+    let safe = !word.is_empty()
+        && word
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"@%+=:,./-_".contains(&b));
+    if safe {
+        word.to_owned()
+    } else {
+        format!("'{}'", word.replace('\'', "'\"'\"'"))
+    }
+}
+
+/// The man8env.env a new machine starts with (pure).
+pub fn initial_env(
+    machine: &Machine,
+    config: &ImageConfig,
+    subnet: Option<ipnet::Ipv6Net>,
+) -> std::result::Result<String, String> {
+    let rc = config.config.clone().unwrap_or_default();
+    let args: Vec<String> = rc
+        .entrypoint
+        .iter()
+        .chain(&rc.cmd)
+        .map(|a| shell_quote(a))
+        .collect();
+    let args = args.join(" ");
+    let mut vars: Vec<(String, String)> = vec![
+        ("MAN8S_CONTAINER_NAME".into(), machine.name.to_string()),
+        (
+            "MAN8S_CONTAINER_TEMPLATE".into(),
+            machine.template.as_str().into(),
+        ),
+    ];
+    if let Some(a) = yggdrasil_address(machine, subnet) {
+        vars.push(("MAN8S_YGGDRASIL_ADDRESS".into(), a));
+    }
+    vars.push(("MAN8S_OCI_IMAGE_URL".into(), machine.image.clone()));
+    vars.push((
+        "MAN8S_APPLICATION_ARGS".into(),
+        args.replace(['\n', '\r'], " "),
+    ));
+    for kv in &rc.env {
+        let Some((k, v)) = kv.split_once('=') else {
+            continue;
+        };
+        if ENV_EXCLUDED.contains(&k) || k.is_empty() || v.contains(['\n', '\r']) {
+            continue;
+        }
+        vars.push((k.into(), v.into()));
+    }
+    man8s::envfile::render(vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+}
+
+/// Create the machine's config dir and man8env.env when missing (never overwriting a user's
+/// file), and add a missing `MAN8S_YGGDRASIL_ADDRESS` when `YggdrasilAddress=auto` and the subnet is
+/// known.
+pub fn ensure_env_file(paths: &Paths, machine: &Machine, config: &ImageConfig) -> Result<()> {
+    let name = &machine.name;
+    let config_dir = paths.config_dir(name);
+    fs::create_dir_all(&config_dir).at(&config_dir)?;
+    let env_path = paths.env_file(name);
+    let subnet = yggdrasil_subnet(paths);
+    match fs::symlink_metadata(&env_path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let text = initial_env(machine, config, subnet)
+                .map_err(|e| Error::Other(format!("{}: {e}", env_path.display())))?;
+            let mut tmp = tempfile::NamedTempFile::new_in(&config_dir).at(&config_dir)?;
+            tmp.write_all(text.as_bytes()).at(&env_path)?;
+            fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o600)).at(tmp.path())?;
+            // persist_noclobber: a file a user created meanwhile wins.
+            tmp.persist_noclobber(&env_path)
+                .map_err(|e| Error::io(&env_path, e.error))?;
+        }
+        Err(e) => return Err(Error::io(&env_path, e)),
+        Ok(_) => {
+            if let Some(addr) = (machine.network.yggdrasil == YggdrasilAddress::Auto)
+                .then(|| yggdrasil_address(machine, subnet))
+                .flatten()
+            {
+                let text = fs::read_to_string(&env_path).at(&env_path)?;
+                if man8s::envfile::parse(&text)
+                    .get("MAN8S_YGGDRASIL_ADDRESS")
+                    .is_none()
+                {
+                    let mut f = OpenOptions::new()
+                        .append(true)
+                        .open(&env_path)
+                        .at(&env_path)?;
+                    let sep = if text.is_empty() || text.ends_with('\n') {
+                        ""
+                    } else {
+                        "\n"
+                    };
+                    writeln!(f, "{sep}MAN8S_YGGDRASIL_ADDRESS={addr}").at(&env_path)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use man8s::MachineName;
+
+    #[test]
+    fn quoting_matches_shlex() {
+        assert_eq!(shell_quote("redis-server"), "redis-server");
+        assert_eq!(shell_quote("--port=6379"), "--port=6379");
+        assert_eq!(shell_quote("a b"), "'a b'");
+        assert_eq!(shell_quote("it's"), "'it'\"'\"'s'");
+        assert_eq!(shell_quote(""), "''");
+        assert_eq!(shell_quote("$HOME"), "'$HOME'");
+    }
+
+    #[test]
+    fn initial_env_contents() {
+        let name = MachineName::new("TestBWContainer3").unwrap();
+        let src = man8s::machine::SourceFiles {
+            main: "/etc/man8s/machines/TestBWContainer3.machine".into(),
+            dropins: vec![],
+        };
+        let m = Machine::new(name, src, "redis:7".into());
+        let cfg: ImageConfig = serde_json::from_str(
+            r#"{"architecture":"amd64","config":{"Env":["PATH=/usr/bin","A=x y","HOME=/root","LANG=C"],"Entrypoint":["docker-entrypoint.sh"],"Cmd":["redis-server","--save",""]},"rootfs":{"diff_ids":[]}}"#,
+        )
+        .unwrap();
+        let subnet: ipnet::Ipv6Net = "300:2e98:a4b0:1789::/64".parse().unwrap();
+        let text = initial_env(&m, &cfg, Some(subnet)).unwrap();
+        assert_eq!(
+            text,
+            "MAN8S_CONTAINER_NAME=TestBWContainer3\nMAN8S_CONTAINER_TEMPLATE=network_isolated\n\
+             MAN8S_YGGDRASIL_ADDRESS=300:2e98:a4b0:1789:1d44:bc13:a177:c4d\nMAN8S_OCI_IMAGE_URL=redis:7\n\
+             MAN8S_APPLICATION_ARGS=docker-entrypoint.sh redis-server --save ''\nA=x y\n"
+        );
+        let text = initial_env(&m, &cfg, None).unwrap();
+        assert!(!text.contains("YGGDRASIL"));
+    }
+}
