@@ -22,6 +22,8 @@ pub const MACHINES_DIR: &str = "/var/lib/machines";
 pub const CONFIG_DIR: &str = "/var/lib/man8machine_configs";
 /// Per-machine data: `data` volumes.
 pub const STORAGE_DIR: &str = "/var/lib/man8machine_storage";
+/// Volume snapshots, one directory per machine (host-owned; never bound into a machine).
+pub const SNAPSHOT_DIR: &str = "/var/lib/man8s/snapshots";
 /// Content-addressed blob cache and image metadata.
 pub const CACHE_DIR: &str = "/var/cache/man8s";
 /// Settings files written by the generator.
@@ -120,6 +122,10 @@ impl Paths {
     /// File-system man8env.env of a machine.
     pub fn env_file(&self, name: &MachineName) -> PathBuf {
         self.config_dir(name).join(ENV_FILE_NAME)
+    }
+    /// File-system snapshot dir of a machine (its config and data volumes at points in time).
+    pub fn snapshot_dir(&self, name: &MachineName) -> PathBuf {
+        self.fs(SNAPSHOT_DIR).join(name.as_str())
     }
     /// File-system cache dir.
     pub fn cache_dir(&self) -> PathBuf {

@@ -142,6 +142,19 @@ impl Bus {
         self.unit_state(unit)
     }
 
+    /// Freeze every process of `unit` (`FreezeUnit`: cgroup v2 `cgroup.freeze`), so its files
+    /// hold still while they are copied. [`Bus::thaw`] undoes it.
+    pub fn freeze(&self, unit: &str) -> Result<()> {
+        self.call::<_, ()>(SYSTEMD, SYSTEMD_PATH, MANAGER, "FreezeUnit", &(unit,))
+            .with_context(|| format!("systemd cannot freeze {unit}"))
+    }
+
+    /// Let the processes of a frozen `unit` run again (`ThawUnit`).
+    pub fn thaw(&self, unit: &str) -> Result<()> {
+        self.call::<_, ()>(SYSTEMD, SYSTEMD_PATH, MANAGER, "ThawUnit", &(unit,))
+            .with_context(|| format!("systemd cannot thaw {unit}"))
+    }
+
     /// Wait until `unit` has no pending job.
     pub fn wait_for_job(&self, unit: &str, timeout: Duration) -> Result<()> {
         let path = self.unit_path(unit)?;

@@ -125,11 +125,51 @@ pub enum MachinesCommand {
     /// Show the journal of man8@NAME.service.
     #[command(after_help = "Example:\n  mbctl machines logs redis\n  mbctl machines logs redis -f")]
     Logs(LogsArgs),
-    /// Pull the image again per the declaration, swap the rootfs, restart; roll back if it fails to start.
+    /// Pull the image again per the declaration, snapshot the volumes, swap the rootfs, restart;
+    /// roll back image and volumes if it fails to start.
     #[command(
         after_help = "Example:\n  mbctl machines update redis\n  mbctl machines update --force redis   # fresh rootfs even when up to date"
     )]
     Update(UpdateArgs),
+    /// Snapshot the config and data dirs of NAME (reflink where the file system can, else a copy);
+    /// with --prune, remove old snapshots instead.
+    #[command(
+        after_help = "A running machine is frozen (cgroup freezer) while its files are copied; --stop stops it instead.\nSnapshots live in /var/lib/man8s/snapshots/NAME/.\n\nExample:\n  mbctl machines snapshot redis\n  mbctl machines snapshot redis --prune=2"
+    )]
+    Snapshot(SnapshotArgs),
+    /// List the snapshots of NAME.
+    #[command(
+        after_help = "Example:\n  mbctl machines snapshots redis\n  mbctl machines snapshots redis --json"
+    )]
+    Snapshots(StatusArgs),
+    /// Put the config and data dirs of a stopped machine back as snapshot SNAP was; the current
+    /// state is snapshotted first.
+    #[command(
+        after_help = "Example:\n  mbctl machines stop redis\n  mbctl machines restore redis 20261201T221500Z\n  mbctl machines start redis"
+    )]
+    Restore(RestoreArgs),
+}
+
+/// `machines snapshot`
+#[derive(Debug, Args)]
+pub struct SnapshotArgs {
+    /// Machine name.
+    pub name: String,
+    /// Stop a running machine while copying (and start it again) instead of freezing it.
+    #[arg(long)]
+    pub stop: bool,
+    /// Take no snapshot; remove all but the newest KEEP (default 3).
+    #[arg(long, value_name = "KEEP", num_args = 0..=1, default_missing_value = "3")]
+    pub prune: Option<usize>,
+}
+
+/// `machines restore`
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// Machine name.
+    pub name: String,
+    /// Snapshot ID (see `mbctl machines snapshots NAME`).
+    pub snapshot: String,
 }
 
 /// `machines update`

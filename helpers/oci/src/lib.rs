@@ -19,6 +19,7 @@ pub mod pull;
 pub mod reference;
 pub mod registries;
 pub mod registry;
+pub mod snapshot;
 pub mod unpack;
 
 pub use error::{Error, Result};

@@ -94,7 +94,8 @@ pub fn auto() -> Box<dyn Progress> {
     }
 }
 
-fn human(bytes: u64) -> String {
+/// A byte count for people: `3.0 MiB`.
+pub fn human(bytes: u64) -> String {
     const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = bytes as f64;
     let mut i = 0;

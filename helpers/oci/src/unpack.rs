@@ -22,7 +22,7 @@
 
 mod limit;
 mod path;
-mod rootdir;
+pub mod rootdir;
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;

@@ -8,6 +8,7 @@ pub mod migrate;
 pub mod pull;
 pub mod remove;
 pub mod shell;
+pub mod snapshot;
 pub mod verify;
 
 use anyhow::Result;
@@ -68,6 +69,12 @@ fn machines(command: MachinesCommand) -> Result<u8> {
             cached_only: false,
         }),
         MachinesCommand::Update(a) => pull::update(&a.name, a.force),
+        MachinesCommand::Snapshot(a) => match a.prune {
+            Some(keep) => snapshot::prune(&a.name, keep),
+            None => snapshot::take(&a.name, a.stop),
+        },
+        MachinesCommand::Snapshots(a) => snapshot::list(&a.name, a.json),
+        MachinesCommand::Restore(a) => snapshot::restore(&a.name, &a.snapshot),
     }
 }
 

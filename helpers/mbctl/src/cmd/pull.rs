@@ -495,6 +495,14 @@ pub fn update(name: &str, force: bool) -> Result<u8> {
         eprintln!("Stopping {unit}…");
         bus.unit_job(UnitJob::Stop, &unit)?;
     }
+    // The unit is stopped: the volumes hold still. The new image may change them (a database
+    // migration); a rollback puts them back as they are now.
+    let snapshot = crate::cmd::snapshot::take_now(
+        &paths,
+        &name,
+        &format!("before update to {}", resolved.manifest_digest),
+    )?;
+    println!("Snapshot {}", crate::cmd::snapshot::describe(&snapshot));
     let cache = BlobCache::new(&paths);
     let progress = man8s_oci::progress::auto();
     let opts = InstallOptions {
@@ -545,6 +553,11 @@ pub fn update(name: &str, force: bool) -> Result<u8> {
     );
     let _ = bus.unit_job(UnitJob::Stop, &unit);
     exchange(&previous, &rootfs)?;
+    let failed = crate::cmd::snapshot::restore_now(&paths, &name, &snapshot.id)?;
+    eprintln!(
+        "mbctl: volumes of {name} restored from snapshot {}; what the new image left is snapshot {}",
+        snapshot.id, failed.id
+    );
     // `previous` now holds the image that failed; it is of no further use.
     if let Err(e) = fs::remove_dir_all(&previous) {
         eprintln!("mbctl: note: cannot remove {}: {e}", previous.display());
