@@ -19,6 +19,8 @@ pub struct Args {
     pub env: Vec<(String, String)>,
     /// `--env-file=PATH`, in order.
     pub env_files: Vec<PathBuf>,
+    /// `--env-compat=python-mbctl`: how `/man8env.env` is read (declaration `EnvironmentCompat=`).
+    pub env_compat: man8s::envfile::Mode,
     /// Skip all network configuration.
     pub no_network: bool,
     /// Overall bound for DHCPv4.
@@ -48,6 +50,7 @@ impl Default for Args {
             workdir: None,
             env: Vec::new(),
             env_files: Vec::new(),
+            env_compat: man8s::envfile::Mode::Literal,
             no_network: false,
             dhcp_timeout: Duration::from_secs(5),
             carrier_timeout: Duration::from_secs(5),
@@ -64,6 +67,7 @@ impl Default for Args {
 /// Usage text for `--help`.
 pub const USAGE: &str = "\
 usage: man8s-init [--exec=CMD] [--user=USER[:GROUP]] [--workdir=DIR] [--env=K=V]... [--env-file=PATH]...
+                  [--env-compat=python-mbctl]
                   [--no-network] [--dhcp-timeout=SECS] [--carrier-timeout=SECS] [--slaac-timeout=SECS]
                   [--no-lease-keeper] [--forward=[tcp:|udp:]PORT]...
 Runs as PID 2 inside a man8s machine: environment, protected dirs, network, then exec of the app.
@@ -140,8 +144,9 @@ where
             "--no-network" | "--no-lease-keeper" | "--help" | "-h" | "--version" => {
                 flag(&mut args, &inline)?
             }
-            "--exec" | "--user" | "--workdir" | "--env" | "--env-file" | "--dhcp-timeout"
-            | "--carrier-timeout" | "--slaac-timeout" | "--forward" | "--root" => {
+            "--exec" | "--user" | "--workdir" | "--env" | "--env-file" | "--env-compat"
+            | "--dhcp-timeout" | "--carrier-timeout" | "--slaac-timeout" | "--forward"
+            | "--root" => {
                 let value = match inline {
                     Some(v) => v,
                     None => it
@@ -159,6 +164,19 @@ where
                         args.env.push((k.to_owned(), v.to_owned()));
                     }
                     "--env-file" => args.env_files.push(PathBuf::from(value)),
+                    "--env-compat" => {
+                        args.env_compat = match value.as_str() {
+                            man8s::envfile::python_mbctl::KEY_VALUE => {
+                                man8s::envfile::Mode::PythonMbctl
+                            }
+                            "literal" => man8s::envfile::Mode::Literal,
+                            _ => {
+                                return Err(UsageError(format!(
+                                    "--env-compat: {value:?} is not python-mbctl or literal"
+                                )));
+                            }
+                        }
+                    }
                     "--dhcp-timeout" => args.dhcp_timeout = seconds(&opt, &value)?,
                     "--carrier-timeout" => args.carrier_timeout = seconds(&opt, &value)?,
                     "--slaac-timeout" => args.slaac_timeout = seconds(&opt, &value)?,
@@ -193,6 +211,7 @@ mod tests {
             "--env",
             "EMPTY=",
             "--env-file=/run/host/man8s/env/0",
+            "--env-compat=python-mbctl",
             "--no-network",
             "--dhcp-timeout=0.5",
             "--no-lease-keeper",
@@ -209,6 +228,7 @@ mod tests {
             vec![("A".into(), "b=c".into()), ("EMPTY".into(), "".into())]
         );
         assert_eq!(a.env_files, vec![PathBuf::from("/run/host/man8s/env/0")]);
+        assert_eq!(a.env_compat, man8s::envfile::Mode::PythonMbctl);
         assert!(a.no_network && a.no_lease_keeper);
         assert_eq!(a.dhcp_timeout, Duration::from_millis(500));
         use crate::forward::Proto;
@@ -230,6 +250,7 @@ mod tests {
             vec!["--forward=0"],
             vec!["--forward=tcp:+80"],
             vec!["--forward=70000"],
+            vec!["--env-compat=bash"],
         ] {
             assert!(parse(bad.clone()).is_err(), "{bad:?} should be refused");
         }

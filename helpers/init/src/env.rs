@@ -1,12 +1,16 @@
 //! The app's environment, composed from its sources in a fixed order (later wins).
 //!
-//! 1. From the init's own environment only `PATH` and `TERM`, which nspawn sets itself or from the
-//!    `.nspawn` file's `Environment=`. Everything else of nspawn's is dropped: its bookkeeping
-//!    (`container`, `container_uuid`, `NOTIFY_SOCKET`, `LISTEN_*`, `container_host_*`, …) and the
-//!    host's locale (`LANG`, `LC_*`, `TZ`), which systemd hands to every service: as under Docker, an
-//!    app sees the image's locale, not the host's (Redis 8, for one, exits on a locale its image lacks).
+//! 1. From the init's own environment only `PATH`, `TERM` (which nspawn sets itself or from the
+//!    `.nspawn` file's `Environment=`) and nspawn's `container=`/`container_uuid=` (apps of the
+//!    Python tool's machines saw them, and some use them to detect a container). Everything else of
+//!    nspawn's is dropped: its bookkeeping for the payload (`NOTIFY_SOCKET`, `LISTEN_*`,
+//!    `container_host_*`, …) and the host's locale (`LANG`, `LC_*`, `TZ`), which systemd hands to
+//!    every service: as under Docker, an app sees the image's locale, not the host's (Redis 8, for
+//!    one, exits on a locale its image lacks).
 //! 2. The image config's `Env`.
-//! 3. `/man8env.env` (literal, Python semantics).
+//! 3. `/man8env.env`: literal, or with `--env-compat=python-mbctl` as the Python tool's loader
+//!    read it (`man8s::envfile::python_mbctl`), expanding from 1–2 and the rest of the init's own
+//!    environment ([`outer_lookup`]).
 //! 4. `--env-file` files, in order (same literal format).
 //! 5. `--env` arguments, in order.
 //!
@@ -54,7 +58,24 @@ impl Env {
 
 /// Whether a variable of the init's own environment is passed on to the app.
 pub fn inherited_is_kept(key: &str) -> bool {
-    matches!(key, "PATH" | "TERM")
+    matches!(key, "PATH" | "TERM" | "container" | "container_uuid")
+}
+
+/// What a python-mbctl man8env.env expands `$VAR` from: the environment composed so far (image
+/// `Env` over the kept variables), then the rest of the init's own environment (nspawn's `HOME`,
+/// …), which the old loader's shell saw as well.
+pub fn outer_lookup<'a>(
+    so_far: &'a Env,
+    inherited: &'a [(String, String)],
+) -> impl Fn(&str) -> Option<String> + 'a {
+    move |key| {
+        so_far.get(key).map(str::to_owned).or_else(|| {
+            inherited
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.clone())
+        })
+    }
 }
 
 /// Split a `KEY=VALUE` string (image `Env`, `--env`); `None` without `=` or with an empty key.
@@ -165,6 +186,8 @@ mod tests {
         assert_eq!(
             env.vars(),
             pairs(&[
+                ("container", "systemd-nspawn"),
+                ("container_uuid", "abc"),
                 ("PATH", "/image/bin"),
                 ("TERM", "vt220"),
                 ("A", "image"),
@@ -242,8 +265,34 @@ mod tests {
                 ("D", "$HOME ${X} `id`"),
                 ("T", "trailing  \t"),
                 ("W", "crlf"),
-                ("export E", "1"),
+                ("E", "1"),
                 ("U", "grüße"),
+            ])
+        );
+    }
+
+    #[test]
+    fn python_mbctl_mode_expands_from_image_and_nspawn() {
+        let inherited = pairs(&[("HOME", "/root"), ("NOTIFY_SOCKET", "/run/host/notify")]);
+        let image = vec!["APP=/opt/app".to_string()];
+        let base = compose(&Sources {
+            inherited: &inherited,
+            image: &image,
+            ..Default::default()
+        });
+        let file = envfile::python_mbctl::parse(
+            "CONF=$APP/conf\\x
+H=${HOME}
+export N=$NOTIFY_SOCKET
+",
+            &outer_lookup(&base, &inherited),
+        );
+        assert_eq!(
+            file.vars,
+            pairs(&[
+                ("CONF", "/opt/app/conf\\x"),
+                ("H", "/root"),
+                ("N", "/run/host/notify")
             ])
         );
     }

@@ -69,10 +69,17 @@ fn is_sigterm(name: &str) -> bool {
     )
 }
 
-fn read_env_file(path: &Path) -> io::Result<(EnvFile, bool)> {
+fn read_env_file(
+    path: &Path,
+    mode: envfile::Mode,
+    outer: &dyn Fn(&str) -> Option<String>,
+) -> io::Result<(EnvFile, bool)> {
     let bytes = fs::read(path)?;
     let lossy = std::str::from_utf8(&bytes).is_err();
-    Ok((envfile::parse(&String::from_utf8_lossy(&bytes)), lossy))
+    Ok((
+        envfile::parse_mode(&String::from_utf8_lossy(&bytes), mode, outer),
+        lossy,
+    ))
 }
 
 fn report_env_file(path: &Path, file: &EnvFile, lossy: bool) {
@@ -94,6 +101,12 @@ fn report_env_file(path: &Path, file: &EnvFile, lossy: bool) {
                 e.line,
                 e.reason
             ),
+        );
+    }
+    for w in &file.warnings {
+        log(
+            "environment",
+            &format!("warning: {}:{}: {}", path.display(), w.line, w.reason),
         );
     }
 }
@@ -172,6 +185,10 @@ fn prepare(args: &args::Args) -> Result<Launch, Failure> {
     } else {
         Some(configure_network(args, &app_env)?)
     };
+    // The Python tool's networking script exported the uplink's name for the app.
+    if let Some(link) = outcome.as_ref().and_then(|o| o.link.as_ref()) {
+        app_env.set("MAN8S_HOST_IFACE", &link.name);
+    }
 
     // Step 5: what to run, where.
     let has_shell = exec::is_executable(Path::new("/bin/sh"));
@@ -254,8 +271,15 @@ fn load_environment(
     image: &image::ContainerConfig,
     inherited: &[(String, String)],
 ) -> Result<env::Env, Failure> {
+    let image_env = image.env.clone().unwrap_or_default();
+    let before_man8env = env::compose(&env::Sources {
+        inherited,
+        image: &image_env,
+        ..Default::default()
+    });
+    let outer = env::outer_lookup(&before_man8env, inherited);
     let man8env_path = Path::new(man8s::paths::ENV_FILE_IN_MACHINE);
-    let man8env = match read_env_file(man8env_path) {
+    let man8env = match read_env_file(man8env_path, args.env_compat, &outer) {
         Ok((f, lossy)) => {
             report_env_file(man8env_path, &f, lossy);
             Some(f)
@@ -270,13 +294,12 @@ fn load_environment(
     };
     let mut env_files = Vec::new();
     for path in &args.env_files {
-        let (f, lossy) = read_env_file(path).map_err(|e| {
+        let (f, lossy) = read_env_file(path, envfile::Mode::Literal, &outer).map_err(|e| {
             Failure::new("environment", format!("--env-file {}: {e}", path.display()))
         })?;
         report_env_file(path, &f, lossy);
         env_files.push(f);
     }
-    let image_env = image.env.clone().unwrap_or_default();
     Ok(env::compose(&env::Sources {
         inherited,
         image: &image_env,

@@ -422,6 +422,10 @@ fn root_boot_with_dhcp_slaac_yggdrasil_and_image_user() {
         "HOME=/home/m8bwuser",
         "TERM=vt220",
         &format!("MAN8S_YGGDRASIL_ADDRESS={YGG}"),
+        // As under the Python tool: the uplink's name and nspawn's container variables.
+        "MAN8S_HOST_IFACE=host0",
+        "container=systemd-nspawn",
+        "container_uuid=0123456789abcdef0123456789abcdef",
     ] {
         assert!(
             env_lines.contains(&line),
@@ -432,13 +436,7 @@ fn root_boot_with_dhcp_slaac_yggdrasil_and_image_user() {
         env_lines.contains(&"APP_UID=1654"),
         "man8env.env must win over image Env:\n{env}"
     );
-    for dropped in [
-        "container=",
-        "container_uuid=",
-        "LISTEN_FDS=",
-        "LISTEN_PID=",
-        "NOTIFY_SOCKET=",
-    ] {
+    for dropped in ["LISTEN_FDS=", "LISTEN_PID=", "NOTIFY_SOCKET="] {
         assert!(
             !env.lines().any(|l| l.starts_with(dropped)),
             "{dropped} leaked:\n{env}"
@@ -562,6 +560,8 @@ fn root_exact_environment_without_shell_and_ready_notification() {
             "HOME=/home/m8bwuser",
             "TERM=vt220",
             "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "container=systemd-nspawn",
+            "container_uuid=0123456789abcdef0123456789abcdef",
             "GREETING=held out",
             "X=a\"b",
         ]
@@ -702,7 +702,9 @@ fn root_no_shell_falls_back_to_image_entrypoint() {
         [
             "ONLY=this",
             "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-            "TERM=vt220"
+            "TERM=vt220",
+            "container=systemd-nspawn",
+            "container_uuid=0123456789abcdef0123456789abcdef"
         ],
         "{err}"
     );
@@ -1093,4 +1095,142 @@ fn root_unreachable_router_warns_and_continues() {
             .unwrap()
             .is_empty()
     );
+}
+
+/// The Python mbctl's man8env.env loader and application start, re-implemented as a busybox
+/// shell script from the facts in issue 14 (the test oracle; see the script's header).
+const PYTHON_MBCTL_ORACLE: &str = include_str!("data/python-mbctl-loader.sh");
+
+/// man8env.env files whose lines the old loader's `export KEY="VALUE"` + `eval` turned into
+/// something other than the literal text. No command substitution here: man8s keeps it literal
+/// on purpose (checked below), the old shell ran it.
+const PYTHON_MBCTL_CORPUS: &[&str] = &[
+    // Quotes, '=', blanks, comments.
+    "MAN8S_APPLICATION_ARGS=/show \"two  words\" 'single q' plain\nA=x=\"y z\" $HOME\nB='single'\n\
+     C=\"double\"\nD=a=b=c\nE==\nF=\n G=leading blank\nH=trailing blank  \n# comment\n   # indented\n\n\
+     I=a #not a comment; and not a command\nJ=~ and ~/x\n",
+    // `$` expansion from earlier lines and from nspawn's environment; a lone `$` stays.
+    "BASE=/srv\nP=$BASE/data\nQ=${BASE}x $BASE_ $UNSET end\nR=$ $. 5$ $/ ${container}\n\
+     S=$container-$HOME-$TERM\nT=\\$BASE\nMAN8S_APPLICATION_ARGS=/show $P \"$Q\" '$BASE' \\$BASE\n",
+    // Backslashes: double-quote rules, and a backslash before a '"' that ended the quotes.
+    "A=a\\\\b\nB=\\$x and \\` and \\\\\\\\\nC=\\n\\t\\x\nD=trailing\\\nK=x\\\" Y=\\\"z\nM=1\\\\\\\"2\n\
+     N=\\\"quoted\\\"\nMAN8S_APPLICATION_ARGS=/show \"$A\" \\\\n 'a\\b' \"\\$N\"\n",
+    // `export`, lines without '=', empty and odd keys, CRLF.
+    "export FOO=1\r\nexport\tBAR=2\nX\n=x\nA B=3\n1A=4\nWIN=crlf\r\n\r\nexport\nV W\n  export   Z=z\n\
+     MAN8S_APPLICATION_ARGS=/show $FOO $BAR \"$X\"\n",
+    // Later lines win; expansion sees the value of that moment; non-ASCII.
+    "A=1\nB=$A\nA=2\nC=$A$B\nU=grüße $A\nMAN8S_APPLICATION_ARGS=/show \"$B\" '$A' $U\nMAN8S_APPLICATION_ARGS=/show last $C\n",
+];
+
+/// Shell bookkeeping that differs only because the oracle's chain has one more shell.
+fn comparable(out: &str) -> Vec<String> {
+    let mut lines: Vec<String> = out
+        .lines()
+        .filter(|l| !l.starts_with("SHLVL=") && !l.starts_with("PWD=") && !l.starts_with("OLDPWD="))
+        .map(str::to_owned)
+        .collect();
+    lines.sort();
+    lines
+}
+
+#[test]
+fn root_python_mbctl_env_matches_the_old_loader() {
+    assert_root();
+    let rootfs = Rootfs::new(true);
+    rootfs.script("/oracle.sh", PYTHON_MBCTL_ORACLE);
+    rootfs.script(
+        "/show",
+        "for a in \"$@\"; do printf 'ARG=%s\\n' \"$a\"; done\nenv\n",
+    );
+    for (i, text) in PYTHON_MBCTL_CORPUS.iter().enumerate() {
+        fs::write(rootfs.root.join("man8env.env"), text).unwrap();
+        let (code, out, err) = run_to_end(
+            rootfs.init_command(None, None, &["--no-network", "--env-compat=python-mbctl"]),
+            Duration::from_secs(20),
+        );
+        assert_eq!(code, 0, "corpus {i}: {err}");
+        // The oracle, in the same rootfs, with what nspawn gives its payload.
+        let oracle = Command::new("chroot")
+            .arg(&rootfs.root)
+            .args(["/bin/sh", "/oracle.sh", "/man8env.env"])
+            .env_clear()
+            .env(
+                "PATH",
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            )
+            .env("container", "systemd-nspawn")
+            .env("container_uuid", "0123456789abcdef0123456789abcdef")
+            .env("TERM", "vt220")
+            .env("HOME", "/root")
+            .output()
+            .unwrap();
+        let oracle_err = String::from_utf8_lossy(&oracle.stderr);
+        assert!(oracle.status.success(), "corpus {i}: oracle: {oracle_err}");
+        let want = comparable(&String::from_utf8_lossy(&oracle.stdout));
+        assert!(
+            want.iter().any(|l| l.starts_with("ARG=")),
+            "corpus {i}: {want:?}"
+        );
+        assert_eq!(
+            comparable(&out),
+            want,
+            "corpus {i}:\n{text}\ninit stderr:\n{err}"
+        );
+        // The same lines are refused, each with its file:line.
+        let ignored = |s: &str, marker: &str| -> Vec<String> {
+            s.lines()
+                .filter_map(|l| l.split_once(marker))
+                .map(|(_, rest)| rest.chars().take_while(char::is_ascii_digit).collect())
+                .collect()
+        };
+        let init_ignored: Vec<String> = err
+            .lines()
+            .filter(|l| l.ends_with("line ignored"))
+            .flat_map(|l| ignored(l, "/man8env.env:"))
+            .collect();
+        assert_eq!(
+            init_ignored,
+            ignored(&oracle_err, "oracle: ignored line "),
+            "corpus {i}: refused lines\ninit: {err}\noracle: {oracle_err}"
+        );
+    }
+
+    // Command substitution is never run: kept literally, one warning naming file:line.
+    fs::write(
+        rootfs.root.join("man8env.env"),
+        "OK=1\nA=$(touch /out/ran) `touch /out/ran2`\nMAN8S_APPLICATION_ARGS=/show\n",
+    )
+    .unwrap();
+    let (code, out, err) = run_to_end(
+        rootfs.init_command(None, None, &["--no-network", "--env-compat=python-mbctl"]),
+        Duration::from_secs(20),
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.lines()
+            .any(|l| l == "A=$(touch /out/ran) `touch /out/ran2`"),
+        "{out}"
+    );
+    assert!(!rootfs.root.join("out/ran").exists() && !rootfs.root.join("out/ran2").exists());
+    assert_eq!(
+        err.lines()
+            .filter(|l| l.contains("/man8env.env:2: ") && l.contains("kept literally"))
+            .count(),
+        2,
+        "{err}"
+    );
+
+    // Without --env-compat the same file is literal.
+    fs::write(
+        rootfs.root.join("man8env.env"),
+        "A=$HOME \\$x\nexport B=1\nMAN8S_APPLICATION_ARGS=/show\n",
+    )
+    .unwrap();
+    let (code, out, err) = run_to_end(
+        rootfs.init_command(None, None, &["--no-network"]),
+        Duration::from_secs(20),
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.lines().any(|l| l == "A=$HOME \\$x"), "{out}");
+    assert!(out.lines().any(|l| l == "B=1"), "{out}");
 }
