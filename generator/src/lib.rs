@@ -556,8 +556,19 @@ impl Context<'_> {
         entry: &Result<(MachineName, man8s::machine::SourceFiles), declaration::DiscoverError>,
     ) -> Result<Outcome, FatalError> {
         let mut o = Outcome::default();
-        let (name, source) = match entry {
-            Ok(n) => n,
+        // (name, the machine or the file to blame and why)
+        let (name, loaded) = match entry {
+            Ok((name, source)) => (
+                name,
+                declaration::load_sources(self.paths, name, source).map_err(|e| match e {
+                    LoadError::Invalid(d) => (d.0.first().map(|x| x.file.clone()), d.to_string()),
+                    other => (None, other.to_string()),
+                }),
+            ),
+            // Drop-ins that cannot be listed: the machine fails like a bad declaration.
+            Err(e @ declaration::DiscoverError::Dropins { name, .. }) => {
+                (name, Err((None, e.to_string())))
+            }
             Err(e) => {
                 o.log.push(e.to_string());
                 return Ok(o);
@@ -569,7 +580,7 @@ impl Context<'_> {
             .unit_dir
             .join(format!("{unit}.d"))
             .join(DROPIN_NAME);
-        match declaration::load_sources(self.paths, name, source) {
+        match loaded {
             Ok(m) => {
                 let user_canonical =
                     Path::new(man8s::paths::NSPAWN_ETC_DIR).join(format!("{name}.nspawn"));
@@ -595,11 +606,7 @@ impl Context<'_> {
                 }
                 o.machine = Some((name.clone(), true));
             }
-            Err(e) => {
-                let (source, text) = match &e {
-                    LoadError::Invalid(d) => (d.0.first().map(|x| x.file.clone()), d.to_string()),
-                    other => (None, other.to_string()),
-                };
+            Err((source, text)) => {
                 o.log.extend(text.lines().map(str::to_owned));
                 o.log.push(format!(
                     "machine {name} skipped: starting {unit} will fail with the error above"

@@ -227,3 +227,91 @@ fn systemd_analyze_verify_accepts_unit_and_dropins() {
         "systemd-analyze verify failed:\n{err}"
     );
 }
+
+/// Run the generator, failing (not hanging) when it takes longer than `secs`.
+fn gen_within(root: &Path, args: &[&Path], secs: u64) -> Output {
+    let mut child = Command::new(GEN)
+        .args(args)
+        .env("MAN8S_ROOT", root)
+        .env("RUST_BACKTRACE", "0")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("man8s-generator still running after {secs}s: it blocked on a file");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn mkfifo(path: &Path) {
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let st = Command::new("mkfifo").arg(path).status().unwrap();
+    assert!(st.success(), "mkfifo {}", path.display());
+}
+
+/// A FIFO as a declaration or a drop-in (issue 10 item 8) never hangs the generator: that machine
+/// gets the failing drop-in naming the file, the others are generated.
+#[test]
+fn fifo_declarations_and_dropins_fail_their_machine_without_blocking() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path();
+    mkfifo(&root.join("etc/man8s/machines/pipe.machine"));
+    declare(root, "drop", "[Machine]\nImage=redis\n");
+    mkfifo(&root.join("etc/man8s/machines/drop.machine.d/10-x.conf"));
+    declare(root, "good", "[Machine]\nImage=redis\n");
+    let out = root.join("out");
+    let o = gen_within(root, &[&out], 20);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let err = stderr(&o);
+    for (name, file) in [
+        ("pipe", "/etc/man8s/machines/pipe.machine"),
+        ("drop", "/etc/man8s/machines/drop.machine.d/10-x.conf"),
+    ] {
+        let line = format!("man8s-generator: {file}: not a regular file (a FIFO)");
+        assert!(err.contains(&line), "no {line:?} in:\n{err}");
+        let dropin =
+            fs::read_to_string(out.join(format!("man8@{name}.service.d/50-man8s.conf"))).unwrap();
+        assert!(
+            dropin.contains("invalid declaration") && dropin.contains(file),
+            "{dropin}"
+        );
+        assert!(
+            !root
+                .join(format!("run/systemd/nspawn/{name}.nspawn"))
+                .exists()
+        );
+    }
+    assert!(root.join("run/systemd/nspawn/good.nspawn").is_file());
+}
+
+/// A drop-in directory that cannot be listed fails its machine (as in `man8s-fetch`), instead of
+/// generating it without those drop-ins.
+#[test]
+fn unreadable_dropin_dir_fails_its_machine() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path();
+    declare(root, "web", "[Machine]\nImage=redis\n");
+    // A symlink loop: listing it fails with ELOOP, also for root.
+    std::os::unix::fs::symlink(
+        "web.machine.d",
+        root.join("etc/man8s/machines/web.machine.d"),
+    )
+    .unwrap();
+    let out = root.join("out");
+    let o = gen_in(root, &[&out]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("man8s-generator: /etc/man8s/machines/web.machine.d: "),
+        "{}",
+        stderr(&o)
+    );
+    let dropin = fs::read_to_string(out.join("man8@web.service.d/50-man8s.conf")).unwrap();
+    assert!(dropin.contains("invalid declaration"), "{dropin}");
+    assert!(!root.join("run/systemd/nspawn/web.nspawn").exists());
+}

@@ -180,7 +180,7 @@ impl HostConfig {
             let bad = |why: &str| err(format!("{key}={value}: {why}"));
             match (a.section, key) {
                 ("Bridge", "Name") => {
-                    crate::declaration::validate_ifname(value).map_err(|e| bad(&e))?;
+                    crate::declaration::values::validate_ifname(value).map_err(|e| bad(&e))?;
                     cfg.bridge.name = value.to_owned();
                 }
                 ("Bridge", "IPv4Address") => {

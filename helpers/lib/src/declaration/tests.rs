@@ -2,9 +2,15 @@ use std::net::Ipv6Addr;
 
 use proptest::prelude::*;
 
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use super::values::{validate_memory, validate_tasks_max, validate_user};
 use super::*;
 use crate::ini::edit_distance;
 use crate::machine::Credential;
+use crate::machine::{Machine, PullPolicy, Template, Volume, VolumeSource, YggdrasilAddress};
+use crate::{MachineName, Paths};
 
 fn name(n: &str) -> MachineName {
     MachineName::new(n).unwrap()
@@ -695,4 +701,97 @@ fn hints_for_transpositions_and_case() {
     assert_eq!(edit_distance("Imgae", "Image"), 1);
     assert_eq!(edit_distance("abc", "abc"), 0);
     assert_eq!(edit_distance("", "abc"), 3);
+}
+
+/// Run `f` on another thread; fail instead of hanging when it blocks.
+fn within_seconds<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(f()));
+    rx.recv_timeout(std::time::Duration::from_secs(secs))
+        .expect("reading a declaration blocked")
+}
+
+#[test]
+fn fifos_sockets_and_directories_are_refused_without_blocking() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_owned();
+    let machines = root.join("etc/man8s/machines");
+    fs::create_dir_all(machines.join("drop.machine.d")).unwrap();
+    nix::unistd::mkfifo(
+        &machines.join("pipe.machine"),
+        nix::sys::stat::Mode::from_bits_truncate(0o644),
+    )
+    .unwrap();
+    write(
+        &root,
+        "etc/man8s/machines/drop.machine",
+        "[Machine]\nImage=x\n",
+    );
+    nix::unistd::mkfifo(
+        &machines.join("drop.machine.d/10-x.conf"),
+        nix::sys::stat::Mode::from_bits_truncate(0o644),
+    )
+    .unwrap();
+    let _socket = std::os::unix::net::UnixListener::bind(machines.join("sock.machine")).unwrap();
+    fs::create_dir(machines.join("dir.machine")).unwrap();
+    let errors = within_seconds(20, move || {
+        let paths = Paths::new(&root);
+        ["pipe", "drop", "sock", "dir"].map(|n| load(&paths, &name(n)).unwrap_err().to_string())
+    });
+    assert_eq!(
+        errors,
+        [
+            "/etc/man8s/machines/pipe.machine: not a regular file (a FIFO)",
+            "/etc/man8s/machines/drop.machine.d/10-x.conf: not a regular file (a FIFO)",
+            "/etc/man8s/machines/sock.machine: not a regular file (a socket)",
+            "/etc/man8s/machines/dir.machine: not a regular file (a directory)",
+        ]
+    );
+}
+
+#[test]
+fn unreadable_dropin_dir_is_an_error_for_find_and_discover_alike() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    write(
+        root,
+        "etc/man8s/machines/web.machine",
+        "[Machine]\nImage=x\n",
+    );
+    write(
+        root,
+        "etc/man8s/machines/ok.machine",
+        "[Machine]\nImage=x\n",
+    );
+    // A symlink loop: listing it fails with ELOOP, also for root.
+    std::os::unix::fs::symlink(
+        "web.machine.d",
+        root.join("etc/man8s/machines/web.machine.d"),
+    )
+    .unwrap();
+    let paths = Paths::new(root);
+    let want = "/etc/man8s/machines/web.machine.d: ";
+    let e = find(&paths, &name("web")).unwrap_err();
+    assert!(e.to_string().starts_with(want), "{e}");
+    let e = load(&paths, &name("web")).unwrap_err();
+    assert!(
+        matches!(e, LoadError::Io { .. }) && e.to_string().starts_with(want),
+        "{e}"
+    );
+    let found = discover_sources(&paths);
+    assert_eq!(found.len(), 2);
+    assert!(found[0].is_ok(), "ok.machine is unaffected");
+    match &found[1] {
+        Err(e @ DiscoverError::Dropins { name: n, .. }) => {
+            assert_eq!(n.as_str(), "web");
+            assert!(e.to_string().starts_with(want), "{e}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // `discover` still names the machine (its load then fails).
+    let names: Vec<String> = discover(&paths)
+        .into_iter()
+        .map(|r| r.unwrap().to_string())
+        .collect();
+    assert_eq!(names, ["ok", "web"]);
 }

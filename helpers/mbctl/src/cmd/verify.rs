@@ -26,46 +26,18 @@ pub fn check_file(path: &Path) -> Vec<String> {
         Ok(n) => n,
         Err(e) => return vec![format!("{display}: bad machine name: {e}")],
     };
-    let mut files = Vec::new();
+    let dropins = match declaration::discovery::dropins_next_to(path) {
+        Ok(d) => d,
+        Err(e) => return vec![format!("{display}.d: {e}")],
+    };
+    let list: Vec<PathBuf> = std::iter::once(path.to_owned()).chain(dropins).collect();
+    let files = match declaration::discovery::read_files(&list, Path::to_owned) {
+        Ok(files) => files,
+        Err(LoadError::Invalid(d)) => return d.0.iter().map(ToString::to_string).collect(),
+        Err(e) => return vec![e.to_string()],
+    };
     let mut problems = Vec::new();
-    let mut dropins: Vec<PathBuf> = std::fs::read_dir(format!("{}.d", path.display()))
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.path())
-                .filter(|p| p.extension().is_some_and(|x| x == "conf"))
-                .filter(|p| {
-                    !p.file_name()
-                        .unwrap_or_default()
-                        .to_string_lossy()
-                        .starts_with('.')
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    dropins.sort();
-    for p in std::iter::once(path.to_owned()).chain(dropins) {
-        match std::fs::metadata(&p) {
-            Ok(m) if m.len() > declaration::MAX_FILE_SIZE => {
-                problems.push(format!(
-                    "{}: file is larger than {} bytes",
-                    p.display(),
-                    declaration::MAX_FILE_SIZE
-                ));
-                continue;
-            }
-            _ => {}
-        }
-        match std::fs::read(&p) {
-            Ok(bytes) => match String::from_utf8(bytes) {
-                Ok(text) => files.push((p, text)),
-                Err(_) => problems.push(format!("{}: not valid UTF-8", p.display())),
-            },
-            Err(e) => problems.push(format!("{}: {e}", p.display())),
-        }
-    }
-    if problems.is_empty()
-        && let Err(d) = declaration::parse(&name, &files)
-    {
+    if let Err(d) = declaration::parse(&name, &files) {
         problems.extend(d.0.iter().map(ToString::to_string));
     }
     problems
@@ -142,5 +114,33 @@ mod tests {
         assert!(p.len() == 1 && p[0].contains("10-port.conf:2: "), "{p:?}");
         assert!(check_file(&dir.path().join("x.conf"))[0].contains("not a .machine file"));
         assert!(check_file(&dir.path().join("missing.machine"))[0].contains("missing.machine: "));
+    }
+
+    /// A FIFO named on the command line or as a drop-in is refused with a line naming it, and
+    /// never blocks (issue 10 item 8).
+    #[test]
+    fn fifos_are_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("pipe.machine");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+        let good = dir.path().join("web.machine");
+        std::fs::write(&good, "[Machine]\nImage=docker.io/library/redis:7\n").unwrap();
+        std::fs::create_dir(dir.path().join("web.machine.d")).unwrap();
+        let dropin = dir.path().join("web.machine.d/10-x.conf");
+        nix::unistd::mkfifo(&dropin, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || tx.send((check_file(&fifo), check_file(&good))));
+        let (p, q) = rx
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("verify blocked on a FIFO");
+        let fifo = dir.path().join("pipe.machine");
+        assert_eq!(
+            p,
+            [format!("{}: not a regular file (a FIFO)", fifo.display())]
+        );
+        assert_eq!(
+            q,
+            [format!("{}: not a regular file (a FIFO)", dropin.display())]
+        );
     }
 }

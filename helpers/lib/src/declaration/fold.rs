@@ -1,0 +1,333 @@
+//! Folding lexed assignments into a [`Machine`]: list keys accumulate, `Key=` resets, single keys
+//! take the last value, and the checks that need the whole declaration (duplicates, a missing
+//! `Image=`, template/network combinations) run last.
+
+use std::net::Ipv6Addr;
+use std::path::{Path, PathBuf};
+
+use super::Diagnostics;
+use super::values::{
+    absolute_path, check_single_line, parse_credential, parse_port, parse_volume,
+    split_environment, validate_cpu_quota, validate_ifname, validate_image_reference,
+    validate_memory, validate_tasks_max, validate_unit_name, validate_user,
+};
+use crate::MachineName;
+use crate::ini::{diag, lex};
+use crate::machine::{Credential, Machine, PullPolicy, SourceFiles, Template, YggdrasilAddress};
+
+/// The sections of a declaration, each with its keys.
+const SECTIONS: &[(&str, &[&str])] = &[
+    (
+        "Machine",
+        &[
+            "Image",
+            "Exec",
+            "Environment",
+            "EnvironmentFile",
+            "WorkingDirectory",
+            "User",
+            "Volume",
+            "Port",
+            "Template",
+            "Pull",
+            "LoadCredential",
+            "LoadCredentialEncrypted",
+            "SetCredential",
+            "SetCredentialEncrypted",
+        ],
+    ),
+    ("Network", &["Bridge", "YggdrasilAddress", "MACVLAN"]),
+    ("Resources", &["MemoryMax", "CPUQuota", "TasksMax"]),
+    ("Install", &["WantedBy"]),
+];
+
+/// Parse the declaration of `name` from its files (main file first, then drop-ins in order), each
+/// given as (canonical path, text). Pure: no file-system access.
+pub fn parse(name: &MachineName, files: &[(PathBuf, String)]) -> Result<Machine, Diagnostics> {
+    let mut errs = Vec::new();
+    let mut assignments = Vec::new();
+    for (path, text) in files {
+        lex(
+            path,
+            text,
+            SECTIONS,
+            "[Machine]",
+            &mut assignments,
+            &mut errs,
+        );
+    }
+    let main = files.first().map(|(p, _)| p.clone()).unwrap_or_default();
+    let source = SourceFiles {
+        main: main.clone(),
+        dropins: files.iter().skip(1).map(|(p, _)| p.clone()).collect(),
+    };
+    let mut m = Machine::new(name.clone(), source, String::new());
+    let mut image_at: Option<(PathBuf, usize)> = None;
+    let mut template_at: Option<(PathBuf, usize)> = None;
+    let mut macvlan_at: Option<(PathBuf, usize)> = None;
+    let mut port_at: Vec<(PathBuf, usize)> = Vec::new();
+    let mut volume_at: Vec<(PathBuf, usize)> = Vec::new();
+    let mut credentials: Vec<(Credential, (PathBuf, usize))> = Vec::new();
+
+    for a in &assignments {
+        let v = a.value.as_str();
+        let empty = v.is_empty();
+        let here = || (a.file.to_owned(), a.line);
+        let result: Result<(), String> = (|| {
+            match (a.section, a.key) {
+                ("Machine", "Image") => {
+                    if empty {
+                        m.image.clear();
+                        image_at = None;
+                    } else {
+                        validate_image_reference(v)?;
+                        m.image = v.to_owned();
+                        image_at = Some(here());
+                    }
+                }
+                ("Machine", "Exec") => {
+                    check_single_line(v)?;
+                    m.exec = (!empty).then(|| v.to_owned());
+                }
+                ("Machine", "Environment") => {
+                    if empty {
+                        m.environment.clear();
+                    } else {
+                        let vars = split_environment(v)?;
+                        for (_, val) in &vars {
+                            check_single_line(val).map_err(|e| format!("value: {e}"))?;
+                        }
+                        m.environment.extend(vars);
+                    }
+                }
+                ("Machine", "EnvironmentFile") => {
+                    if empty {
+                        m.environment_files.clear();
+                    } else {
+                        if v.starts_with('-') {
+                            return Err("optional environment files ('-' prefix) are not supported; the file must exist".into());
+                        }
+                        m.environment_files.push(PathBuf::from(absolute_path(v)?));
+                    }
+                }
+                ("Machine", "WorkingDirectory") => {
+                    m.working_directory = if empty { None } else { Some(absolute_path(v)?) };
+                }
+                ("Machine", "User") => {
+                    if empty {
+                        m.user = None;
+                    } else {
+                        validate_user(v)?;
+                        m.user = Some(v.to_owned());
+                    }
+                }
+                ("Machine", "Volume") => {
+                    if empty {
+                        m.volumes.clear();
+                        volume_at.clear();
+                    } else {
+                        let vol = parse_volume(v)?;
+                        if let Some(i) = m
+                            .volumes
+                            .iter()
+                            .position(|x| x.container_path == vol.container_path)
+                        {
+                            let (f, l) = &volume_at[i];
+                            return Err(format!(
+                                "{} is already a volume (at {}:{l})",
+                                vol.container_path,
+                                f.display()
+                            ));
+                        }
+                        m.volumes.push(vol);
+                        volume_at.push(here());
+                    }
+                }
+                ("Machine", "Port") => {
+                    if empty {
+                        m.ports.clear();
+                        port_at.clear();
+                    } else {
+                        let port = parse_port(v)?;
+                        if let Some(i) = m
+                            .ports
+                            .iter()
+                            .position(|p| p.protocol == port.protocol && p.host == port.host)
+                        {
+                            let (f, l) = &port_at[i];
+                            return Err(format!(
+                                "host port {}:{} is already forwarded (at {}:{l})",
+                                port.protocol,
+                                port.host,
+                                f.display()
+                            ));
+                        }
+                        m.ports.push(port);
+                        port_at.push(here());
+                    }
+                }
+                ("Machine", "Template") => {
+                    m.template = match v {
+                        "" | "network_isolated" => Template::NetworkIsolated,
+                        "macvlan" => Template::Macvlan,
+                        other => {
+                            return Err(format!(
+                                "unknown template {other:?} (network_isolated or macvlan)"
+                            ));
+                        }
+                    };
+                    template_at = Some(here());
+                }
+                ("Machine", "Pull") => {
+                    m.pull = match v {
+                        "" | "missing" => PullPolicy::Missing,
+                        "always" => PullPolicy::Always,
+                        "never" => PullPolicy::Never,
+                        other => return Err(format!("{other:?} is not missing, always or never")),
+                    };
+                }
+                (
+                    "Machine",
+                    key @ ("LoadCredential"
+                    | "LoadCredentialEncrypted"
+                    | "SetCredential"
+                    | "SetCredentialEncrypted"),
+                ) => {
+                    if empty {
+                        // Resets only the credentials of this one kind, like systemd.
+                        credentials.retain(|(c, _)| c.unit_key() != key);
+                    } else {
+                        let c = parse_credential(key, v)?;
+                        if let Some((_, (f, l))) =
+                            credentials.iter().find(|(x, _)| x.id() == c.id())
+                        {
+                            return Err(format!(
+                                "credential {:?} is already defined (at {}:{l})",
+                                c.id(),
+                                f.display()
+                            ));
+                        }
+                        credentials.push((c, here()));
+                    }
+                }
+                ("Network", "Bridge") => {
+                    if empty {
+                        m.network.bridge = None;
+                    } else {
+                        validate_ifname(v)?;
+                        m.network.bridge = Some(v.to_owned());
+                    }
+                }
+                ("Network", "YggdrasilAddress") => {
+                    m.network.yggdrasil = match v {
+                        "" | "auto" => YggdrasilAddress::Auto,
+                        "no" => YggdrasilAddress::No,
+                        addr => {
+                            let ip: Ipv6Addr = addr.parse().map_err(|_| {
+                                format!("{addr:?} is not auto, no or an IPv6 address")
+                            })?;
+                            if ip.octets()[0] & 0xfe != 0x02 {
+                                return Err(format!("{ip} is not a Yggdrasil address (200::/7)"));
+                            }
+                            YggdrasilAddress::Fixed(ip)
+                        }
+                    };
+                }
+                ("Network", "MACVLAN") => {
+                    if empty {
+                        m.network.macvlan = None;
+                        macvlan_at = None;
+                    } else {
+                        validate_ifname(v)?;
+                        m.network.macvlan = Some(v.to_owned());
+                        macvlan_at = Some(here());
+                    }
+                }
+                ("Resources", "MemoryMax") => {
+                    if !empty {
+                        validate_memory(v)?;
+                    }
+                    m.resources.memory_max = (!empty).then(|| v.to_owned());
+                }
+                ("Resources", "CPUQuota") => {
+                    if !empty {
+                        validate_cpu_quota(v)?;
+                    }
+                    m.resources.cpu_quota = (!empty).then(|| v.to_owned());
+                }
+                ("Resources", "TasksMax") => {
+                    if !empty {
+                        validate_tasks_max(v)?;
+                    }
+                    m.resources.tasks_max = (!empty).then(|| v.to_owned());
+                }
+                ("Install", "WantedBy") => {
+                    if empty {
+                        m.install.wanted_by.clear();
+                    } else {
+                        for unit in v.split_whitespace() {
+                            validate_unit_name(unit)?;
+                            if !m.install.wanted_by.iter().any(|u| u == unit) {
+                                m.install.wanted_by.push(unit.to_owned());
+                            }
+                        }
+                    }
+                }
+                (s, k) => return Err(format!("internal: unhandled [{s}] {k}=")),
+            }
+            Ok(())
+        })();
+        if let Err(message) = result {
+            errs.push(diag(a.file, a.line, Some(a.key), message));
+        }
+    }
+
+    m.credentials = credentials.into_iter().map(|(c, _)| c).collect();
+    // Not "missing" when it was there but invalid, or misspelt (those already have an error).
+    let image_mentioned = assignments
+        .iter()
+        .any(|a| a.key == "Image" && !a.value.is_empty())
+        || errs.iter().any(|d| d.hint.as_deref() == Some("Image="));
+    if m.image.is_empty() && image_at.is_none() && !image_mentioned {
+        errs.push(diag(
+            &main,
+            0,
+            Some("Image"),
+            "missing: [Machine] Image= is required",
+        ));
+    }
+    match m.template {
+        Template::Macvlan if m.network.macvlan.is_none() => {
+            let (f, l) = template_at.clone().unwrap_or((main.clone(), 0));
+            errs.push(diag(
+                &f,
+                l,
+                Some("Template"),
+                "Template=macvlan needs [Network] MACVLAN=HOST_INTERFACE",
+            ));
+        }
+        Template::NetworkIsolated if m.network.macvlan.is_some() => {
+            let (f, l) = macvlan_at.clone().unwrap_or((main.clone(), 0));
+            errs.push(diag(
+                &f,
+                l,
+                Some("MACVLAN"),
+                "MACVLAN= is only used with [Machine] Template=macvlan",
+            ));
+        }
+        _ => {}
+    }
+    if m.template == Template::Macvlan
+        && let Some((f, l)) = port_at.first()
+    {
+        errs.push(diag(f, *l, Some("Port"), "Port= forwarding needs Template=network_isolated (a macvlan machine is reachable at its own address)"));
+    }
+    // Report in reading order: file by file, line by line; whole-file problems last.
+    let file_index = |f: &Path| files.iter().position(|(p, _)| p == f).unwrap_or(usize::MAX);
+    errs.sort_by_key(|d| (d.line == 0, file_index(&d.file), d.line));
+    if errs.is_empty() {
+        Ok(m)
+    } else {
+        Err(Diagnostics(errs))
+    }
+}
