@@ -9,8 +9,10 @@ use std::time::Duration;
 /// Parsed arguments.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Args {
-    /// Command override (declaration `Exec=`), a shell-style string.
+    /// Cmd override (declaration `Exec=`), a shell-style string; the Entrypoint stays.
     pub exec: Option<String>,
+    /// Entrypoint override (declaration `Entrypoint=`, as a JSON array of words); empty clears it.
+    pub entrypoint: Option<Vec<String>>,
     /// User override (declaration `User=`).
     pub user: Option<String>,
     /// Working directory override (declaration `WorkingDirectory=`).
@@ -46,6 +48,7 @@ impl Default for Args {
     fn default() -> Self {
         Self {
             exec: None,
+            entrypoint: None,
             user: None,
             workdir: None,
             env: Vec::new(),
@@ -66,8 +69,8 @@ impl Default for Args {
 
 /// Usage text for `--help`.
 pub const USAGE: &str = "\
-usage: man8s-init [--exec=CMD] [--user=USER[:GROUP]] [--workdir=DIR] [--env=K=V]... [--env-file=PATH]...
-                  [--env-compat=python-mbctl]
+usage: man8s-init [--exec=CMD] [--entrypoint=JSON-ARRAY] [--user=USER[:GROUP]] [--workdir=DIR] [--env=K=V]...
+                  [--env-file=PATH]... [--env-compat=python-mbctl]
                   [--no-network] [--dhcp-timeout=SECS] [--carrier-timeout=SECS] [--slaac-timeout=SECS]
                   [--no-lease-keeper] [--forward=[tcp:|udp:]PORT]...
 Runs as PID 2 inside a man8s machine: environment, protected dirs, network, then exec of the app.
@@ -144,9 +147,9 @@ where
             "--no-network" | "--no-lease-keeper" | "--help" | "-h" | "--version" => {
                 flag(&mut args, &inline)?
             }
-            "--exec" | "--user" | "--workdir" | "--env" | "--env-file" | "--env-compat"
-            | "--dhcp-timeout" | "--carrier-timeout" | "--slaac-timeout" | "--forward"
-            | "--root" => {
+            "--exec" | "--entrypoint" | "--user" | "--workdir" | "--env" | "--env-file"
+            | "--env-compat" | "--dhcp-timeout" | "--carrier-timeout" | "--slaac-timeout"
+            | "--forward" | "--root" => {
                 let value = match inline {
                     Some(v) => v,
                     None => it
@@ -155,6 +158,13 @@ where
                 };
                 match opt.as_str() {
                     "--exec" => args.exec = Some(value),
+                    "--entrypoint" => {
+                        args.entrypoint = Some(serde_json::from_str(&value).map_err(|_| {
+                            UsageError(format!(
+                                "--entrypoint: {value:?} is not a JSON array of strings"
+                            ))
+                        })?)
+                    }
                     "--user" => args.user = Some(value),
                     "--workdir" => args.workdir = Some(value),
                     "--env" => {
@@ -204,6 +214,7 @@ mod tests {
     fn all_options() {
         let a = parse([
             "--exec=nginx -g 'daemon off;'",
+            r#"--entrypoint=["/docker-entrypoint.sh","a b"]"#,
             "--user",
             "101:101",
             "--workdir=/srv",
@@ -221,6 +232,10 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(a.exec.as_deref(), Some("nginx -g 'daemon off;'"));
+        assert_eq!(
+            a.entrypoint,
+            Some(vec!["/docker-entrypoint.sh".to_owned(), "a b".to_owned()])
+        );
         assert_eq!(a.user.as_deref(), Some("101:101"));
         assert_eq!(a.workdir.as_deref(), Some("/srv"));
         assert_eq!(
@@ -243,6 +258,8 @@ mod tests {
             vec!["--env=NOEQUALS"],
             vec!["--env==x"],
             vec!["--exec"],
+            vec!["--entrypoint=/bin/sh"],
+            vec!["--entrypoint=[1]"],
             vec!["--dhcp-timeout=soon"],
             vec!["--dhcp-timeout=-1"],
             vec!["--no-network=yes"],

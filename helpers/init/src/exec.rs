@@ -11,8 +11,10 @@ use crate::shell;
 /// Where the command came from (for messages).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CommandSource {
-    /// `--exec` (declaration `Exec=`).
+    /// `--exec` (declaration `Exec=`), after the Entrypoint.
     ExecOption,
+    /// `--entrypoint` (declaration `Entrypoint=`) alone.
+    EntrypointOption,
     /// `MAN8S_APPLICATION_ARGS`.
     ApplicationArgs,
     /// The image's Entrypoint + Cmd.
@@ -23,30 +25,75 @@ impl fmt::Display for CommandSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Self::ExecOption => "--exec",
+            Self::EntrypointOption => "--entrypoint",
             Self::ApplicationArgs => "MAN8S_APPLICATION_ARGS",
             Self::Image => "image Entrypoint+Cmd",
         })
     }
 }
 
-/// Choose the argv: `--exec` > non-empty `MAN8S_APPLICATION_ARGS` > image Entrypoint+Cmd. A
-/// command string goes through `/bin/sh -c "exec …"` when the image has a shell (what the Python
-/// tool did), else it is split shell-style and run directly.
+/// What the declaration and the image say about the command.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CommandSpec<'a> {
+    /// `--exec` (declaration `Exec=`): a command line that replaces the image's Cmd.
+    pub exec: Option<&'a str>,
+    /// `--entrypoint` (declaration `Entrypoint=`): replaces the image's Entrypoint; empty clears it.
+    pub entrypoint: Option<&'a [String]>,
+    /// `MAN8S_APPLICATION_ARGS` of man8env.env: the whole command line (the Python tool's meaning).
+    pub application_args: Option<&'a str>,
+    /// The image's Entrypoint.
+    pub image_entrypoint: &'a [String],
+    /// The image's Cmd.
+    pub image_cmd: &'a [String],
+}
+
+/// Choose the argv, as Docker and Quadlet do for the same settings:
+/// - `--exec` and/or `--entrypoint`: the Entrypoint (`--entrypoint`, else the image's) followed by
+///   the command (`--exec`; with only `--entrypoint`, nothing: like `docker run --entrypoint`, it
+///   drops the image's Cmd);
+/// - else a non-empty `MAN8S_APPLICATION_ARGS` (the whole command line);
+/// - else the image's Entrypoint + Cmd.
+///
+/// A command line goes through `/bin/sh -c "exec …"` when the image has a shell (what the Python
+/// tool did, with the Entrypoint's words quoted in front), else it is split shell-style and run
+/// directly.
 pub fn plan_argv(
-    exec_option: Option<&str>,
-    application_args: Option<&str>,
-    image_argv: &[String],
+    spec: &CommandSpec<'_>,
     has_shell: bool,
 ) -> Result<(Vec<String>, CommandSource), String> {
-    let command = match (exec_option, application_args) {
-        (Some(c), _) => Some((c, CommandSource::ExecOption)),
-        (None, Some(c)) if !c.trim().is_empty() => Some((c, CommandSource::ApplicationArgs)),
-        _ => None,
-    };
-    if let Some((command, source)) = command {
+    if spec.exec.is_some() || spec.entrypoint.is_some() {
+        let source = if spec.exec.is_some() {
+            CommandSource::ExecOption
+        } else {
+            CommandSource::EntrypointOption
+        };
+        let entrypoint = spec.entrypoint.unwrap_or(spec.image_entrypoint);
+        let Some(command) = spec.exec else {
+            if entrypoint.is_empty() || entrypoint[0].is_empty() {
+                return Err("--entrypoint is empty and there is no --exec: nothing to run".into());
+            }
+            return Ok((entrypoint.to_vec(), source));
+        };
         if command.trim().is_empty() {
             return Err(format!("{source} is empty"));
         }
+        if has_shell {
+            let line = if entrypoint.is_empty() {
+                format!("exec {command}")
+            } else {
+                format!("exec {} {command}", shell::quote(entrypoint))
+            };
+            return Ok((vec!["/bin/sh".into(), "-c".into(), line], source));
+        }
+        let words = shell::split(command).map_err(|e| format!("{source} {command:?}: {e}"))?;
+        let argv: Vec<String> = entrypoint.iter().cloned().chain(words).collect();
+        if argv.is_empty() {
+            return Err(format!("{source} is empty"));
+        }
+        return Ok((argv, source));
+    }
+    if let Some(command) = spec.application_args.filter(|c| !c.trim().is_empty()) {
+        let source = CommandSource::ApplicationArgs;
         if has_shell {
             return Ok((
                 vec!["/bin/sh".into(), "-c".into(), format!("exec {command}")],
@@ -59,10 +106,16 @@ pub fn plan_argv(
         }
         return Ok((words, source));
     }
+    let image_argv: Vec<String> = spec
+        .image_entrypoint
+        .iter()
+        .chain(spec.image_cmd)
+        .cloned()
+        .collect();
     if image_argv.is_empty() || image_argv[0].is_empty() {
         return Err("nothing to run: no --exec, no MAN8S_APPLICATION_ARGS and the image has no Entrypoint or Cmd".into());
     }
-    Ok((image_argv.to_vec(), CommandSource::Image))
+    Ok((image_argv, CommandSource::Image))
 }
 
 /// Whether `path` is a regular file with an execute bit (following symlinks).
@@ -107,17 +160,21 @@ pub fn switch_user(creds: &Credentials) -> nix::Result<()> {
     Ok(())
 }
 
-/// Signal dispositions the app starts with (ignored ones survive `execve`):
-/// - SIGPIPE back to the default (Rust's runtime ignores it in the init; apps expect the default);
-/// - SIGHUP ignored: nspawn's stub PID 1 stops the app with SIGTERM *and then SIGHUP*, and an app
-///   that handles SIGTERM but not SIGHUP would die by SIGHUP before shutting down cleanly. Apps
-///   that install their own SIGHUP handler are not affected.
+/// Signal dispositions the app starts with (ignored ones survive `execve`): every signal at its
+/// default, as under Docker. SIGPIPE needs resetting (Rust's runtime ignores it in the init);
+/// SIGHUP stays at its default so that `systemctl reload` (ExecReload= sends it) reaches apps,
+/// shell scripts included (a shell cannot trap a signal ignored on entry). The stop path does not
+/// go through nspawn's stub, whose SIGTERM-then-SIGHUP would otherwise cut a TERM handler short
+/// (see man8s-init(8), STOPPING).
 pub fn prepare_signals() -> nix::Result<()> {
     use nix::sys::signal::{SigHandler, Signal, signal};
-    // SAFETY: no handler functions are installed, only SIG_DFL/SIG_IGN.
+    // SAFETY: no handler functions are installed, only SIG_DFL.
     unsafe {
         signal(Signal::SIGPIPE, SigHandler::SigDfl)?;
-        signal(Signal::SIGHUP, SigHandler::SigIgn)?;
+        // man8@.service starts nspawn with these ignored; the app gets them at their default.
+        for sig in crate::detach::APP_SIGNALS {
+            signal(sig, SigHandler::SigDfl)?;
+        }
     }
     Ok(())
 }
@@ -149,18 +206,37 @@ mod tests {
         list.iter().map(|s| s.to_string()).collect()
     }
 
+    fn spec<'a>(
+        exec: Option<&'a str>,
+        app_args: Option<&'a str>,
+        image_entrypoint: &'a [String],
+        image_cmd: &'a [String],
+    ) -> CommandSpec<'a> {
+        CommandSpec {
+            exec,
+            entrypoint: None,
+            application_args: app_args,
+            image_entrypoint,
+            image_cmd,
+        }
+    }
+
     #[test]
     fn precedence_of_commands() {
-        let image = v(&["/entry", "arg"]);
-        let (argv, src) = plan_argv(Some("app --x"), Some("/entrypoint.sh"), &image, true).unwrap();
+        let (ep, cmd) = (v(&["/entry"]), v(&["arg"]));
+        let (argv, src) = plan_argv(
+            &spec(Some("app --x"), Some("/entrypoint.sh"), &ep, &cmd),
+            true,
+        )
+        .unwrap();
         assert_eq!(
             (argv, src),
             (
-                v(&["/bin/sh", "-c", "exec app --x"]),
+                v(&["/bin/sh", "-c", "exec /entry app --x"]),
                 CommandSource::ExecOption
             )
         );
-        let (argv, src) = plan_argv(None, Some("/entrypoint.sh"), &image, true).unwrap();
+        let (argv, src) = plan_argv(&spec(None, Some("/entrypoint.sh"), &ep, &cmd), true).unwrap();
         assert_eq!(
             (argv, src),
             (
@@ -168,23 +244,82 @@ mod tests {
                 CommandSource::ApplicationArgs
             )
         );
-        let (argv, src) = plan_argv(None, Some("  "), &image, true).unwrap();
-        assert_eq!((argv, src), (image.clone(), CommandSource::Image));
-        let (argv, _) = plan_argv(None, None, &image, false).unwrap();
-        assert_eq!(argv, image);
+        let (argv, src) = plan_argv(&spec(None, Some("  "), &ep, &cmd), true).unwrap();
+        assert_eq!((argv, src), (v(&["/entry", "arg"]), CommandSource::Image));
+        let (argv, _) = plan_argv(&spec(None, None, &ep, &cmd), false).unwrap();
+        assert_eq!(argv, v(&["/entry", "arg"]));
+    }
+
+    #[test]
+    fn exec_keeps_the_entrypoint_and_entrypoint_replaces_it() {
+        // The man page's example: Exec=redis-server --appendonly yes on the Redis image.
+        let (ep, cmd) = (v(&["docker-entrypoint.sh"]), v(&["redis-server"]));
+        let s = spec(Some("redis-server --appendonly yes"), None, &ep, &cmd);
+        assert_eq!(
+            plan_argv(&s, true).unwrap().0,
+            v(&[
+                "/bin/sh",
+                "-c",
+                "exec docker-entrypoint.sh redis-server --appendonly yes"
+            ])
+        );
+        assert_eq!(
+            plan_argv(&s, false).unwrap().0,
+            v(&[
+                "docker-entrypoint.sh",
+                "redis-server",
+                "--appendonly",
+                "yes"
+            ])
+        );
+        // Entrypoint words with spaces or quotes survive the shell.
+        let odd = v(&["/my entry", "it's"]);
+        let s = spec(Some("run"), None, &odd, &cmd);
+        assert_eq!(
+            plan_argv(&s, true).unwrap().0[2],
+            r"exec '/my entry' 'it'\''s' run"
+        );
+        // Entrypoint= replaces it; alone, it drops the image's Cmd (docker run --entrypoint).
+        let mine = v(&["/bin/tini", "--"]);
+        let s = CommandSpec {
+            entrypoint: Some(&mine),
+            ..spec(None, Some("ignored app args"), &ep, &cmd)
+        };
+        assert_eq!(
+            plan_argv(&s, true).unwrap(),
+            (mine.clone(), CommandSource::EntrypointOption)
+        );
+        let s = CommandSpec {
+            entrypoint: Some(&mine),
+            ..spec(Some("app"), None, &ep, &cmd)
+        };
+        assert_eq!(
+            plan_argv(&s, false).unwrap().0,
+            v(&["/bin/tini", "--", "app"])
+        );
+        // Entrypoint= empty clears it: Exec= alone runs.
+        let none: Vec<String> = Vec::new();
+        let s = CommandSpec {
+            entrypoint: Some(&none),
+            ..spec(Some("app --x"), None, &ep, &cmd)
+        };
+        assert_eq!(
+            plan_argv(&s, true).unwrap().0,
+            v(&["/bin/sh", "-c", "exec app --x"])
+        );
+        let s = CommandSpec {
+            entrypoint: Some(&none),
+            ..spec(None, None, &ep, &cmd)
+        };
+        assert!(plan_argv(&s, true).unwrap_err().contains("nothing to run"));
     }
 
     #[test]
     fn without_shell_commands_are_split() {
-        let (argv, _) = plan_argv(
-            None,
-            Some(r#"/app --greeting "held out" 'a b'"#),
-            &[],
-            false,
-        )
-        .unwrap();
+        let s = spec(None, Some(r#"/app --greeting "held out" 'a b'"#), &[], &[]);
+        let (argv, _) = plan_argv(&s, false).unwrap();
         assert_eq!(argv, v(&["/app", "--greeting", "held out", "a b"]));
-        let err = plan_argv(Some("/app 'oops"), None, &[], false).unwrap_err();
+        let err = plan_argv(&spec(Some("/app 'oops"), None, &[], &[]), false).unwrap_err();
         assert!(
             err.contains("--exec") && err.contains("unbalanced"),
             "{err}"
@@ -194,12 +329,13 @@ mod tests {
     #[test]
     fn nothing_to_run() {
         assert!(
-            plan_argv(None, None, &[], true)
+            plan_argv(&spec(None, None, &[], &[]), true)
                 .unwrap_err()
                 .contains("nothing to run")
         );
+        let x = v(&["/x"]);
         assert!(
-            plan_argv(Some(" "), None, &v(&["/x"]), true)
+            plan_argv(&spec(Some(" "), None, &[], &x), true)
                 .unwrap_err()
                 .contains("empty")
         );

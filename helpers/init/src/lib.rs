@@ -61,14 +61,6 @@ pub fn log(step: &str, message: &str) {
     eprintln!("man8s-init: {step}: {message}");
 }
 
-/// Signals that nspawn's stub PID 1 delivers on `systemctl stop` (it sends SIGTERM).
-fn is_sigterm(name: &str) -> bool {
-    matches!(
-        name.trim().to_ascii_uppercase().as_str(),
-        "" | "SIGTERM" | "TERM" | "15"
-    )
-}
-
 fn read_env_file(
     path: &Path,
     mode: envfile::Mode,
@@ -193,9 +185,13 @@ fn prepare(args: &args::Args) -> Result<Launch, Failure> {
     // Step 5: what to run, where.
     let has_shell = exec::is_executable(Path::new("/bin/sh"));
     let (argv, source) = exec::plan_argv(
-        args.exec.as_deref(),
-        app_env.get("MAN8S_APPLICATION_ARGS"),
-        &image.argv(),
+        &exec::CommandSpec {
+            exec: args.exec.as_deref(),
+            entrypoint: args.entrypoint.as_deref(),
+            application_args: app_env.get("MAN8S_APPLICATION_ARGS"),
+            image_entrypoint: image.entrypoint.as_deref().unwrap_or_default(),
+            image_cmd: image.cmd.as_deref().unwrap_or_default(),
+        },
         has_shell,
     )
     .map_err(|e| Failure::new("exec", e))?;
@@ -228,20 +224,12 @@ fn prepare(args: &args::Args) -> Result<Launch, Failure> {
             ),
         );
     }
-    if let Some(sig) = image.stop_signal.as_deref().filter(|s| !is_sigterm(s)) {
-        log(
-            "exec",
-            &format!(
-                "warning: the image asks for StopSignal={sig}, but nspawn's stub PID 1 stops the app with SIGTERM"
-            ),
-        );
-    }
     notify_ready(&inherited);
     log(
         "exec",
         &format!(
             "{} (from {source}) as {}:{} in {workdir} after {:.1} ms",
-            shell_quote(&argv),
+            shell::quote(&argv),
             creds.uid,
             creds.gid,
             started.elapsed().as_secs_f64() * 1000.0
@@ -432,23 +420,6 @@ fn notify_ready(inherited: &[(String, String)]) {
     }
 }
 
-/// Render argv for a log line.
-fn shell_quote(argv: &[String]) -> String {
-    argv.iter()
-        .map(|a| {
-            if !a.is_empty()
-                && a.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"/-_.=:,@+%".contains(&b))
-            {
-                a.clone()
-            } else {
-                format!("'{}'", a.replace('\'', r"'\''"))
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -456,10 +427,8 @@ mod tests {
     #[test]
     fn quoting_for_logs() {
         assert_eq!(
-            shell_quote(&["/bin/sh".into(), "-c".into(), "exec it's".into()]),
+            shell::quote(&["/bin/sh".into(), "-c".into(), "exec it's".into()]),
             r"/bin/sh -c 'exec it'\''s'"
         );
-        assert!(is_sigterm("SIGTERM") && is_sigterm("15") && is_sigterm("term"));
-        assert!(!is_sigterm("SIGQUIT"));
     }
 }

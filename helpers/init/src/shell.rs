@@ -31,6 +31,23 @@ impl fmt::Display for SplitError {
 
 impl std::error::Error for SplitError {}
 
+/// Quote words for `/bin/sh` (and for log lines): safe words as they are, others in single quotes.
+pub fn quote(argv: &[String]) -> String {
+    argv.iter()
+        .map(|a| {
+            if !a.is_empty()
+                && a.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"/-_.=:,@+%".contains(&b))
+            {
+                a.clone()
+            } else {
+                format!("'{}'", a.replace('\'', r"'\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// Split `command` into words the way `sh` would, without expansions.
 pub fn split(command: &str) -> Result<Vec<String>, SplitError> {
     let mut words = Vec::new();
