@@ -82,6 +82,40 @@ fn escape_specifiers(s: &str) -> String {
     s.replace('%', "%%")
 }
 
+/// The part after `ID:` of a credential setting. systemd C-unescapes `SetCredential=` values, so
+/// every backslash is doubled: the app reads exactly the declared value, and a value ending in `\`
+/// cannot end the line in a backslash (which would join the next line and drop this credential and
+/// everything after it). Paths and base64 carry no backslash that systemd would read as an escape.
+fn escape_credential_value(c: &man8s::machine::Credential) -> String {
+    use man8s::machine::Credential;
+    let v = c.unit_value();
+    match c {
+        Credential::Set { .. } => escape_specifiers(&v.replace('\\', "\\\\")),
+        _ => escape_specifiers(&v),
+    }
+}
+
+/// Seconds between the app's stop signal and systemd's own timeout: nspawn's teardown after the
+/// app is gone, and the stopper's SIGKILL path.
+pub const STOP_MARGIN_SECS: u64 = 30;
+
+/// How `systemctl stop` and `systemctl reload` reach the app: the template unit's `ExecStop=` and
+/// `ExecReload=` run `mbctl machines kill` with these (empty: the image's StopSignal, SIGHUP).
+fn render_stop_settings(o: &mut String, m: &Machine) {
+    let rt = &m.runtime;
+    if let Some(sig) = rt.stop_signal {
+        let _ = writeln!(o, "Environment=MAN8S_STOP_SIGNAL={sig}");
+    }
+    if let Some(t) = rt.stop_timeout {
+        let _ = writeln!(o, "Environment=MAN8S_STOP_TIMEOUT={t}");
+        // systemd must never kill before the stopper's own SIGKILL.
+        let _ = writeln!(o, "TimeoutStopSec={}", t + STOP_MARGIN_SECS);
+    }
+    if let Some(sig) = rt.reload_signal {
+        let _ = writeln!(o, "Environment=MAN8S_RELOAD_SIGNAL={sig}");
+    }
+}
+
 /// Quote one word of a unit-file command line: a double-quoted C string with `%` and `$` doubled.
 fn quote_exec_word(word: &str) -> String {
     let mut out = String::from("\"");
@@ -123,6 +157,13 @@ pub fn init_arguments(m: &Machine) -> Vec<String> {
     let mut args = vec![INIT_IN_MACHINE.to_owned()];
     if let Some(exec) = &m.exec {
         args.push(format!("--exec={exec}"));
+    }
+    if let Some(entrypoint) = &m.runtime.entrypoint {
+        // JSON keeps every word intact (spaces, quotes); the init has a JSON parser anyway.
+        args.push(format!(
+            "--entrypoint={}",
+            serde_json::to_string(entrypoint).unwrap_or_default()
+        ));
     }
     if let Some(user) = &m.user {
         args.push(format!("--user={user}"));
@@ -177,10 +218,11 @@ pub fn render_nspawn(m: &Machine, host_bridge: &str) -> String {
     // nspawn 261+ announces a future default of AF_INET/AF_INET6/AF_UNIX only; the init needs
     // netlink (links, addresses) and packet sockets (DHCP), and so do many apps (getifaddrs()).
     o.push_str("RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK AF_PACKET\n");
-    // What nspawn sends its stub init on `systemctl stop`. nspawn's default without Boot= is
-    // SIGKILL: the app gets no chance to save and the unit ends up failed. The stub ignores
-    // SIGTERM, but on SIGRTMIN+3 ("halt") it sends the app SIGTERM (then SIGHUP), waits for it to
-    // exit, and powers the container off cleanly.
+    // What nspawn sends its stub init when systemd's KillSignal reaches nspawn. The app has normally
+    // been stopped before that by the unit's ExecStop= with its own StopSignal (see HACKING.md,
+    // "Stopping"); this is the fallback when ExecStop= could not run. nspawn's default without
+    // Boot= is SIGKILL; the stub ignores SIGTERM, but on SIGRTMIN+3 ("halt") it sends the app
+    // SIGTERM (then SIGHUP), waits for it to exit, and powers the container off cleanly.
     o.push_str("KillSignal=SIGRTMIN+3\n");
 
     o.push_str("\n[Files]\nPrivateUsersOwnership=map\n");
@@ -277,6 +319,7 @@ pub fn render_dropin(m: &Machine, user_nspawn: Option<&Path>) -> String {
     if let Some(v) = &m.resources.tasks_max {
         let _ = writeln!(o, "TasksMax={v}");
     }
+    render_stop_settings(&mut o, m);
     if !m.credentials.is_empty() {
         let mut nspawn_args = Vec::new();
         for c in &m.credentials {
@@ -285,7 +328,7 @@ pub fn render_dropin(m: &Machine, user_nspawn: Option<&Path>) -> String {
                 "{}={}:{}",
                 c.unit_key(),
                 c.id(),
-                escape_specifiers(&c.unit_value())
+                escape_credential_value(c)
             );
             // nspawn looks a relative name up in the credentials the service manager gave it.
             nspawn_args.push(format!("--load-credential={0}:{0}", c.id()));

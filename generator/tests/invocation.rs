@@ -170,15 +170,19 @@ fn systemd_analyze_verify_accepts_unit_and_dropins() {
     let libexec = root.join("libexec");
     fs::create_dir_all(&units).unwrap();
     fs::create_dir_all(&libexec).unwrap();
-    let fetch = libexec.join("man8s-fetch");
-    fs::write(&fetch, "#!/bin/sh\nexit 0\n").unwrap();
-    fs::set_permissions(&fetch, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    for tool in ["man8s-fetch", "mbctl"] {
+        let path = libexec.join(tool);
+        fs::write(&path, "#!/bin/sh\nexit 0\n").unwrap();
+        fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    }
     let template =
         fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../units/man8@.service"))
             .unwrap();
     fs::write(
         units.join("man8@.service"),
-        template.replace("@LIBEXECDIR@", &libexec.to_string_lossy()),
+        template
+            .replace("@LIBEXECDIR@", &libexec.to_string_lossy())
+            .replace("@BINDIR@", &libexec.to_string_lossy()),
     )
     .unwrap();
 

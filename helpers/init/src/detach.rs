@@ -4,7 +4,24 @@
 use nix::sys::wait::waitpid;
 use nix::unistd::{ForkResult, fork, setsid};
 
-/// Run `job` in a detached grandchild; returns once the intermediate child has been reaped.
+/// Signals meant for the app (reload, log reopening, graceful stop): `systemctl kill` sends them
+/// to every process of the unit, and the helpers must outlive them.
+pub const APP_SIGNALS: [nix::sys::signal::Signal; 4] = [
+    nix::sys::signal::Signal::SIGHUP,
+    nix::sys::signal::Signal::SIGQUIT,
+    nix::sys::signal::Signal::SIGUSR1,
+    nix::sys::signal::Signal::SIGUSR2,
+];
+
+fn ignore_app_signals() {
+    use nix::sys::signal::{SigHandler, signal};
+    for sig in APP_SIGNALS {
+        // SAFETY: SIG_IGN installs no handler code.
+        let _ = unsafe { signal(sig, SigHandler::SigIgn) };
+    }
+}
+
+/// Run `job` in a detached grandchild (which ignores [`APP_SIGNALS`]); returns once the intermediate child has been reaped.
 ///
 /// The job must not return to the caller's code: the grandchild exits when `job` returns.
 pub fn spawn(job: impl FnOnce()) -> nix::Result<()> {
@@ -19,6 +36,7 @@ pub fn spawn(job: impl FnOnce()) -> nix::Result<()> {
             // SAFETY: as above, single-threaded.
             match unsafe { fork() } {
                 Ok(ForkResult::Child) => {
+                    ignore_app_signals();
                     job();
                     std::process::exit(0)
                 }

@@ -12,6 +12,7 @@ pub mod ini;
 pub mod machine;
 pub mod name;
 pub mod paths;
+pub mod signal;
 
 pub use name::MachineName;
 pub use paths::Paths;

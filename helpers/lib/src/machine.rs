@@ -27,7 +27,8 @@ pub struct Machine {
     /// `Image=`: the OCI reference as written (syntax checked; normalising `redis` to
     /// `docker.io/library/redis:latest` is `man8s-oci`'s job).
     pub image: String,
-    /// `Exec=`: a shell-style command line overriding the image's Entrypoint + Cmd.
+    /// `Exec=`: a shell-style command line replacing the image's Cmd (its Entrypoint stays, as
+    /// with Quadlet's `Exec=` and `docker run IMAGE ARGS…`).
     pub exec: Option<String>,
     /// `Environment=`: unquoted `(name, value)` pairs, in declaration order.
     pub environment: Vec<(String, String)>,
@@ -53,7 +54,28 @@ pub struct Machine {
     pub credentials: Vec<Credential>,
     /// `[Install]`.
     pub install: Install,
+    /// How the app is started, stopped and confined (`Entrypoint=`, `StopSignal=`, …).
+    pub runtime: Runtime,
 }
+
+/// The run-time keys of `[Machine]` (Quadlet's names and meanings).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Runtime {
+    /// `Entrypoint=`: replaces the image's Entrypoint (and, as in Docker, drops its Cmd unless
+    /// `Exec=` gives one); `Some(empty)` clears it.
+    pub entrypoint: Option<Vec<String>>,
+    /// `StopSignal=`: what `systemctl stop` sends the app (default: the image's StopSignal, else
+    /// SIGTERM).
+    pub stop_signal: Option<crate::signal::Signal>,
+    /// `StopTimeout=`: seconds the app gets after its stop signal before SIGKILL.
+    pub stop_timeout: Option<u64>,
+    /// `ReloadSignal=`: what `systemctl reload` sends the app (default SIGHUP).
+    pub reload_signal: Option<crate::signal::Signal>,
+}
+
+/// Seconds an app gets between its stop signal and SIGKILL when nothing says otherwise (Docker's
+/// default).
+pub const DEFAULT_STOP_TIMEOUT: u64 = 10;
 
 /// Where a volume's host side lives.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -319,6 +341,7 @@ impl Machine {
             resources: Resources::default(),
             credentials: Vec::new(),
             install: Install::default(),
+            runtime: Runtime::default(),
         }
     }
 

@@ -125,6 +125,14 @@ pub enum MachinesCommand {
     /// Show the journal of man8@NAME.service.
     #[command(after_help = "Example:\n  mbctl machines logs redis\n  mbctl machines logs redis -f")]
     Logs(LogsArgs),
+    /// List the processes of a running machine, with host and machine PIDs.
+    #[command(after_help = "Example:\n  mbctl machines ps redis")]
+    Ps(PsArgs),
+    /// Send a signal to the app of a running machine (PID 2 inside), or stop it as its unit does.
+    #[command(
+        after_help = "Example:\n  mbctl machines kill redis --signal HUP\n  mbctl machines kill pg --stop            # its StopSignal, 10 s, then SIGKILL"
+    )]
+    Kill(KillArgs),
     /// Pull the image again per the declaration, snapshot the volumes, swap the rootfs, restart;
     /// roll back image and volumes if it fails to start.
     #[command(
@@ -170,6 +178,37 @@ pub struct RestoreArgs {
     pub name: String,
     /// Snapshot ID (see `mbctl machines snapshots NAME`).
     pub snapshot: String,
+}
+
+/// `machines ps`
+#[derive(Debug, Args)]
+pub struct PsArgs {
+    /// Machine name.
+    pub name: String,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `machines kill`
+#[derive(Debug, Args)]
+pub struct KillArgs {
+    /// Machine name.
+    pub name: String,
+    /// Signal: a name (`HUP`, `SIGINT`), a number, or `SIGRTMIN+N`. Default SIGTERM; with --stop,
+    /// the declaration's StopSignal=, else the image's, else SIGTERM. Empty means the default.
+    #[arg(long, short = 's', default_value = "")]
+    pub signal: String,
+    /// Stop the app as `systemctl stop` does: the stop signal, wait --timeout, then SIGKILL.
+    #[arg(long)]
+    pub stop: bool,
+    /// With --stop: seconds to wait for the app to exit before SIGKILL (default 10, Docker's).
+    /// Empty means the default.
+    #[arg(long, default_value = "")]
+    pub timeout: String,
+    /// The unit's main process (nspawn), as ExecStop= passes `$MAINPID`; default: ask machined.
+    #[arg(long, hide = true, default_value = "")]
+    pub main_pid: String,
 }
 
 /// `machines update`

@@ -12,6 +12,7 @@ pub mod docs;
 pub mod import;
 pub mod nsenter;
 pub mod output;
+pub mod payload;
 pub mod prompt;
 pub mod render;
 

@@ -250,6 +250,9 @@ pub struct RuntimeConfig {
     /// User.
     #[serde(default, deserialize_with = "null_default")]
     pub user: String,
+    /// The signal that stops the app (`SIGTERM` when unset), as the image spells it.
+    #[serde(default)]
+    pub stop_signal: Option<String>,
 }
 
 fn null_default<'de, D, T>(d: D) -> Result<T, D::Error>

@@ -5,6 +5,7 @@ pub mod images;
 pub mod info;
 pub mod lifecycle;
 pub mod migrate;
+pub mod process;
 pub mod pull;
 pub mod remove;
 pub mod shell;
@@ -75,6 +76,8 @@ fn machines(command: MachinesCommand) -> Result<u8> {
         },
         MachinesCommand::Snapshots(a) => snapshot::list(&a.name, a.json),
         MachinesCommand::Restore(a) => snapshot::restore(&a.name, &a.snapshot),
+        MachinesCommand::Ps(a) => process::ps(&a.name, a.json),
+        MachinesCommand::Kill(a) => process::kill(&a),
     }
 }
 
