@@ -1,9 +1,11 @@
 # man8s — build, install, test.
 #   make                                  build everything (release)
-#   make install DESTDIR=… PREFIX=/usr    lay the package out
-#   make test                             unit + root + system tiers (root for the last two)
+#   make install [DESTDIR=…] [PREFIX=/usr] lay the package out
+#   make test                             (as root) install missing Debian packages (packaging/debian-deps),
+#                                         then unit + root + system tiers, install layout, package check
 
-PREFIX     ?= /usr/local
+# /usr, not /usr/local: the paths the generated files name are fixed (see docs/HACKING.md, "Install prefix").
+PREFIX     ?= /usr
 SYSCONFDIR ?= /etc
 DESTDIR    ?=
 CARGO      ?= cargo
@@ -27,7 +29,7 @@ FISHCOMPDIR := $(PREFIX)/share/fish/vendor_completions.d
 MAN_SRC    := $(wildcard docs/man/*.scd)
 MAN_OUT    := $(patsubst docs/man/%.scd,$(BUILD)/man/%,$(MAN_SRC))
 
-.PHONY: all build init docs install test test-unit test-root test-system test-package demo bench clean
+.PHONY: all build init docs install test test-deps test-unit test-root test-system test-install test-package demo bench clean
 
 all: build init docs
 
@@ -66,7 +68,12 @@ install: all
 	install -d $(DESTDIR)$(SYSCONFDIR)/man8s/machines
 	for f in packaging/etc/*; do [ -e "$$f" ] || continue; install -Dm644 "$$f" $(DESTDIR)$(SYSCONFDIR)/man8s/$$(basename "$$f"); done
 
-test: test-unit test-root test-system test-package
+test: test-deps
+	$(MAKE) --no-print-directory test-unit test-root test-system test-install test-package
+
+# As root: apt-get install what the tiers need and is missing (one list: packaging/debian-deps).
+test-deps:
+	@if [ "$$(id -u)" = 0 ]; then packaging/debian-deps --install test; else packaging/debian-deps --install build; fi
 
 test-unit:
 	$(CARGO) nextest run --workspace -E 'not test(/^root_/)' --no-fail-fast
@@ -81,6 +88,10 @@ test-system: all
 
 demo:
 	tests/system/demo
+
+# Every path the installed units and the generator's output name exists in the installed tree.
+test-install: all
+	tests/install-layout
 
 test-package:
 	packaging/arch/check
