@@ -169,7 +169,7 @@ fn prepare(args: &args::Args) -> Result<Launch, Failure> {
     env::finish(&mut app_env, creds.home.as_deref(), creds.uid, &inherited);
 
     // Step 3: protected dirs.
-    copy_protected_dirs()?;
+    copy_protected_dirs();
 
     // Step 4: network.
     let outcome = if args.no_network {
@@ -315,22 +315,36 @@ fn resolve_user(
     .map_err(|e| Failure::new("user", e.to_string()))
 }
 
-fn copy_protected_dirs() -> Result<(), Failure> {
+/// Never fatal: the Python tool's `cp -a` went on after an error, and so does the machine.
+fn copy_protected_dirs() {
     let mut copied = Vec::new();
     for (src, dst) in [
         ("/run.man8sprotected", "/run"),
         ("/tmp.man8sprotected", "/tmp"),
     ] {
-        if let Some(stats) = protected::copy_contents(Path::new(src), Path::new(dst))
-            .map_err(|e| Failure::new("protected dirs", e.to_string()))?
-        {
-            copied.push(format!("{src} → {dst}: {stats}"));
+        match protected::copy_contents(Path::new(src), Path::new(dst)) {
+            Ok(None) => {}
+            Ok(Some(stats)) => {
+                if let Some(first) = &stats.first_failure {
+                    log(
+                        "protected dirs",
+                        &format!(
+                            "warning: {src} → {dst}: {} entries not copied, the first: {first}",
+                            stats.failed
+                        ),
+                    );
+                }
+                copied.push(format!("{src} → {dst}: {stats}"));
+            }
+            Err(e) => log(
+                "protected dirs",
+                &format!("warning: {src} → {dst} not copied: {e}"),
+            ),
         }
     }
     if !copied.is_empty() {
         log("protected dirs", &copied.join("; "));
     }
-    Ok(())
 }
 
 fn configure_network(args: &args::Args, app_env: &env::Env) -> Result<net::NetOutcome, Failure> {

@@ -338,7 +338,7 @@ fn root_boot_with_dhcp_slaac_yggdrasil_and_image_user() {
     rootfs.script(
         "/entrypoint.sh",
         "id -u > /out/uid; id -g > /out/gid; id -G > /out/groups; pwd > /out/pwd; env > /out/env\n\
-         stat -c '%u %g %a %N' /run/app/state /tmp/link > /out/protected\n\
+         stat -c '%u %g %a %N' /run/app/state /tmp/link /tmp > /out/protected\n\
          cat /proc/self/status > /out/status\n",
     );
     fs::create_dir_all(rootfs.root.join("run.man8sprotected/app")).unwrap();
@@ -347,12 +347,15 @@ fn root_boot_with_dhcp_slaac_yggdrasil_and_image_user() {
         "chown 1654:1654 {0}/run.man8sprotected/app/state; chmod 640 {0}/run.man8sprotected/app/state",
         rootfs.root.display()
     ));
-    fs::create_dir_all(rootfs.root.join("tmp.man8sprotected")).unwrap();
-    std::os::unix::fs::symlink(
-        "/run/app/state",
-        rootfs.root.join("tmp.man8sprotected/link"),
-    )
-    .unwrap();
+    // A symlinked protected dir (followed inside the root, as `cp -a /tmp.man8sprotected/.`
+    // did) whose mode and owner /tmp takes over.
+    fs::create_dir_all(rootfs.root.join("var/tmp-image")).unwrap();
+    std::os::unix::fs::symlink("/var/tmp-image", rootfs.root.join("tmp.man8sprotected")).unwrap();
+    sh(&format!(
+        "chown 1654:1654 {0}/var/tmp-image; chmod 1770 {0}/var/tmp-image",
+        rootfs.root.display()
+    ));
+    std::os::unix::fs::symlink("/run/app/state", rootfs.root.join("var/tmp-image/link")).unwrap();
 
     let net = Net::new(&rootfs.dir, true);
     let cmd = rootfs.init_command(
@@ -459,6 +462,7 @@ fn root_boot_with_dhcp_slaac_yggdrasil_and_image_user() {
         protected.contains("1654 1654 640 /run/app/state\n"),
         "{protected}"
     );
+    assert!(protected.contains("1654 1654 1770 /tmp\n"), "{protected}");
     assert!(
         protected.contains("'/tmp/link' -> '/run/app/state'"),
         "{protected}"
