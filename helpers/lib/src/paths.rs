@@ -26,6 +26,11 @@ pub const STORAGE_DIR: &str = "/var/lib/man8machine_storage";
 pub const SNAPSHOT_DIR: &str = "/var/lib/man8s/snapshots";
 /// Content-addressed blob cache and image metadata.
 pub const CACHE_DIR: &str = "/var/cache/man8s";
+/// The Python mbctl's scratch space (image downloads, unpacking); `mbctl cache clear` empties it.
+pub const PYTHON_SCRATCH_DIR: &str = "/var/tmp/man8s";
+/// What `mbctl migrate` appends to the Python mbctl's `/etc/systemd/nspawn/NAME.nspawn` when it
+/// keeps it (it would win over the generated settings file).
+pub const PYTHON_SETTINGS_KEPT_SUFFIX: &str = ".python-mbctl";
 /// Settings files written by the generator.
 pub const NSPAWN_RUN_DIR: &str = "/run/systemd/nspawn";
 /// A user's own settings files, which win over ours.
@@ -134,6 +139,15 @@ impl Paths {
     /// A user's own settings file for a machine (file-system view).
     pub fn nspawn_etc(&self, name: &MachineName) -> PathBuf {
         self.fs(NSPAWN_ETC_DIR).join(format!("{name}.nspawn"))
+    }
+    /// The Python mbctl's settings file of a machine as `mbctl migrate` kept it.
+    pub fn nspawn_etc_kept(&self, name: &MachineName) -> PathBuf {
+        self.fs(NSPAWN_ETC_DIR)
+            .join(format!("{name}.nspawn{PYTHON_SETTINGS_KEPT_SUFFIX}"))
+    }
+    /// File-system view of the Python mbctl's scratch dir.
+    pub fn python_scratch_dir(&self) -> PathBuf {
+        self.fs(PYTHON_SCRATCH_DIR)
     }
     /// Our generated settings file for a machine (file-system view).
     pub fn nspawn_run(&self, name: &MachineName) -> PathBuf {

@@ -87,7 +87,7 @@ pub enum MachinesCommand {
     Pull(PullArgs),
     /// Open a shell (default `/bin/sh -l`) inside the running machine.
     #[command(
-        after_help = "Example:\n  mbctl machines shell Man8Registry\n  mbctl machines shell Man8Registry --command 'ip -6 addr'"
+        after_help = "Example:\n  mbctl machines shell Man8Registry\n  mbctl machines shell Man8Registry --command 'ip -6 addr'\n  mbctl machines shell Man8Registry --shell-command 'ls /data | wc -l'"
     )]
     Shell(ShellArgs),
     /// Remove machine NAME (rootfs, declaration, generated files); config and data stay unless --purge.
@@ -275,10 +275,13 @@ pub struct PullArgs {
 pub struct ShellArgs {
     /// Machine name.
     pub name: String,
-    /// Run this command with `/bin/sh -c` instead of a login shell (in a machine without a shell:
-    /// split at white space and run directly).
-    #[arg(long, short = 'c')]
+    /// Run this command instead of a login shell: split at white space and run directly, without
+    /// a shell (as the Python mbctl did); a program name is looked up in the default PATH.
+    #[arg(long, short = 'c', conflicts_with = "shell_command")]
     pub command: Option<String>,
+    /// Run this string with `/bin/sh -c` (quotes, pipes, `$VAR`…) instead of a login shell.
+    #[arg(long, value_name = "STRING")]
+    pub shell_command: Option<String>,
     /// Enter the namespaces of this PID instead of asking machined for the leader (tests).
     #[arg(long, hide = true)]
     pub leader_pid: Option<i32>,
@@ -315,7 +318,7 @@ pub struct LogsArgs {
 pub enum AddressCommand {
     /// Print the Yggdrasil suffix of a machine name (`::1d44:bc13:a177:c4d`), or its full address with --prefix.
     #[command(
-        after_help = "Example:\n  mbctl address getsuffix TestBWContainer3\n  mbctl address getsuffix TestBWContainer3 --prefix 300:2e98:a4b0:1789::/64"
+        after_help = "Example:\n  mbctl address getsuffix TestBWContainer3\n  mbctl address getsuffix TestBWContainer3 --prefix 300:2e98:a4b0:1789::/64\n  mbctl address getsuffix TestBWContainer3 --labelled"
     )]
     Getsuffix(GetsuffixArgs),
 }
@@ -328,6 +331,10 @@ pub struct GetsuffixArgs {
     /// Subnet (`300:…::/64`): print the machine's full address in it.
     #[arg(long, value_name = "PREFIX/LEN")]
     pub prefix: Option<String>,
+    /// Print the Python mbctl's two labelled lines (container name, IPv6 suffix address), which
+    /// its users' scripts parse, instead of the address alone.
+    #[arg(long)]
+    pub labelled: bool,
 }
 
 /// `verify`

@@ -27,6 +27,18 @@ const NAMESPACES: [(&str, CloneFlags); 7] = [
     ("mnt", CloneFlags::CLONE_NEWNS),
 ];
 
+/// What to run in the machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Run<'a> {
+    /// A login shell (`/bin/sh -l`).
+    LoginShell,
+    /// `--command`: split at white space and run directly, as the Python tool's
+    /// `nsenter … $command` did (no shell, no quoting).
+    Words(&'a str),
+    /// `--shell-command`: a string for `/bin/sh -c`.
+    ShellString(&'a str),
+}
+
 /// argv of the shell: a login shell, or `sh -c COMMAND`.
 pub fn shell_argv(command: Option<&str>) -> Vec<String> {
     match command {
@@ -84,7 +96,7 @@ fn threads_of_self() -> usize {
 /// Enter the namespaces and root of `leader`, run the shell (or `command`) as root of the
 /// machine, wait for it and return its exit code (128+signal when killed). `machine` names the
 /// machine in messages. Must be called from a single-threaded process.
-pub fn run_in_machine(machine: &str, leader: i32, command: Option<&str>) -> Result<u8> {
+pub fn run_in_machine(machine: &str, leader: i32, what: Run<'_>) -> Result<u8> {
     let threads = threads_of_self();
     if threads != 1 {
         bail!("internal error: cannot enter a machine from a process with {threads} threads");
@@ -133,18 +145,17 @@ pub fn run_in_machine(machine: &str, leader: i32, command: Option<&str>) -> Resu
     drop(root);
 
     let has_shell = std::path::Path::new(SHELL).exists();
-    let words = match (has_shell, command) {
-        (true, _) => shell_argv(command),
-        // No shell (a distroless image): split the command on white space and run it directly,
-        // as the Python tool's `nsenter -a $command` did.
-        (false, Some(c)) => {
-            direct_argv(c, |p| std::path::Path::new(p).is_file()).with_context(|| {
-                format!("machine {machine} has no {SHELL}, and the command cannot run without one")
-            })?
-        }
-        (false, None) => bail!(
+    let words = match (what, has_shell) {
+        (Run::Words(c), _) => direct_argv(c, |p| std::path::Path::new(p).is_file())?,
+        (Run::LoginShell, true) => shell_argv(None),
+        (Run::ShellString(c), true) => shell_argv(Some(c)),
+        (Run::LoginShell, false) => bail!(
             "machine {machine} has no shell: {SHELL} does not exist in it (a distroless image?); \
              run one of its programs with --command '/path/to/program ARGS'"
+        ),
+        (Run::ShellString(_), false) => bail!(
+            "machine {machine} has no {SHELL}, so --shell-command cannot run; \
+             --command '/path/to/program ARGS' runs a program directly"
         ),
     };
     let argv: Vec<CString> = words

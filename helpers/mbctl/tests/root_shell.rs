@@ -85,7 +85,7 @@ fn busybox_tree(dir: &Path, with_shell: bool) {
     std::fs::write(dir.join("etc/marker"), "inside the machine\n").unwrap();
 }
 
-fn shell(leader: i32, command: Option<&str>) -> Output {
+fn shell(leader: i32, args: &[&str]) -> Output {
     let mut c = Command::new(env!("CARGO_BIN_EXE_mbctl"));
     c.args([
         "machines",
@@ -94,9 +94,7 @@ fn shell(leader: i32, command: Option<&str>) -> Output {
         "--leader-pid",
         &leader.to_string(),
     ]);
-    if let Some(cmd) = command {
-        c.args(["--command", cmd]);
-    }
+    c.args(args);
     c.env("RUST_BACKTRACE", "0")
         .stdin(Stdio::null())
         .output()
@@ -116,9 +114,10 @@ fn root_shell_enters_all_namespaces_and_the_root() {
 
     let o = shell(
         m.leader,
-        Some(
+        &[
+            "--shell-command",
             "busybox hostname; busybox cat /etc/marker; echo pid=$$; busybox id -u; busybox ip -o link | busybox wc -l; echo $PATH",
-        ),
+        ],
     );
     let out = String::from_utf8_lossy(&o.stdout);
     assert_eq!(
@@ -142,7 +141,10 @@ fn root_shell_enters_all_namespaces_and_the_root() {
     // Same namespaces as the leader, checked from outside.
     let o = shell(
         m.leader,
-        Some("for n in net uts ipc user cgroup mnt; do busybox readlink /proc/self/ns/$n; done"),
+        &[
+            "--shell-command",
+            "for n in net uts ipc user cgroup mnt; do busybox readlink /proc/self/ns/$n; done",
+        ],
     );
     let inside = String::from_utf8_lossy(&o.stdout).into_owned();
     assert_eq!(
@@ -160,7 +162,22 @@ fn root_shell_enters_all_namespaces_and_the_root() {
     }
 
     // Exit codes come through.
-    assert_eq!(shell(m.leader, Some("exit 7")).status.code(), Some(7));
+    assert_eq!(
+        shell(m.leader, &["--shell-command", "exit 7"])
+            .status
+            .code(),
+        Some(7)
+    );
+    // --command is split at white space and run without a shell, as the Python tool did: the
+    // quotes reach the program and `$HOME` is not expanded.
+    let o = shell(m.leader, &["--command", "busybox echo 'a  b' $HOME"]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "'a b' $HOME\n");
 }
 
 #[test]
@@ -170,7 +187,7 @@ fn root_shell_machine_without_shell_is_a_clear_error() {
     let root = dir.path().join("root");
     busybox_tree(&root, false);
     let m = Machine::start(&root, "busybox touch /ready; exec busybox sleep 600");
-    let o = shell(m.leader, None);
+    let o = shell(m.leader, &[]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(
@@ -179,7 +196,7 @@ fn root_shell_machine_without_shell_is_a_clear_error() {
     );
     assert!(err.contains("--command '/path/to/program ARGS'"), "{err}");
     // A program of the image runs directly, without a shell (as the Python tool's nsenter did).
-    let o = shell(m.leader, Some("/bin/busybox echo  direct   run"));
+    let o = shell(m.leader, &["--command", "/bin/busybox echo  direct   run"]);
     assert_eq!(
         o.status.code(),
         Some(0),
@@ -187,24 +204,27 @@ fn root_shell_machine_without_shell_is_a_clear_error() {
         String::from_utf8_lossy(&o.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&o.stdout), "direct run\n");
-    let o = shell(m.leader, Some("/bin/busybox false"));
+    let o = shell(m.leader, &["--command", "/bin/busybox false"]);
     assert_eq!(o.status.code(), Some(1));
-    let o = shell(m.leader, Some("nosuchprogram"));
+    let o = shell(m.leader, &["--shell-command", "echo hi"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stderr)
+            .contains("has no /bin/sh, so --shell-command cannot run"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let o = shell(m.leader, &["--command", "nosuchprogram"]);
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        err.contains(
-            "has no /bin/sh, and the command cannot run without one: nosuchprogram is not in PATH"
-        ),
-        "{err}"
-    );
+    assert!(err.contains("nosuchprogram is not in PATH"), "{err}");
 }
 
 #[test]
 fn root_shell_stopped_machine_is_a_clear_error() {
     require_root();
     // A PID that is not running.
-    let o = shell(i32::MAX - 1, Some("true"));
+    let o = shell(i32::MAX - 1, &["--command", "true"]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(err.contains("has machine testmachine stopped?"), "{err}");

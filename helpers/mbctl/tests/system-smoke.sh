@@ -78,10 +78,10 @@ mb machines status web --json; expect_rc 0 status
 [ "$(jq -r .state <<<"$out")" = active ] || fail "status --json state: $out"
 ok "list/status: $(jq -c '{state,sub_state,enabled,addresses}' <<<"$out")"
 
-mb machines shell web --command 'cat /www/index.html; echo pid=$$'; expect_rc 0 shell
+mb machines shell web --shell-command 'cat /www/index.html; echo pid=$$'; expect_rc 0 shell
 assert_contains "$out" "man8s web ok" "shell output"
 ok "shell: $(tr '\n' ' ' <<<"$out")"
-mb machines shell web --command 'exit 3'; expect_rc 3 "shell exit code"
+mb machines shell web --shell-command 'exit 3'; expect_rc 3 "shell exit code"
 ok "shell passes the exit code"
 
 mb machines logs web -n 20; expect_rc 0 logs

@@ -312,3 +312,49 @@ fn colour_only_on_a_terminal() {
         assert_eq!(rest.contains("\x1b[31minvalid\x1b[0m"), painted, "{rest:?}");
     }
 }
+
+#[test]
+fn cache_clear_also_empties_the_python_scratch() {
+    let t = Tree::new();
+    t.write("/var/tmp/man8s/oci/blobs/sha256/aa", "old download");
+    t.write("/var/tmp/keep-me", "not ours");
+    let out = t.stdout(&["cache", "clear"], 0);
+    assert!(
+        out.contains("Removed ") && out.contains("var/tmp/man8s"),
+        "{out}"
+    );
+    assert!(!t.at("/var/tmp/man8s").exists());
+    assert!(t.at("/var/tmp/keep-me").exists());
+    // Nothing there: still fine, and quiet about it.
+    let out = t.stdout(&["cache", "clear"], 0);
+    assert!(!out.contains("scratch"), "{out}");
+}
+
+#[test]
+fn getsuffix_outputs() {
+    let t = Tree::new();
+    assert_eq!(
+        t.stdout(&["address", "getsuffix", "TestBWContainer3"], 0),
+        "::1d44:bc13:a177:c4d\n"
+    );
+    assert_eq!(
+        t.stdout(
+            &[
+                "address",
+                "getsuffix",
+                "TestBWContainer3",
+                "--prefix",
+                "300:2e98:a4b0:1789::/64"
+            ],
+            0
+        ),
+        "300:2e98:a4b0:1789:1d44:bc13:a177:c4d\n"
+    );
+    assert_eq!(
+        t.stdout(
+            &["address", "getsuffix", "TestBWContainer3", "--labelled"],
+            0
+        ),
+        "容器名字: TestBWContainer3\nIPv6 后缀地址: ::1d44:bc13:a177:c4d\n"
+    );
+}

@@ -1,4 +1,4 @@
-//! `mbctl address getsuffix NAME [--prefix P/LEN]`, over `man8s::address`.
+//! `mbctl address getsuffix NAME [--prefix P/LEN] [--labelled]`, over `man8s::address`.
 
 use anyhow::Result;
 use ipnet::Ipv6Net;
@@ -20,9 +20,24 @@ pub fn getsuffix(name: &str, prefix: Option<&str>) -> Result<String> {
     }
 }
 
+/// What the Python mbctl printed for `address getsuffix NAME` (two labelled lines, which old
+/// scripts parse; its labels were Chinese: "container name" and "IPv6 suffix address").
+pub fn labelled(name: &str, suffix: &str) -> String {
+    format!("容器名字: {name}\nIPv6 后缀地址: {suffix}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn labelled_as_the_python_tool() {
+        let suffix = getsuffix("TestBWContainer3", None).unwrap();
+        assert_eq!(
+            labelled("TestBWContainer3", &suffix),
+            "容器名字: TestBWContainer3\nIPv6 后缀地址: ::1d44:bc13:a177:c4d"
+        );
+    }
 
     #[test]
     fn readme_example() {

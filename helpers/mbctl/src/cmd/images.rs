@@ -119,6 +119,20 @@ pub fn clear() -> Result<u8> {
         "Cleared {} (machines keep their rootfs).",
         cache.root().display()
     );
+    // The Python mbctl downloaded and unpacked images here; nothing of man8s uses it.
+    let scratch = paths.python_scratch_dir();
+    match fs::symlink_metadata(&scratch) {
+        Ok(m) if m.is_dir() => {
+            fs::remove_dir_all(&scratch)
+                .with_context(|| format!("cannot remove {}", scratch.display()))?;
+            println!(
+                "Removed {} (the Python mbctl's scratch).",
+                scratch.display()
+            );
+        }
+        Ok(_) => bail!("{} is not a directory; not touching it", scratch.display()),
+        Err(_) => {}
+    }
     Ok(EXIT_OK)
 }
 

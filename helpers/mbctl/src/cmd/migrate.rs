@@ -20,7 +20,7 @@ use crate::cmd::pull::{DECLARATION_DIR, reload_systemd, write_declaration};
 /// The init the Python tool put in every machine.
 pub const PYTHON_INIT: &str = "/sbin/busybox-init.sh";
 /// Suffix the old settings file is renamed with.
-pub const KEPT_SUFFIX: &str = ".python-mbctl";
+pub const KEPT_SUFFIX: &str = man8s::paths::PYTHON_SETTINGS_KEPT_SUFFIX;
 
 /// `(section, key, value, line)` of an nspawn settings file; comments and blank lines skipped.
 fn settings_lines(text: &str) -> Vec<(String, String, String, usize)> {
@@ -197,7 +197,7 @@ pub fn migrate(name: &str) -> Result<u8> {
          now kept as {settings_canonical}{KEPT_SUFFIX}. Rootfs, config, data and man8env.env are unchanged."
     );
     let written = write_declaration(&paths, &machine, &header)?;
-    let kept = settings_path.with_file_name(format!("{name}.nspawn{KEPT_SUFFIX}"));
+    let kept = paths.nspawn_etc_kept(&name);
     if let Err(e) = fs::rename(&settings_path, &kept) {
         let _ = fs::remove_file(&written);
         return Err(e).with_context(|| format!("cannot move {} aside", settings_path.display()));

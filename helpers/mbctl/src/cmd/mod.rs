@@ -27,7 +27,12 @@ pub fn dispatch(command: Command) -> Result<u8> {
             Ok(EXIT_OK)
         }
         Command::Address(AddressCommand::Getsuffix(a)) => {
-            println!("{}", address::getsuffix(&a.name, a.prefix.as_deref())?);
+            let address = address::getsuffix(&a.name, a.prefix.as_deref())?;
+            if a.labelled {
+                println!("{}", address::labelled(&a.name, &address));
+            } else {
+                println!("{address}");
+            }
             Ok(EXIT_OK)
         }
         Command::GenerateDocs(a) => {
@@ -56,7 +61,15 @@ fn machines(command: MachinesCommand) -> Result<u8> {
         MachinesCommand::Enable(a) => lifecycle::enable(&a.name, true, a.now),
         MachinesCommand::Disable(a) => lifecycle::enable(&a.name, false, a.now),
         MachinesCommand::Logs(a) => lifecycle::logs(&a.name, a.follow, a.lines),
-        MachinesCommand::Shell(a) => shell::shell(&a.name, a.command.as_deref(), a.leader_pid),
+        MachinesCommand::Shell(a) => {
+            use crate::nsenter::Run;
+            let what = match (a.command.as_deref(), a.shell_command.as_deref()) {
+                (Some(c), _) => Run::Words(c),
+                (None, Some(s)) => Run::ShellString(s),
+                (None, None) => Run::LoginShell,
+            };
+            shell::shell(&a.name, what, a.leader_pid)
+        }
         MachinesCommand::Remove(a) => remove::remove(&a.name, a.purge, a.force),
         MachinesCommand::List(a) => info::list(a.json),
         MachinesCommand::Status(a) => info::status(&a.name, a.json),

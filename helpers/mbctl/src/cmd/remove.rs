@@ -63,6 +63,11 @@ pub fn plan(paths: &Paths, name: &MachineName, purge: bool) -> Vec<Removal> {
     if exists(&python) && written_by_python_tool(&python) {
         out.push(Removal::File(python));
     }
+    // Kept by `mbctl migrate`; nothing else reads it once the machine is gone.
+    let kept = paths.nspawn_etc_kept(name);
+    if exists(&kept) {
+        out.push(Removal::File(kept));
+    }
     let link = paths.machines_link(name);
     if link
         .symlink_metadata()
@@ -252,7 +257,9 @@ mod tests {
         touch(&paths.env_file(&n));
         touch(&paths.storage_dir(&n).join("db"));
         touch(&paths.nspawn_run(&n));
-        // A user's own settings file stays; the Python tool's goes.
+        touch(&paths.nspawn_etc_kept(&n));
+        // A user's own settings file stays; the Python tool's goes, and so does the one
+        // `mbctl migrate` kept.
         touch(&paths.nspawn_etc(&n));
         fs::create_dir_all(paths.fs("/var/lib/machines")).unwrap();
         std::os::unix::fs::symlink("/var/lib/man8machines/web", paths.machines_link(&n)).unwrap();
@@ -268,6 +275,7 @@ mod tests {
                 "etc/man8s/machines/web.machine",
                 "etc/man8s/machines/web.machine.d",
                 "run/systemd/nspawn/web.nspawn",
+                "etc/systemd/nspawn/web.nspawn.python-mbctl",
                 "var/lib/machines/web",
                 "var/lib/man8machines/web",
                 "var/lib/man8machines/.web.previous"

@@ -1,12 +1,13 @@
-//! `machines shell NAME [--command CMD]`: leader PID from machined, then [`crate::nsenter`].
+//! `machines shell NAME [--command CMD | --shell-command STRING]`: leader PID from machined, then
+//! [`crate::nsenter`].
 
 use anyhow::{Result, bail};
 
 use crate::bus::Bus;
 use crate::cmd::machine_name;
 
-/// Run a shell or `command` in the running machine; returns the shell's exit code.
-pub fn shell(name: &str, command: Option<&str>, leader_pid: Option<i32>) -> Result<u8> {
+/// Run a shell or a command in the running machine; returns its exit code.
+pub fn shell(name: &str, what: crate::nsenter::Run<'_>, leader_pid: Option<i32>) -> Result<u8> {
     let name = machine_name(name)?;
     if !nix::unistd::geteuid().is_root() {
         bail!(
@@ -30,5 +31,5 @@ pub fn shell(name: &str, command: Option<&str>, leader_pid: Option<i32>) -> Resu
             }
         }
     };
-    crate::nsenter::run_in_machine(name.as_str(), leader, command)
+    crate::nsenter::run_in_machine(name.as_str(), leader, what)
 }
