@@ -329,7 +329,7 @@ fn tmp_debris(h: &Host) -> Vec<String> {
         .unwrap()
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.contains(".tmp-"))
+        .filter(|n| n.contains("+tmp-"))
         .collect()
 }
 

@@ -109,7 +109,14 @@ pub fn compose(sources: &Sources<'_>) -> Env {
     {
         env.set(k, v);
     }
-    for (k, v) in sources.image.iter().filter_map(|s| split_assignment(s)) {
+    // An image never sets man8s's own variables (its mesh address, its name): man8s's win even
+    // where man8env.env lacks them (a `YggdrasilAddress=auto` host without a subnet yet).
+    for (k, v) in sources
+        .image
+        .iter()
+        .filter_map(|s| split_assignment(s))
+        .filter(|(k, _)| !k.starts_with(man8s::envfile::RESERVED_PREFIX))
+    {
         env.set(k, v);
     }
     for file in sources.man8env.into_iter().chain(sources.env_files) {
@@ -147,6 +154,29 @@ mod tests {
         list.iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn image_env_never_sets_man8s_variables() {
+        let image = vec![
+            "MAN8S_YGGDRASIL_ADDRESS=300::bad".to_string(),
+            "MAN8S_CONTAINER_NAME=other".into(),
+            "APP=1".into(),
+        ];
+        let sources = Sources {
+            image: &image,
+            ..Default::default()
+        };
+        let env = compose(&sources);
+        assert_eq!(env.vars(), pairs(&[("APP", "1")]));
+        // man8s's own value (from man8env.env or --env) still arrives.
+        let man8env = envfile::parse("MAN8S_CONTAINER_NAME=me\n");
+        let sources = Sources {
+            image: &image,
+            man8env: Some(&man8env),
+            ..Default::default()
+        };
+        assert_eq!(compose(&sources).get("MAN8S_CONTAINER_NAME"), Some("me"));
     }
 
     #[test]

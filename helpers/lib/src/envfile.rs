@@ -12,6 +12,10 @@ pub mod python_mbctl;
 
 use std::fmt;
 
+/// Variables man8s sets itself (`MAN8S_CONTAINER_NAME`, `MAN8S_YGGDRASIL_ADDRESS`, …): an image's
+/// `Env` never sets a name with this prefix; the values man8s computes win.
+pub const RESERVED_PREFIX: &str = "MAN8S_";
+
 /// How a man8env.env is read (`EnvironmentCompat=` of the declaration).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Mode {

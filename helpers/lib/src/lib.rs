@@ -13,6 +13,7 @@ pub mod machine;
 pub mod name;
 pub mod paths;
 pub mod signal;
+pub mod untrusted;
 
 pub use name::MachineName;
 pub use paths::Paths;

@@ -1,6 +1,6 @@
 //! Atomic rootfs install (machine provisioning around it is `man8s-provision`'s).
 //!
-//! A rootfs is built in `.NAME.tmp-XXXXXX` beside its target, checked layer by layer (diff_ids),
+//! A rootfs is built in `.NAME+tmp-XXXXXX` beside its target, checked layer by layer (diff_ids),
 //! given `/.man8s/image.json` + `/.man8s/source.json`, its `/run` and `/tmp` moved to
 //! `/run.man8sprotected` and `/tmp.man8sprotected`, and only then renamed into place (with
 //! `renameat2(RENAME_EXCHANGE)` over an existing one, whose old tree is then removed or kept as
@@ -195,12 +195,17 @@ pub fn finish_tree(root: &Path, image: &ResolvedImage, protect_run_tmp: bool) ->
     Ok(())
 }
 
-/// Temp dirs of `target` look like `.NAME.tmp-XXXXXX` in its parent.
+/// Separates a target's name from the suffix of its temp dirs. No machine name (and no name
+/// `mbctl oci download` is given, which is the user's own dir) can contain it, so stale-temp
+/// cleanup of machine `a` can never match anything of machine `a.tmp-x`.
+pub const TEMP_SEPARATOR: char = '+';
+
+/// Temp dirs of `target` look like `.NAME+tmp-XXXXXX` in its parent.
 fn tmp_prefix(target: &Path) -> Result<String> {
     let name = target.file_name().and_then(OsStr::to_str).ok_or_else(|| {
         Error::Other(format!("{}: not a usable install target", target.display()))
     })?;
-    Ok(format!(".{name}.tmp-"))
+    Ok(format!(".{name}{TEMP_SEPARATOR}tmp-"))
 }
 
 /// Remove temp dirs left by an interrupted install of `target`.
@@ -428,12 +433,17 @@ mod tests {
     fn stale_cleanup_touches_only_this_machines_temp_dirs() {
         let d = tempfile::tempdir().unwrap();
         for n in [
-            ".web.tmp-abc",
-            ".web.tmp-",
-            ".web2.tmp-abc",
+            ".web+tmp-abc",
+            ".web+tmp-",
+            ".web2+tmp-abc",
             ".webtmp-x",
             "web",
             ".web.previous",
+            // Everything of machine `web.tmp-x` (a valid name): never matched by `web`'s prefix.
+            "web.tmp-x",
+            ".web.tmp-x.previous",
+            ".web.tmp-x+tmp-abc",
+            ".web.tmp-x.lock",
         ] {
             fs::create_dir_all(d.path().join(n).join("etc")).unwrap();
         }
@@ -445,8 +455,18 @@ mod tests {
         left.sort();
         assert_eq!(
             left,
-            vec![".web.previous", ".web2.tmp-abc", ".webtmp-x", "web"]
+            vec![
+                ".web.previous",
+                ".web.tmp-x+tmp-abc",
+                ".web.tmp-x.lock",
+                ".web.tmp-x.previous",
+                ".web2+tmp-abc",
+                ".webtmp-x",
+                "web",
+                "web.tmp-x"
+            ]
         );
+        assert!(man8s::MachineName::new(&format!("a{TEMP_SEPARATOR}b")).is_err());
     }
 
     #[test]

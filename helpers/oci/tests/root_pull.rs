@@ -125,7 +125,7 @@ fn debris(parent: &Path) -> Vec<String> {
         .map(|rd| {
             rd.flatten()
                 .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.contains(".tmp-"))
+                .filter(|n| n.contains("+tmp-"))
                 .collect()
         })
         .unwrap_or_default()
@@ -690,7 +690,7 @@ fn root_replace_keeps_previous_on_request_and_cleans_stale_tmp() {
     let root = env.install("rep", &v1).unwrap();
     let parent = root.parent().unwrap().to_owned();
     // Debris of an interrupted run.
-    std::fs::create_dir_all(parent.join(".rep.tmp-AbCdEf/etc")).unwrap();
+    std::fs::create_dir_all(parent.join(".rep+tmp-AbCdEf/etc")).unwrap();
     let opts = InstallOptions {
         protect_run_tmp: true,
         keep_previous: true,

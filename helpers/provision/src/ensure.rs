@@ -148,13 +148,13 @@ pub async fn ensure_machine(
     link_for_machinectl(paths, &machine.name)?;
     match outcome {
         Some((resolved, outcome)) => {
-            prepare_machine(paths, machine, &resolved)?;
+            prepare_machine(paths, machine, &resolved, opts.progress)?;
             Ok(outcome)
         }
         None => {
             // Rootfs present: still make sure config dir and env file exist (image config from the rootfs).
             if let Some(resolved) = resolved_from_rootfs(&rootfs, &image, installed) {
-                prepare_machine(paths, machine, &resolved)?;
+                prepare_machine(paths, machine, &resolved, opts.progress)?;
             }
             Ok(Outcome::UpToDate)
         }
@@ -204,9 +204,14 @@ fn resolved_from_rootfs(
 }
 
 /// Config dir, man8env.env and volumes of `machine`, for the image `image` that is installed.
-pub fn prepare_machine(paths: &Paths, machine: &Machine, image: &ResolvedImage) -> Result<()> {
-    crate::env::ensure_env_file(paths, machine, &image.config)?;
-    crate::volumes::ensure_volumes(paths, machine)
+pub fn prepare_machine(
+    paths: &Paths,
+    machine: &Machine,
+    image: &ResolvedImage,
+    progress: &dyn Progress,
+) -> Result<()> {
+    crate::env::ensure_env_file(paths, machine, &image.config, progress)?;
+    crate::volumes::ensure_volumes(paths, machine, &paths.rootfs(&machine.name))
 }
 
 /// Pull `image` into the cache (every blob) per `policy`, for this host's platform.

@@ -2,11 +2,12 @@
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 
 use man8s::Paths;
 use man8s::machine::{Machine, YggdrasilAddress};
 use man8s_oci::manifest::ImageConfig;
+use man8s_oci::progress::{Event, Progress};
 
 use crate::{Error, IoContext, Result};
 
@@ -50,7 +51,25 @@ pub fn shell_quote(word: &str) -> String {
     }
 }
 
-/// The man8env.env a new machine starts with (pure).
+/// Names an image's `Env` may not set: man8s's own (`MAN8S_*`), whose values man8s computes
+/// (an image must not choose its mesh address, or another machine's name).
+pub fn is_reserved(key: &str) -> bool {
+    key.starts_with(man8s::envfile::RESERVED_PREFIX)
+}
+
+/// The reserved names an image config's `Env` tries to set (pure), in image order.
+pub fn reserved_in_image(config: &ImageConfig) -> Vec<String> {
+    let rc = config.config.clone().unwrap_or_default();
+    rc.env
+        .iter()
+        .filter_map(|kv| kv.split_once('=').map(|(k, _)| k))
+        .filter(|k| is_reserved(k))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The man8env.env a new machine starts with (pure). Image variables named `MAN8S_*` are left
+/// out ([`reserved_in_image`] names them for a warning).
 pub fn initial_env(
     machine: &Machine,
     config: &ImageConfig,
@@ -83,7 +102,7 @@ pub fn initial_env(
         let Some((k, v)) = kv.split_once('=') else {
             continue;
         };
-        if ENV_EXCLUDED.contains(&k) || k.is_empty() || v.contains(['\n', '\r']) {
+        if ENV_EXCLUDED.contains(&k) || is_reserved(k) || k.is_empty() || v.contains(['\n', '\r']) {
             continue;
         }
         vars.push((k.into(), v.into()));
@@ -93,15 +112,31 @@ pub fn initial_env(
 
 /// Create the machine's config dir and man8env.env when missing (never overwriting a user's
 /// file), and add a missing `MAN8S_YGGDRASIL_ADDRESS` when `YggdrasilAddress=auto` and the subnet is
-/// known.
-pub fn ensure_env_file(paths: &Paths, machine: &Machine, config: &ImageConfig) -> Result<()> {
+/// known. The file is the machine's (bound read-write): it is read bounded and never followed.
+pub fn ensure_env_file(
+    paths: &Paths,
+    machine: &Machine,
+    config: &ImageConfig,
+    progress: &dyn Progress,
+) -> Result<()> {
     let name = &machine.name;
     let config_dir = paths.config_dir(name);
-    fs::create_dir_all(&config_dir).at(&config_dir)?;
+    crate::private::private_dir(&paths.fs(man8s::paths::CONFIG_DIR))?;
+    crate::private::private_dir(&config_dir)?;
     let env_path = paths.env_file(name);
     let subnet = yggdrasil_subnet(paths);
     match fs::symlink_metadata(&env_path) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let reserved = reserved_in_image(config);
+            if !reserved.is_empty() {
+                progress.event(Event::UpToDate {
+                    reason: &format!(
+                        "warning: {}: image Env sets {}; ignored (man8s sets MAN8S_* itself)",
+                        machine.name,
+                        reserved.join(", ")
+                    ),
+                });
+            }
             let text = initial_env(machine, config, subnet)
                 .map_err(|e| Error::Other(format!("{}: {e}", env_path.display())))?;
             let mut tmp = tempfile::NamedTempFile::new_in(&config_dir).at(&config_dir)?;
@@ -117,13 +152,18 @@ pub fn ensure_env_file(paths: &Paths, machine: &Machine, config: &ImageConfig) -
                 .then(|| yggdrasil_address(machine, subnet))
                 .flatten()
             {
-                let text = fs::read_to_string(&env_path).at(&env_path)?;
+                let text = man8s::untrusted::read_regular_string(
+                    &env_path,
+                    man8s::untrusted::SMALL_FILE_LIMIT,
+                )
+                .at(&env_path)?;
                 if man8s::envfile::parse(&text)
                     .get("MAN8S_YGGDRASIL_ADDRESS")
                     .is_none()
                 {
                     let mut f = OpenOptions::new()
                         .append(true)
+                        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
                         .open(&env_path)
                         .at(&env_path)?;
                     let sep = if text.is_empty() || text.ends_with('\n') {
@@ -176,5 +216,22 @@ mod tests {
         );
         let text = initial_env(&m, &cfg, None).unwrap();
         assert!(!text.contains("YGGDRASIL"));
+        let hostile: ImageConfig = serde_json::from_str(
+            r#"{"architecture":"amd64","config":{"Env":["MAN8S_YGGDRASIL_ADDRESS=300::1","MAN8S_CONTAINER_NAME=other","B=1"]},"rootfs":{"diff_ids":[]}}"#,
+        )
+        .unwrap();
+        let text = initial_env(&m, &hostile, Some(subnet)).unwrap();
+        assert!(text.contains("MAN8S_YGGDRASIL_ADDRESS=300:2e98:a4b0:1789:1d44:bc13:a177:c4d\n"));
+        assert!(
+            text.contains("MAN8S_CONTAINER_NAME=TestBWContainer3\n") && text.ends_with("B=1\n")
+        );
+        assert!(
+            !text.contains("300::1") && !text.contains("=other"),
+            "{text}"
+        );
+        assert_eq!(
+            reserved_in_image(&hostile),
+            ["MAN8S_YGGDRASIL_ADDRESS", "MAN8S_CONTAINER_NAME"]
+        );
     }
 }

@@ -10,6 +10,7 @@
 pub mod ensure;
 pub mod env;
 pub mod link;
+pub mod private;
 pub mod volumes;
 
 pub use ensure::{EnsureOptions, Outcome, ensure_machine, fetch_image, prepare_machine};

@@ -24,7 +24,10 @@ pub fn link_for_machinectl(paths: &Paths, name: &MachineName) -> Result<()> {
     }
     let dir = link.parent().expect("link has a parent");
     fs::create_dir_all(dir).at(dir)?;
-    let tmp = dir.join(format!(".{name}.link-tmp"));
+    let tmp = dir.join(format!(
+        ".{name}{}link-tmp",
+        man8s_oci::install::TEMP_SEPARATOR
+    ));
     let _ = fs::remove_file(&tmp);
     std::os::unix::fs::symlink(&target, &tmp).at(&tmp)?;
     fs::rename(&tmp, &link).at(&link)

@@ -1,163 +1,374 @@
-//! Volumes: the host directories bound into a machine, created and seeded from the image on first creation.
+//! Volumes: the host directories bound into a machine, created and seeded from the image on
+//! first creation, and checked on every start.
+//!
+//! Everything here is done on directory handles, never on host path strings built from image
+//! content:
+//!
+//! - the image side (what seeds a volume) is resolved inside the rootfs with `RESOLVE_IN_ROOT`,
+//!   as a container runtime would: the image's own symlinks are followed, but only inside it;
+//! - the host side (`config`/`data` volumes under the machine's config or storage dir) is walked
+//!   one component at a time with `RESOLVE_NO_SYMLINKS | RESOLVE_BENEATH`: those trees belong to
+//!   the host, so a symlink in them can only have been planted (copied from the image into an
+//!   outer volume, or made by the machine's root through its bind) and is refused, never followed;
+//! - the seed is copied from handle to handle (`openat`/`mkdirat`/`symlinkat` with no-follow
+//!   flags), into a temp name that is renamed into place only when complete.
+//!
+//! A bind source (the last component) must be a real directory; anything else is refused with one
+//! line, because nspawn would follow a symlink there on the host and bind whatever it names.
 
-use std::ffi::OsStr;
-use std::fs::{self, File, OpenOptions};
-use std::io;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::{Component, Path, PathBuf};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
 
 use man8s::Paths;
-use man8s::machine::Machine;
+use man8s::machine::{Machine, Volume, VolumeSource};
+use man8s_oci::unpack::rootdir::{
+    RootDir, is_type, list_dir, lstat_at, open_subdir, remove_all, subdir_no_symlinks,
+};
+use man8s_oci::unpack::{RelPath, parse_entry_path};
+use nix::errno::Errno;
+use nix::fcntl::{AtFlags, OFlag, RenameFlags, openat, readlinkat, renameat2};
+use nix::sys::stat::{FchmodatFlags, Mode, SFlag, fchmod, fchmodat, mkdirat};
+use nix::unistd::{Gid, Uid, fchown, fchownat, symlinkat};
 
-use man8s_oci::install::remove_any;
+use crate::private::private_dir;
+use crate::{Error, Result};
 
-use crate::{IoContext, Result};
+/// Temp name of a seed being copied, in the volume's parent (`+` is no machine-name character, and
+/// no volume is called this: [`ensure_volumes`] refuses volume names starting with it).
+const SEED_TMP: &[u8] = b".man8s+seed-tmp";
+/// Deepest directory nesting copied into a volume.
+const MAX_SEED_DEPTH: usize = 256;
 
-/// Create and seed (from the installed rootfs) every volume of `machine` that does not exist yet.
-pub fn ensure_volumes(paths: &Paths, machine: &Machine) -> Result<()> {
+/// Create and seed (from the installed rootfs at `rootfs`) every volume of `machine` that does
+/// not exist yet, and check that every `config`/`data` bind source is a real directory reached
+/// without a symlink. Outer volumes are handled before the volumes nested in them.
+pub fn ensure_volumes(paths: &Paths, machine: &Machine, rootfs: &Path) -> Result<()> {
+    let image = RootDir::open(rootfs).ok();
+    let mut volumes: Vec<&Volume> = machine.volumes.iter().collect();
+    volumes.sort_by_key(|v| {
+        v.container_path
+            .split('/')
+            .filter(|c| !c.is_empty())
+            .count()
+    });
+    for v in volumes {
+        ensure_volume(paths, machine, image.as_ref(), v)?;
+    }
+    Ok(())
+}
+
+fn ensure_volume(
+    paths: &Paths,
+    machine: &Machine,
+    image: Option<&RootDir>,
+    v: &Volume,
+) -> Result<()> {
     let name = &machine.name;
-    let rootfs = paths.rootfs(name);
-    for v in &machine.volumes {
-        // Host paths are canonical too: MAN8S_ROOT relocates them like everything else.
-        let host = paths.fs(v.host_path(name));
-        if fs::symlink_metadata(&host).is_ok() {
-            continue; // not a first creation: the user's data stays as it is
-        }
-        let parent = host.parent().expect("volume path has a parent");
-        fs::create_dir_all(parent).at(parent)?;
-        match resolve_in_root(&rootfs, &v.container_path) {
-            Some(src) if fs::symlink_metadata(&src).is_ok_and(|m| m.is_dir()) => {
-                // Copy into a temp name first: an interrupted copy is not mistaken for a seeded volume.
-                let tmp = parent.join(format!(
-                    ".{}.seed-tmp",
-                    host.file_name().and_then(OsStr::to_str).unwrap_or("volume")
-                ));
-                remove_any(&tmp)?;
-                copy_tree(&src, &tmp)?;
-                fs::rename(&tmp, &host).at(&host)?;
+    let what = |why: String| Error::Other(format!("volume {}: {why}", v.container_path));
+    let rel = parse_entry_path(v.container_path.trim_start_matches('/').as_bytes())
+        .map_err(|e| what(format!("bad container path: {e}")))?;
+    let (base, base_canonical, rel) = match &v.source {
+        VolumeSource::Config => (
+            paths.config_dir(name),
+            Paths::config_dir_canonical(name),
+            rel,
+        ),
+        VolumeSource::Data => (
+            paths.storage_dir(name),
+            Paths::storage_dir_canonical(name),
+            rel,
+        ),
+        VolumeSource::Host(p) => {
+            // A path the administrator chose: trusted as it is, like any Bind= they write. Only
+            // the seed (image content) is written through handles.
+            let host = paths.fs(p);
+            if host.symlink_metadata().is_ok() {
+                return Ok(());
             }
-            _ => {
-                fs::create_dir(&host).at(&host)?;
-                fs::set_permissions(&host, fs::Permissions::from_mode(0o755)).at(&host)?;
+            let (Some(parent), Some(last)) = (host.parent(), host.file_name()) else {
+                return Err(what(format!("{} cannot be a volume", p.display())));
+            };
+            std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+            let parent_fd = RootDir::open(parent).map_err(|e| Error::io(parent, e))?;
+            use std::os::unix::ffi::OsStrExt;
+            return seed(image, &rel, parent_fd.fd(), last.as_bytes())
+                .map_err(|e| what(format!("cannot create {}: {e}", p.display())));
+        }
+    };
+    let top = match &v.source {
+        VolumeSource::Config => paths.fs(man8s::paths::CONFIG_DIR),
+        _ => paths.fs(man8s::paths::STORAGE_DIR),
+    };
+    private_dir(&top)?;
+    private_dir(&base)?;
+    let Some((parent_rel, last)) = rel.split_last() else {
+        return Err(what("the root cannot be a volume".into()));
+    };
+    if last.starts_with(SEED_TMP) {
+        return Err(what("reserved name".into()));
+    }
+    let shown = |r: &RelPath| -> PathBuf {
+        base_canonical.join(String::from_utf8_lossy(&r.to_bytes()).as_ref())
+    };
+    let root = RootDir::open(&base).map_err(|e| Error::io(&base, e))?;
+    let mut dir: OwnedFd = root.fd().try_clone().map_err(|e| Error::io(&base, e))?;
+    let mut walked = RelPath::default();
+    for component in parent_rel.components() {
+        walked = walked.join(component);
+        dir = match subdir_no_symlinks(&dir, component.as_slice()) {
+            Ok(fd) => fd,
+            Err(Errno::ENOENT) => {
+                mkdir_0755(&dir, component).map_err(|e| {
+                    what(format!("cannot create {}: {e}", shown(&walked).display()))
+                })?;
+                subdir_no_symlinks(&dir, component.as_slice())
+                    .map_err(|e| what(format!("{}: {e}", shown(&walked).display())))?
+            }
+            Err(Errno::ELOOP) => {
+                return Err(what(format!(
+                    "{} is a symlink (put there by the image or the machine); \
+                     man8s never writes through a symlink on the host",
+                    shown(&walked).display()
+                )));
+            }
+            Err(Errno::ENOTDIR) => {
+                return Err(what(format!(
+                    "{} is not a directory",
+                    shown(&walked).display()
+                )));
+            }
+            Err(e) => return Err(what(format!("{}: {e}", shown(&walked).display()))),
+        };
+    }
+    match lstat_at(&dir, last).map_err(|e| what(format!("{}: {e}", shown(&rel).display())))? {
+        Some(st) if is_type(&st, SFlag::S_IFDIR) => Ok(()),
+        Some(st) => Err(what(format!(
+            "bind source {} is {}, not a directory man8s created; refusing to bind it \
+             (remove it if you did not put it there)",
+            shown(&rel).display(),
+            describe_mode(st.st_mode)
+        ))),
+        None => seed(image, &rel, &dir, last)
+            .map_err(|e| what(format!("cannot create {}: {e}", shown(&rel).display()))),
+    }
+}
+
+/// Create volume `last` in `parent`: a copy of the image's directory at `rel` when it has one,
+/// else an empty directory (0755).
+fn seed(
+    image: Option<&RootDir>,
+    rel: &RelPath,
+    parent: &impl AsFd,
+    last: &[u8],
+) -> std::io::Result<()> {
+    let source = match image {
+        Some(image) if !rel.is_root() => image.existing_dir(rel)?,
+        _ => None,
+    };
+    let Some(source) = source else {
+        return mkdir_0755(parent, last);
+    };
+    let source = openat(
+        &source,
+        ".",
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?;
+    // An interrupted copy stays under the temp name and is never mistaken for a seeded volume.
+    remove_all(parent, SEED_TMP, false)?;
+    mkdirat(parent, SEED_TMP, Mode::from_bits_truncate(0o700))?;
+    let tmp = open_subdir(parent, SEED_TMP)?;
+    copy_dir(&source, &tmp, 0)?;
+    copy_owner_and_mode(&source, &tmp)?;
+    renameat2(
+        parent,
+        SEED_TMP,
+        parent,
+        last,
+        RenameFlags::RENAME_NOREPLACE,
+    )?;
+    Ok(())
+}
+
+fn mkdir_0755(parent: &impl AsFd, name: &[u8]) -> std::io::Result<()> {
+    mkdirat(parent, name, Mode::from_bits_truncate(0o755))?;
+    // Whatever the umask: the machine's processes must be able to enter it.
+    fchmodat(
+        parent,
+        name,
+        Mode::from_bits_truncate(0o755),
+        FchmodatFlags::NoFollowSymlink,
+    )
+    .or_else(|e| match e {
+        // Older kernels cannot chmod without following; it is the directory just made.
+        Errno::EOPNOTSUPP => fchmodat(
+            parent,
+            name,
+            Mode::from_bits_truncate(0o755),
+            FchmodatFlags::FollowSymlink,
+        ),
+        e => Err(e),
+    })?;
+    Ok(())
+}
+
+/// Owner (when root) and mode (setuid/setgid kept: the parents are private) of `from` onto `to`.
+fn copy_owner_and_mode(from: &impl AsFd, to: &impl AsFd) -> std::io::Result<()> {
+    let st = nix::sys::stat::fstat(from)?;
+    if nix::unistd::geteuid().is_root() {
+        fchown(
+            to,
+            Some(Uid::from_raw(st.st_uid)),
+            Some(Gid::from_raw(st.st_gid)),
+        )?;
+    }
+    // After chown, which clears setuid/setgid.
+    fchmod(to, Mode::from_bits_truncate(st.st_mode & 0o7777))?;
+    Ok(())
+}
+
+/// Copy the entries of directory `from` into the empty directory `to`, never following a
+/// symlink: symlinks are copied as symlinks, device nodes, FIFOs and sockets are skipped
+/// (volumes hold data).
+fn copy_dir(from: &OwnedFd, to: &OwnedFd, depth: usize) -> std::io::Result<()> {
+    if depth > MAX_SEED_DEPTH {
+        return Err(std::io::Error::other(format!(
+            "nested deeper than {MAX_SEED_DEPTH} directories"
+        )));
+    }
+    for name in list_dir(from)? {
+        let Some(st) = lstat_at(from, &name)? else {
+            continue;
+        };
+        if is_type(&st, SFlag::S_IFDIR) {
+            mkdirat(to, name.as_slice(), Mode::from_bits_truncate(0o700))?;
+            let src = open_subdir(from, &name)?;
+            let dst = open_subdir(to, &name)?;
+            copy_dir(&src, &dst, depth + 1)?;
+            copy_owner_and_mode(&src, &dst)?;
+        } else if is_type(&st, SFlag::S_IFREG) {
+            let src = openat(
+                from,
+                name.as_slice(),
+                OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )?;
+            let dst = openat(
+                to,
+                name.as_slice(),
+                OFlag::O_WRONLY
+                    | OFlag::O_CREAT
+                    | OFlag::O_EXCL
+                    | OFlag::O_NOFOLLOW
+                    | OFlag::O_CLOEXEC,
+                Mode::from_bits_truncate(0o600),
+            )?;
+            let (mut src, mut dst) = (std::fs::File::from(src), std::fs::File::from(dst));
+            std::io::copy(&mut src, &mut dst)?;
+            copy_owner_and_mode(&src, &dst)?;
+        } else if is_type(&st, SFlag::S_IFLNK) {
+            let target = readlinkat(from, name.as_slice())?;
+            symlinkat(target.as_os_str(), to, name.as_slice())?;
+            if nix::unistd::geteuid().is_root() {
+                fchownat(
+                    to,
+                    name.as_slice(),
+                    Some(Uid::from_raw(st.st_uid)),
+                    Some(Gid::from_raw(st.st_gid)),
+                    AtFlags::AT_SYMLINK_NOFOLLOW,
+                )?;
             }
         }
     }
     Ok(())
 }
 
-/// Resolve `path` inside `root` as if `root` were `/`: symlinks (absolute or relative) are
-/// followed within the tree, `..` stops at the root. Returns a host path with no symlink in
-/// its components below `root`, or `None` if it does not exist or loops.
-pub fn resolve_in_root(root: &Path, path: &str) -> Option<PathBuf> {
-    let mut todo: Vec<String> = path
-        .split('/')
-        .filter(|c| !c.is_empty())
-        .rev()
-        .map(str::to_owned)
-        .collect();
-    let mut cur: Vec<String> = Vec::new();
-    let mut links = 0;
-    while let Some(comp) = todo.pop() {
-        match comp.as_str() {
-            "." => continue,
-            ".." => {
-                cur.pop();
-                continue;
-            }
-            _ => {}
-        }
-        let candidate: PathBuf = cur
-            .iter()
-            .chain(std::iter::once(&comp))
-            .fold(root.to_path_buf(), |p, c| p.join(c));
-        let meta = fs::symlink_metadata(&candidate).ok()?;
-        if meta.file_type().is_symlink() {
-            links += 1;
-            if links > 40 {
-                return None;
-            }
-            let target = fs::read_link(&candidate).ok()?;
-            if target.is_absolute() {
-                cur.clear();
-            }
-            let parts: Vec<String> = target
-                .components()
-                .filter_map(|c| match c {
-                    Component::Normal(s) => Some(s.to_string_lossy().into_owned()),
-                    Component::ParentDir => Some("..".into()),
-                    _ => None,
-                })
-                .collect();
-            todo.extend(parts.into_iter().rev());
-        } else {
-            cur.push(comp);
-        }
+/// "a symlink", "a regular file", … from an `st_mode`.
+fn describe_mode(mode: u32) -> &'static str {
+    match SFlag::from_bits_truncate(mode & SFlag::S_IFMT.bits()) {
+        SFlag::S_IFLNK => "a symlink",
+        SFlag::S_IFREG => "a regular file",
+        SFlag::S_IFIFO => "a FIFO",
+        SFlag::S_IFSOCK => "a socket",
+        SFlag::S_IFBLK => "a block device",
+        SFlag::S_IFCHR => "a character device",
+        _ => "not a directory",
     }
-    Some(cur.iter().fold(root.to_path_buf(), |p, c| p.join(c)))
-}
-
-/// Copy a tree keeping modes, owners and symlinks (never following them). Device nodes,
-/// fifos and sockets are skipped: volumes hold data.
-pub fn copy_tree(src: &Path, dst: &Path) -> Result<()> {
-    use std::os::unix::fs::MetadataExt;
-    let meta = fs::symlink_metadata(src).at(src)?;
-    let ft = meta.file_type();
-    if ft.is_symlink() {
-        let t = fs::read_link(src).at(src)?;
-        std::os::unix::fs::symlink(&t, dst).at(dst)?;
-    } else if ft.is_dir() {
-        fs::create_dir(dst).at(dst)?;
-        for e in fs::read_dir(src).at(src)? {
-            let e = e.at(src)?;
-            copy_tree(&e.path(), &dst.join(e.file_name()))?;
-        }
-        fs::set_permissions(dst, fs::Permissions::from_mode(meta.mode() & 0o7777)).at(dst)?;
-    } else if ft.is_file() {
-        let mut from = File::open(src).at(src)?;
-        let mut to = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(dst)
-            .at(dst)?;
-        io::copy(&mut from, &mut to).at(dst)?;
-    } else {
-        return Ok(());
-    }
-    if nix::unistd::geteuid().is_root() || !ft.is_symlink() {
-        let _ = nix::unistd::fchownat(
-            nix::fcntl::AT_FDCWD,
-            dst,
-            Some(nix::unistd::Uid::from_raw(meta.uid())),
-            Some(nix::unistd::Gid::from_raw(meta.gid())),
-            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
-        );
-    }
-    if ft.is_file() {
-        // After chown, which clears setuid/setgid.
-        fs::set_permissions(dst, fs::Permissions::from_mode(meta.mode() & 0o7777)).at(dst)?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use man8s::MachineName;
+    use man8s::machine::SourceFiles;
+    use std::fs;
+    use std::os::unix::fs::symlink;
+
+    fn machine(vols: &[&str]) -> Machine {
+        let mut m = Machine::new(
+            MachineName::new("m").unwrap(),
+            SourceFiles {
+                main: "/etc/man8s/machines/m.machine".into(),
+                dropins: vec![],
+            },
+            "x".into(),
+        );
+        for v in vols {
+            m.volumes.push(Volume {
+                container_path: (*v).into(),
+                source: VolumeSource::Data,
+                read_only: false,
+            });
+        }
+        m
+    }
 
     #[test]
-    fn resolves_inside_root() {
+    fn seeds_from_the_image_inside_its_root() {
         let d = tempfile::tempdir().unwrap();
-        let r = d.path();
-        fs::create_dir_all(r.join("run/x")).unwrap();
-        fs::create_dir_all(r.join("var")).unwrap();
-        std::os::unix::fs::symlink("/run", r.join("var/run")).unwrap();
-        std::os::unix::fs::symlink("../../../../etc", r.join("var/esc")).unwrap();
-        assert_eq!(resolve_in_root(r, "/var/run/x"), Some(r.join("run/x")));
-        // `..` cannot climb out of the root: lands on /etc inside it, which does not exist.
-        assert_eq!(resolve_in_root(r, "/var/esc"), None);
-        fs::create_dir(r.join("etc")).unwrap();
-        assert_eq!(resolve_in_root(r, "/var/esc"), Some(r.join("etc")));
-        std::os::unix::fs::symlink("loop", r.join("loop")).unwrap();
-        assert_eq!(resolve_in_root(r, "/loop"), None);
+        let paths = Paths::new(d.path().join("host"));
+        let rootfs = d.path().join("rootfs");
+        fs::create_dir_all(rootfs.join("data/sub")).unwrap();
+        fs::write(rootfs.join("data/sub/f"), b"seed").unwrap();
+        symlink("/etc/passwd", rootfs.join("data/l")).unwrap();
+        // The image's /srv is a symlink to its /data: resolved inside the image.
+        symlink("/data", rootfs.join("srv")).unwrap();
+        ensure_volumes(&paths, &machine(&["/data", "/srv", "/empty"]), &rootfs).unwrap();
+        let store = paths.storage_dir(&MachineName::new("m").unwrap());
+        assert_eq!(fs::read(store.join("data/sub/f")).unwrap(), b"seed");
+        assert_eq!(fs::read(store.join("srv/sub/f")).unwrap(), b"seed");
+        assert_eq!(
+            fs::read_link(store.join("data/l")).unwrap(),
+            Path::new("/etc/passwd")
+        );
+        assert!(store.join("empty").is_dir());
+        use std::os::unix::fs::PermissionsExt;
+        for private in [store.clone(), store.parent().unwrap().to_owned()] {
+            let mode = fs::metadata(&private).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o700, "{}", private.display());
+        }
+    }
+
+    #[test]
+    fn nested_volumes_never_go_through_a_seeded_symlink() {
+        let d = tempfile::tempdir().unwrap();
+        let paths = Paths::new(d.path().join("host"));
+        let outside = d.path().join("outside");
+        fs::create_dir(&outside).unwrap();
+        let rootfs = d.path().join("rootfs");
+        fs::create_dir_all(rootfs.join("a")).unwrap();
+        symlink(&outside, rootfs.join("a/link")).unwrap();
+        symlink("../../../../../../../../", rootfs.join("a/up")).unwrap();
+        for (vols, why) in [
+            (&["/a", "/a/link/x"][..], "is a symlink"),
+            (&["/a/up/x", "/a"][..], "is a symlink"),
+            (&["/a", "/a/link"][..], "bind source"),
+        ] {
+            let err = ensure_volumes(&paths, &machine(vols), &rootfs)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(why) && !err.contains('\n'), "{vols:?}: {err}");
+            assert_eq!(fs::read_dir(&outside).unwrap().count(), 0, "{vols:?}");
+        }
     }
 }

@@ -512,7 +512,7 @@ pub fn update(name: &str, force: bool) -> Result<u8> {
     };
     let previous = install::install_tree(&rootfs, &resolved, &cache, &opts, progress.as_ref())?;
     man8s_provision::link::link_for_machinectl(&paths, &name)?;
-    man8s_provision::prepare_machine(&paths, &machine, &resolved)?;
+    man8s_provision::prepare_machine(&paths, &machine, &resolved, progress.as_ref())?;
     let old = before
         .map(|s| s.manifest_digest)
         .unwrap_or_else(|| "an unrecorded image".into());

@@ -37,6 +37,16 @@ impl RootDir {
         Ok(RootDir { fd })
     }
 
+    /// Wraps an open directory (of any `open` flags) as a root.
+    pub fn from_fd(fd: OwnedFd) -> RootDir {
+        RootDir { fd }
+    }
+
+    /// The root's descriptor.
+    pub fn fd(&self) -> &OwnedFd {
+        &self.fd
+    }
+
     /// Opens `components` (which may include `..` from a symlink target) as an `O_PATH` directory, resolved
     /// inside the root.
     fn resolve_dir(&self, components: &[Vec<u8>]) -> nix::Result<OwnedFd> {
@@ -150,6 +160,15 @@ impl RootDir {
         }
         Ok(None)
     }
+}
+
+/// Opens directory `name` in `dir` as `O_PATH`, refusing a symlink anywhere (`RESOLVE_NO_SYMLINKS`, `ELOOP`)
+/// and staying beneath `dir` (`RESOLVE_BENEATH`): for trees the host owns, where a symlink can only be a plant.
+pub fn subdir_no_symlinks(dir: impl AsFd, name: &[u8]) -> nix::Result<OwnedFd> {
+    let how = OpenHow::new()
+        .flags(OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_NO_SYMLINKS | ResolveFlag::RESOLVE_BENEATH);
+    openat2(dir, name, how)
 }
 
 /// True when `st` is of file type `kind`.
