@@ -381,6 +381,20 @@ pub fn copy_tree(src: &Path, dst_parent: &Path, name: &str) -> Result<CopyStats>
     Ok(stats)
 }
 
+/// [`copy_tree`] between open directories: the content of `src` (hostile) into the empty
+/// directory `dst` (ours), then `src`'s owner, mode and times onto `dst`. `shown` names `src` in
+/// errors. Used to seed a volume from an image's directory, resolved inside its rootfs.
+pub fn copy_contents(src: &OwnedFd, dst: &OwnedFd, shown: &Path) -> Result<CopyStats> {
+    let st = fstat(src).at(shown)?;
+    let mut stats = CopyStats::default();
+    let mut at = Where {
+        src: shown.to_owned(),
+    };
+    copy_dir(src, dst, &mut at, &mut stats)?;
+    set_meta(dst, &st).at(shown)?;
+    Ok(stats)
+}
+
 /// The source path being copied, for error messages only (never opened by name).
 struct Where {
     src: PathBuf,

@@ -10,8 +10,9 @@
 //!   one component at a time with `RESOLVE_NO_SYMLINKS | RESOLVE_BENEATH`: those trees belong to
 //!   the host, so a symlink in them can only have been planted (copied from the image into an
 //!   outer volume, or made by the machine's root through its bind) and is refused, never followed;
-//! - the seed is copied from handle to handle (`openat`/`mkdirat`/`symlinkat` with no-follow
-//!   flags), into a temp name that is renamed into place only when complete.
+//! - the seed is copied from handle to handle ([`man8s_oci::snapshot::copy_contents`], which
+//!   never follows a symlink and skips device nodes and sockets), into a temp name that is
+//!   renamed into place only when complete.
 //!
 //! A bind source (the last component) must be a real directory; anything else is refused with one
 //! line, because nspawn would follow a symlink there on the host and bind whatever it names.
@@ -22,13 +23,12 @@ use std::path::{Path, PathBuf};
 use man8s::Paths;
 use man8s::machine::{Machine, Volume, VolumeSource};
 use man8s_oci::unpack::rootdir::{
-    RootDir, is_type, list_dir, lstat_at, open_subdir, remove_all, subdir_no_symlinks,
+    RootDir, is_type, lstat_at, open_subdir, remove_all, subdir_no_symlinks,
 };
 use man8s_oci::unpack::{RelPath, parse_entry_path};
 use nix::errno::Errno;
-use nix::fcntl::{AtFlags, OFlag, RenameFlags, openat, readlinkat, renameat2};
-use nix::sys::stat::{FchmodatFlags, Mode, SFlag, fchmod, fchmodat, mkdirat};
-use nix::unistd::{Gid, Uid, fchown, fchownat, symlinkat};
+use nix::fcntl::{OFlag, RenameFlags, openat, renameat2};
+use nix::sys::stat::{FchmodatFlags, Mode, SFlag, fchmodat, mkdirat};
 
 use crate::private::private_dir;
 use crate::{Error, Result};
@@ -36,8 +36,6 @@ use crate::{Error, Result};
 /// Temp name of a seed being copied, in the volume's parent (`+` is no machine-name character, and
 /// no volume is called this: [`ensure_volumes`] refuses volume names starting with it).
 const SEED_TMP: &[u8] = b".man8s+seed-tmp";
-/// Deepest directory nesting copied into a volume.
-const MAX_SEED_DEPTH: usize = 256;
 
 /// Create and seed (from the installed rootfs at `rootfs`) every volume of `machine` that does
 /// not exist yet, and check that every `config`/`data` bind source is a real directory reached
@@ -178,8 +176,8 @@ fn seed(
     remove_all(parent, SEED_TMP, false)?;
     mkdirat(parent, SEED_TMP, Mode::from_bits_truncate(0o700))?;
     let tmp = open_subdir(parent, SEED_TMP)?;
-    copy_dir(&source, &tmp, 0)?;
-    copy_owner_and_mode(&source, &tmp)?;
+    let shown = Path::new("/").join(String::from_utf8_lossy(&rel.to_bytes()).as_ref());
+    man8s_oci::snapshot::copy_contents(&source, &tmp, &shown).map_err(std::io::Error::other)?;
     renameat2(
         parent,
         SEED_TMP,
@@ -209,77 +207,6 @@ fn mkdir_0755(parent: &impl AsFd, name: &[u8]) -> std::io::Result<()> {
         ),
         e => Err(e),
     })?;
-    Ok(())
-}
-
-/// Owner (when root) and mode (setuid/setgid kept: the parents are private) of `from` onto `to`.
-fn copy_owner_and_mode(from: &impl AsFd, to: &impl AsFd) -> std::io::Result<()> {
-    let st = nix::sys::stat::fstat(from)?;
-    if nix::unistd::geteuid().is_root() {
-        fchown(
-            to,
-            Some(Uid::from_raw(st.st_uid)),
-            Some(Gid::from_raw(st.st_gid)),
-        )?;
-    }
-    // After chown, which clears setuid/setgid.
-    fchmod(to, Mode::from_bits_truncate(st.st_mode & 0o7777))?;
-    Ok(())
-}
-
-/// Copy the entries of directory `from` into the empty directory `to`, never following a
-/// symlink: symlinks are copied as symlinks, device nodes, FIFOs and sockets are skipped
-/// (volumes hold data).
-fn copy_dir(from: &OwnedFd, to: &OwnedFd, depth: usize) -> std::io::Result<()> {
-    if depth > MAX_SEED_DEPTH {
-        return Err(std::io::Error::other(format!(
-            "nested deeper than {MAX_SEED_DEPTH} directories"
-        )));
-    }
-    for name in list_dir(from)? {
-        let Some(st) = lstat_at(from, &name)? else {
-            continue;
-        };
-        if is_type(&st, SFlag::S_IFDIR) {
-            mkdirat(to, name.as_slice(), Mode::from_bits_truncate(0o700))?;
-            let src = open_subdir(from, &name)?;
-            let dst = open_subdir(to, &name)?;
-            copy_dir(&src, &dst, depth + 1)?;
-            copy_owner_and_mode(&src, &dst)?;
-        } else if is_type(&st, SFlag::S_IFREG) {
-            let src = openat(
-                from,
-                name.as_slice(),
-                OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
-                Mode::empty(),
-            )?;
-            let dst = openat(
-                to,
-                name.as_slice(),
-                OFlag::O_WRONLY
-                    | OFlag::O_CREAT
-                    | OFlag::O_EXCL
-                    | OFlag::O_NOFOLLOW
-                    | OFlag::O_CLOEXEC,
-                Mode::from_bits_truncate(0o600),
-            )?;
-            let (mut src, mut dst) = (std::fs::File::from(src), std::fs::File::from(dst));
-            std::io::copy(&mut src, &mut dst)?;
-            copy_owner_and_mode(&src, &dst)?;
-        } else if is_type(&st, SFlag::S_IFLNK) {
-            let target = readlinkat(from, name.as_slice())?;
-            symlinkat(target.as_os_str(), to, name.as_slice())?;
-            if nix::unistd::geteuid().is_root() {
-                fchownat(
-                    to,
-                    name.as_slice(),
-                    Some(Uid::from_raw(st.st_uid)),
-                    Some(Gid::from_raw(st.st_gid)),
-                    AtFlags::AT_SYMLINK_NOFOLLOW,
-                )?;
-            }
-        }
-    }
     Ok(())
 }
 
