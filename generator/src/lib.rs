@@ -171,6 +171,9 @@ pub fn init_arguments(m: &Machine) -> Vec<String> {
     if let Some(dir) = &m.working_directory {
         args.push(format!("--workdir={dir}"));
     }
+    if let Some(mode) = m.environment_compat.as_key_value() {
+        args.push(format!("--env-compat={mode}"));
+    }
     for i in 0..m.environment_files.len() {
         args.push(format!("--env-file={ENV_FILES_IN_MACHINE}/{i}"));
     }
@@ -804,7 +807,7 @@ mod tests {
     fn init_arguments_follow_the_declaration() {
         let name = MachineName::new("web").unwrap();
         let files = [(PathBuf::from("/etc/man8s/machines/web.machine"),
-            "[Machine]\nImage=redis\nExec=run it\nUser=1:2\nWorkingDirectory=/w\nEnvironmentFile=/a\nEnvironmentFile=/b\nEnvironment=X=1\n[Network]\nYggdrasilAddress=300::1\n".to_owned())];
+            "[Machine]\nImage=redis\nExec=run it\nUser=1:2\nWorkingDirectory=/w\nEnvironmentFile=/a\nEnvironmentFile=/b\nEnvironmentCompat=python-mbctl\nEnvironment=X=1\n[Network]\nYggdrasilAddress=300::1\n".to_owned())];
         let m = declaration::parse(&name, &files).unwrap();
         assert_eq!(
             init_arguments(&m),
@@ -813,6 +816,7 @@ mod tests {
                 "--exec=run it",
                 "--user=1:2",
                 "--workdir=/w",
+                "--env-compat=python-mbctl",
                 "--env-file=/run/host/man8s/env/0",
                 "--env-file=/run/host/man8s/env/1",
                 "--env=X=1",

@@ -34,6 +34,9 @@ pub struct Machine {
     pub environment: Vec<(String, String)>,
     /// `EnvironmentFile=`: absolute host paths, in declaration order.
     pub environment_files: Vec<PathBuf>,
+    /// `EnvironmentCompat=`: how the machine's man8env.env is read (literal by default;
+    /// `python-mbctl` for machines migrated from the Python tool).
+    pub environment_compat: crate::envfile::Mode,
     /// `WorkingDirectory=`: absolute path inside the machine.
     pub working_directory: Option<String>,
     /// `User=`: `name`, `uid`, `name:group` or `uid:gid`, resolved inside the image.
@@ -331,6 +334,7 @@ impl Machine {
             exec: None,
             environment: Vec::new(),
             environment_files: Vec::new(),
+            environment_compat: crate::envfile::Mode::Literal,
             working_directory: None,
             user: None,
             volumes: Vec::new(),

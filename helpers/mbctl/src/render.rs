@@ -94,6 +94,9 @@ pub fn render(m: &Machine, header: &str) -> Result<String, RenderError> {
         }
         let _ = writeln!(s, "Environment={}", quote_environment(k, v));
     }
+    if let Some(mode) = m.environment_compat.as_key_value() {
+        let _ = writeln!(s, "EnvironmentCompat={mode}");
+    }
     for f in &m.environment_files {
         let _ = writeln!(
             s,
@@ -219,6 +222,7 @@ mod tests {
             ("EQ".into(), "a=b=c".into()),
         ];
         m.environment_files = vec![PathBuf::from("/etc/app.env")];
+        m.environment_compat = man8s::envfile::Mode::PythonMbctl;
         m.volumes = vec![
             Volume {
                 container_path: "/data".into(),

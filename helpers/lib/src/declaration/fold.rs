@@ -24,6 +24,7 @@ const SECTIONS: &[(&str, &[&str])] = &[
             "Exec",
             "Environment",
             "EnvironmentFile",
+            "EnvironmentCompat",
             "WorkingDirectory",
             "User",
             "Volume",
@@ -109,6 +110,20 @@ pub fn parse(name: &MachineName, files: &[(PathBuf, String)]) -> Result<Machine,
                         }
                         m.environment_files.push(PathBuf::from(absolute_path(v)?));
                     }
+                }
+                ("Machine", "EnvironmentCompat") => {
+                    m.environment_compat = match v {
+                        "" | "no" | "literal" => crate::envfile::Mode::Literal,
+                        crate::envfile::python_mbctl::KEY_VALUE => {
+                            crate::envfile::Mode::PythonMbctl
+                        }
+                        other => {
+                            return Err(format!(
+                                "{other:?} is not python-mbctl (the Python tool's man8env.env \
+                                 semantics) or literal (the default)"
+                            ));
+                        }
+                    };
                 }
                 ("Machine", "WorkingDirectory") => {
                     m.working_directory = if empty { None } else { Some(absolute_path(v)?) };

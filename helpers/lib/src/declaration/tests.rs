@@ -57,6 +57,7 @@ Exec=/bin/app --flag "two words"
 Environment="GREETING=held out" A=1
 Environment=B='x y' C=\"q\"
 EnvironmentFile=/etc/app.env
+EnvironmentCompat=python-mbctl
 WorkingDirectory=/srv//app/
 User=1000:1000
 Volume=/data:data
@@ -106,6 +107,7 @@ Whatever=1
         ]
     );
     assert_eq!(m.environment_files, [PathBuf::from("/etc/app.env")]);
+    assert_eq!(m.environment_compat, crate::envfile::Mode::PythonMbctl);
     assert_eq!(m.working_directory.as_deref(), Some("/srv/app"));
     assert_eq!(m.user.as_deref(), Some("1000:1000"));
     assert_eq!(
@@ -345,6 +347,7 @@ fn value_errors() {
             "Image=redis\nEnvironmentFile=-/opt.env",
             "optional environment files",
         ),
+        ("Image=redis\nEnvironmentCompat=bash", "is not python-mbctl"),
         ("Image=redis\nWorkingDirectory=data", "not an absolute path"),
         ("Image=redis\nWorkingDirectory=/a/../b", "'..' component"),
         ("Image=redis\nUser=a:b:c", "is not a user"),
