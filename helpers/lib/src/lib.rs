@@ -12,6 +12,7 @@ pub mod ini;
 pub mod machine;
 pub mod name;
 pub mod paths;
+pub mod reference;
 pub mod signal;
 pub mod untrusted;
 

@@ -332,6 +332,12 @@ fn value_errors() {
             "64 hex digits",
         ),
         ("Image=host:99999/x", "bad registry host"),
+        // The fetcher's grammar (man8s::reference), so these fail here and not at start.
+        (
+            "Image=Foo/bar:1",
+            "repository path components are lowercase",
+        ),
+        ("Image=ex_ample.com/app", "bad registry host"),
         ("Image=a//b", "not an image reference"),
         ("Image=redis\nEnvironment=NOEQUALS", "is not NAME=VALUE"),
         ("Image=redis\nEnvironment=1A=x", "not a valid variable name"),

@@ -1,10 +1,10 @@
 //! The value grammars of declaration keys: pure functions from one value to its model type (or
 //! a one-line reason), shared by the declaration parser and `mbctl`'s import/migrate.
 
-use std::net::Ipv6Addr;
 use std::path::PathBuf;
 
 use crate::machine::{Credential, Port, Protocol, Volume, VolumeSource};
+use crate::reference::ImageRef;
 /// Split an `Environment=` value the way systemd.exec does: whitespace-separated words, each
 /// `NAME=VALUE`, with `"…"`/`'…'` quoting and C-style backslash escapes.
 pub fn split_environment(value: &str) -> Result<Vec<(String, String)>, String> {
@@ -117,152 +117,11 @@ pub(super) fn absolute_path(value: &str) -> Result<String, String> {
     Ok(out)
 }
 
-/// Check the syntax of an OCI/Docker image reference (`[host[:port]/]path[:tag][@algo:hex]`).
+/// `Image=`: an image reference, by the one grammar the fetcher also uses ([`ImageRef`]).
 pub fn validate_image_reference(reference: &str) -> Result<(), String> {
-    let bad = |why: &str| Err(format!("{reference:?} is not an image reference: {why}"));
-    if reference.is_empty() {
-        return bad("empty");
-    }
-    if reference.len() > 512 {
-        return bad("too long");
-    }
-    let (name_tag, digest) = match reference.split_once('@') {
-        Some((n, d)) => (n, Some(d)),
-        None => (reference, None),
-    };
-    if let Some(d) = digest {
-        let Some((algo, hex)) = d.split_once(':') else {
-            return bad("digest must be ALGORITHM:HEX");
-        };
-        let algo_ok = !algo.is_empty()
-            && algo.split(['+', '.', '_', '-']).all(|p| {
-                !p.is_empty()
-                    && p.bytes()
-                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-            });
-        if !algo_ok {
-            return bad("bad digest algorithm");
-        }
-        if hex.len() < 32
-            || !hex
-                .bytes()
-                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
-        {
-            return bad("digest must be at least 32 lowercase hex digits");
-        }
-        if algo == "sha256" && hex.len() != 64 {
-            return bad("a sha256 digest has 64 hex digits");
-        }
-    }
-    // The tag is after the last ':' that follows the last '/'.
-    let last_slash = name_tag.rfind('/').map_or(0, |i| i + 1);
-    let (name, tag) = match name_tag[last_slash..].rfind(':') {
-        Some(i) => (
-            &name_tag[..last_slash + i],
-            Some(&name_tag[last_slash + i + 1..]),
-        ),
-        None => (name_tag, None),
-    };
-    if let Some(tag) = tag {
-        let mut b = tag.bytes();
-        let first_ok = matches!(b.next(), Some(c) if c.is_ascii_alphanumeric() || c == b'_');
-        if !first_ok
-            || tag.len() > 128
-            || !b.all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
-        {
-            return bad("bad tag (letters, digits, '_', '.', '-'; at most 128)");
-        }
-    }
-    let mut components: Vec<&str> = name.split('/').collect();
-    if components.len() > 1 {
-        let first = components[0];
-        if first.contains('.')
-            || first.contains(':')
-            || first == "localhost"
-            || first.bytes().any(|b| b.is_ascii_uppercase())
-        {
-            if !valid_domain(first) {
-                return bad("bad registry host");
-            }
-            components.remove(0);
-        }
-    }
-    for comp in components {
-        if !valid_path_component(comp) {
-            return bad(
-                "repository path components are lowercase letters and digits separated by '.', '_', '__' or '-'",
-            );
-        }
-    }
-    Ok(())
-}
-
-fn valid_domain(domain: &str) -> bool {
-    let (host, port) = if let Some(rest) = domain.strip_prefix('[') {
-        let Some((inner, after)) = rest.split_once(']') else {
-            return false;
-        };
-        if inner.parse::<Ipv6Addr>().is_err() {
-            return false;
-        }
-        let port = match after.strip_prefix(':') {
-            Some(p) => Some(p),
-            None if after.is_empty() => None,
-            None => return false,
-        };
-        (None, port)
-    } else {
-        match domain.rsplit_once(':') {
-            Some((h, p)) => (Some(h), Some(p)),
-            None => (Some(domain), None),
-        }
-    };
-    if let Some(p) = port
-        && (p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) || p.parse::<u16>().is_err())
-    {
-        return false;
-    }
-    match host {
-        None => true,
-        Some(h) => {
-            !h.is_empty()
-                && h.split('.').all(|l| {
-                    !l.is_empty()
-                        && !l.starts_with('-')
-                        && !l.ends_with('-')
-                        && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-                })
-        }
-    }
-}
-
-fn valid_path_component(comp: &str) -> bool {
-    // [a-z0-9]+ ((\.|_|__|-+) [a-z0-9]+)*
-    let b = comp.as_bytes();
-    if b.is_empty() {
-        return false;
-    }
-    let alnum = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit();
-    if !alnum(b[0]) || !alnum(b[b.len() - 1]) {
-        return false;
-    }
-    let mut i = 0;
-    while i < b.len() {
-        if alnum(b[i]) {
-            i += 1;
-            continue;
-        }
-        let start = i;
-        while i < b.len() && !alnum(b[i]) {
-            i += 1;
-        }
-        let sep = &comp[start..i];
-        let ok = sep == "." || sep == "_" || sep == "__" || sep.bytes().all(|c| c == b'-');
-        if !ok {
-            return false;
-        }
-    }
-    true
+    ImageRef::parse(reference)
+        .map(drop)
+        .map_err(|e| e.to_string())
 }
 
 /// `name`, `uid`, `name:group` or `uid:gid`.
