@@ -7,7 +7,7 @@
 //! `systemctl start man8@NAME` fail with the error.
 
 use std::collections::BTreeSet;
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
 use std::fs;
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
@@ -142,10 +142,46 @@ fn comment_lines(out: &mut String, text: &str) {
     }
 }
 
-fn header(out: &mut String, m_source: &Path, dropins: &[PathBuf]) {
-    let _ = writeln!(out, "{HEADER} from {}", m_source.display());
-    for d in dropins {
-        let _ = writeln!(out, "# with drop-in {}", d.display());
+/// A file this generator writes: its body, and the declaration files it came from. The header
+/// ([`HEADER`] and those files) is added only by [`Generated::text`], which is all `write_atomic`
+/// writes, so every file we write carries the header that `is_ours` relies on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Generated {
+    /// The declaration (none when it is unknown, e.g. unreadable).
+    pub from: Option<PathBuf>,
+    /// Its drop-ins, in the order applied.
+    pub dropins: Vec<PathBuf>,
+    /// Everything after the header.
+    pub body: String,
+}
+
+impl Generated {
+    fn from_machine(m: &Machine) -> Self {
+        Self {
+            from: Some(m.source.main.clone()),
+            dropins: m.source.dropins.clone(),
+            body: String::new(),
+        }
+    }
+
+    /// The file's contents: header, then body.
+    pub fn text(&self) -> String {
+        let mut out = String::from(HEADER);
+        if let Some(from) = &self.from {
+            let _ = write!(out, " from {}", from.display());
+        }
+        out.push('\n');
+        for d in &self.dropins {
+            let _ = writeln!(out, "# with drop-in {}", d.display());
+        }
+        out.push_str(&self.body);
+        out
+    }
+}
+
+impl fmt::Display for Generated {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text())
     }
 }
 
@@ -200,9 +236,8 @@ pub fn init_arguments(m: &Machine) -> Vec<String> {
 
 /// `/run/systemd/nspawn/NAME.nspawn` for a valid machine; `host_bridge` is the bridge of
 /// machines that name none (man8s.conf `[Bridge] Name=`).
-pub fn render_nspawn(m: &Machine, host_bridge: &str) -> String {
+pub fn render_nspawn(m: &Machine, host_bridge: &str) -> Generated {
     let mut o = String::new();
-    header(&mut o, &m.source.main, &m.source.dropins);
     let _ = writeln!(
         o,
         "# Edit the declaration, not this file; a /etc/systemd/nspawn/{}.nspawn of your own replaces it.",
@@ -274,14 +309,16 @@ pub fn render_nspawn(m: &Machine, host_bridge: &str) -> String {
     for p in &m.ports {
         let _ = writeln!(o, "Port={p}");
     }
-    o
+    Generated {
+        body: o,
+        ..Generated::from_machine(m)
+    }
 }
 
 /// `man8@NAME.service.d/50-man8s.conf` for a valid machine. `user_nspawn` is the user's own
 /// settings file when it replaces ours.
-pub fn render_dropin(m: &Machine, user_nspawn: Option<&Path>) -> String {
+pub fn render_dropin(m: &Machine, user_nspawn: Option<&Path>) -> Generated {
     let mut o = String::new();
-    header(&mut o, &m.source.main, &m.source.dropins);
     if let Some(p) = user_nspawn {
         let _ = writeln!(
             o,
@@ -342,22 +379,17 @@ pub fn render_dropin(m: &Machine, user_nspawn: Option<&Path>) -> String {
             quote_exec_word(&format!("{NSPAWN_ARGS_VAR}={}", nspawn_args.join(" ")))
         );
     }
-    o
+    Generated {
+        body: o,
+        ..Generated::from_machine(m)
+    }
 }
 
 /// The drop-in for a machine whose declaration is bad: `ExecStartPre=` is reset and replaced by a
 /// command that prints the error and fails, so `systemctl start` fails and `systemctl status`
 /// shows why.
-pub fn render_failed_dropin(name: &MachineName, source: Option<&Path>, error: &str) -> String {
+pub fn render_failed_dropin(name: &MachineName, source: Option<&Path>, error: &str) -> Generated {
     let mut o = String::new();
-    match source {
-        Some(p) => {
-            let _ = writeln!(o, "{HEADER} from {}", p.display());
-        }
-        None => {
-            let _ = writeln!(o, "{HEADER}");
-        }
-    }
     let _ = writeln!(
         o,
         "# The declaration of machine {name} is invalid; fix it and run systemctl daemon-reload:"
@@ -377,7 +409,11 @@ pub fn render_failed_dropin(name: &MachineName, source: Option<&Path>, error: &s
         quote_exec_word("printf '%s\\n' \"$1\" >&2; exit 1"),
         quote_exec_word(&message)
     );
-    o
+    Generated {
+        from: source.map(Path::to_owned),
+        dropins: Vec::new(),
+        body: o,
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -454,7 +490,9 @@ fn tmp_name(path: &Path) -> PathBuf {
 }
 
 /// Write `contents` to `path` atomically (temp file + rename), unless it already holds exactly that.
-fn write_atomic(dirs: &mut DirCache, path: &Path, contents: &str) -> Result<(), FatalError> {
+fn write_atomic(dirs: &mut DirCache, path: &Path, file: &Generated) -> Result<(), FatalError> {
+    let contents = file.text();
+    let contents = contents.as_str();
     let dir = path.parent().unwrap_or(Path::new("."));
     if dirs.ensure(dir)? {
         // A directory this run created: nobody can be reading a half-written file in it (systemd
@@ -823,7 +861,7 @@ mod tests {
                 "--env=MAN8S_YGGDRASIL_ADDRESS=300::1"
             ]
         );
-        let nspawn = render_nspawn(&m, "srvgrp0");
+        let nspawn = render_nspawn(&m, "srvgrp0").text();
         assert!(nspawn.contains("BindReadOnly=/a:/run/host/man8s/env/0:idmap\nBindReadOnly=/b:/run/host/man8s/env/1:idmap\n"), "{nspawn}");
     }
 }
