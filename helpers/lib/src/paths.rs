@@ -31,6 +31,8 @@ pub const PYTHON_SCRATCH_DIR: &str = "/var/tmp/man8s";
 /// What `mbctl migrate` appends to the Python mbctl's `/etc/systemd/nspawn/NAME.nspawn` when it
 /// keeps it (it would win over the generated settings file).
 pub const PYTHON_SETTINGS_KEPT_SUFFIX: &str = ".python-mbctl";
+/// The admin's unit files and drop-ins.
+pub const UNIT_ETC_DIR: &str = "/etc/systemd/system";
 /// Settings files written by the generator.
 pub const NSPAWN_RUN_DIR: &str = "/run/systemd/nspawn";
 /// A user's own settings files, which win over ours.
@@ -144,6 +146,10 @@ impl Paths {
     pub fn nspawn_etc_kept(&self, name: &MachineName) -> PathBuf {
         self.fs(NSPAWN_ETC_DIR)
             .join(format!("{name}.nspawn{PYTHON_SETTINGS_KEPT_SUFFIX}"))
+    }
+    /// The admin's drop-in dir of a machine's unit, `/etc/systemd/system/man8@NAME.service.d`.
+    pub fn unit_dropin_dir(&self, name: &MachineName) -> PathBuf {
+        self.fs(UNIT_ETC_DIR).join(format!("man8@{name}.service.d"))
     }
     /// File-system view of the Python mbctl's scratch dir.
     pub fn python_scratch_dir(&self) -> PathBuf {

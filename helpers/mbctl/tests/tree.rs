@@ -174,8 +174,9 @@ fn migrate_python_machine() {
         std::fs::read_to_string(t.at("/etc/man8s/machines/TestBWContainer3.machine")).unwrap(),
         "# Machine TestBWContainer3, migrated by `mbctl migrate TestBWContainer3` from /etc/systemd/nspawn/TestBWContainer3.nspawn (Python mbctl),\n\
          # now kept as /etc/systemd/nspawn/TestBWContainer3.nspawn.python-mbctl. Rootfs, config, data and man8env.env are unchanged.\n\
-         [Machine]\nImage=ghcr.io/bitwarden/self-host:latest\nWorkingDirectory=/app\n\
-         Environment=\"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\"\nEnvironment=\"HOME=/root\"\n\
+         [Machine]\nImage=ghcr.io/bitwarden/self-host:latest\nWorkingDirectory=/app\nUser=0\n\
+         Environment=\"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\"\n\
+         Environment=\"TERM=xterm\"\nEnvironment=\"HOME=/root\"\nEnvironmentCompat=python-mbctl\n\
          Volume=/etc/bitwarden:config\n"
     );
     // The old settings file no longer wins over the generated one, but is kept.
@@ -357,4 +358,25 @@ fn getsuffix_outputs() {
         ),
         "容器名字: TestBWContainer3\nIPv6 后缀地址: ::1d44:bc13:a177:c4d\n"
     );
+}
+
+#[test]
+fn verify_notes_man8env_lines_the_two_modes_read_differently() {
+    let t = Tree::new();
+    t.write(
+        "/etc/man8s/machines/web.machine",
+        "[Machine]\nImage=redis\n",
+    );
+    t.write(
+        "/var/lib/man8machine_configs/web/man8env.env",
+        "SAME=1\nB=a\\\\b\nexport E=1\n",
+    );
+    // Notes only: the declaration is fine, so the exit status stays 0.
+    let out = t.stdout(&["verify"], 0);
+    assert_eq!(
+        out,
+        "note: /var/lib/man8machine_configs/web/man8env.env:2: literal mode: B=\"a\\\\\\\\b\"; python-mbctl mode: B=\"a\\\\b\"\n"
+    );
+    let file = t.at("/etc/man8s/machines/web.machine");
+    assert_eq!(t.stdout(&["verify", file.to_str().unwrap()], 0), out);
 }

@@ -63,10 +63,16 @@ pub fn plan(paths: &Paths, name: &MachineName, purge: bool) -> Vec<Removal> {
     if exists(&python) && written_by_python_tool(&python) {
         out.push(Removal::File(python));
     }
-    // Kept by `mbctl migrate`; nothing else reads it once the machine is gone.
+    // Kept or written by `mbctl migrate`; nothing else reads them once the machine is gone.
     let kept = paths.nspawn_etc_kept(name);
     if exists(&kept) {
         out.push(Removal::File(kept));
+    }
+    let compat_dropin = paths
+        .unit_dropin_dir(name)
+        .join(crate::cmd::migrate::COMPAT_DROPIN);
+    if exists(&compat_dropin) {
+        out.push(Removal::File(compat_dropin));
     }
     let link = paths.machines_link(name);
     if link

@@ -1,5 +1,7 @@
 //! `verify [FILE…]`: lint declarations with `man8s::declaration` (the generator's own parser).
-//! Prints one `FILE:LINE: Key=: why` line per problem on stdout; exit 1 when there is any.
+//! Prints one `FILE:LINE: Key=: why` line per problem on stdout; exit 1 when there is any. Then,
+//! as notes that do not change the exit status, every line of the machines' man8env.env whose
+//! meaning differs between the literal and the python-mbctl reading (`EnvironmentCompat=`).
 
 use std::path::{Path, PathBuf};
 
@@ -61,6 +63,19 @@ pub fn check_all(paths: &Paths) -> (usize, Vec<String>) {
     (checked, problems)
 }
 
+/// Notes on machine `name`'s man8env.env: the lines the two `EnvironmentCompat=` modes read
+/// differently (variables from outside the file count as unset here).
+pub fn env_notes(paths: &Paths, name: &MachineName) -> Vec<String> {
+    let Ok(text) = std::fs::read_to_string(paths.env_file(name)) else {
+        return Vec::new();
+    };
+    let display = Paths::config_dir_canonical(name).join(man8s::paths::ENV_FILE_NAME);
+    crate::cmd::migrate::env_mode_report(&display.display().to_string(), &text, &[])
+        .into_iter()
+        .map(|r| format!("note: {r}"))
+        .collect()
+}
+
 /// The command.
 pub fn verify(files: &[PathBuf]) -> Result<u8> {
     let (checked, problems) = if files.is_empty() {
@@ -73,6 +88,24 @@ pub fn verify(files: &[PathBuf]) -> Result<u8> {
     };
     for p in &problems {
         println!("{p}");
+    }
+    let paths = Paths::from_env();
+    let names: Vec<MachineName> = if files.is_empty() {
+        declaration::discover(&paths)
+            .into_iter()
+            .flatten()
+            .collect()
+    } else {
+        files
+            .iter()
+            .filter_map(|f| f.file_name()?.to_str()?.strip_suffix(declaration::SUFFIX))
+            .filter_map(|stem| MachineName::new(stem).ok())
+            .collect()
+    };
+    for name in &names {
+        for note in env_notes(&paths, name) {
+            println!("{note}");
+        }
     }
     if checked == 0 {
         eprintln!(
