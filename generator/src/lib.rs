@@ -265,6 +265,17 @@ pub fn render_nspawn(m: &Machine, host_bridge: &str) -> Generated {
 
     o.push_str("\n[Files]\nPrivateUsersOwnership=map\n");
     let _ = writeln!(o, "BindReadOnly={INIT_BINARY}:{INIT_IN_MACHINE}");
+    // The image config, from the host-owned state dir (man8s-fetch makes it before nspawn runs).
+    let _ = writeln!(
+        o,
+        "BindReadOnly={}:{}",
+        escape_bind_path(
+            &Paths::state_dir_canonical(&m.name)
+                .join(man8s::paths::IMAGE_STATE_SUBDIR)
+                .to_string_lossy()
+        ),
+        man8s::paths::IMAGE_STATE_IN_MACHINE
+    );
     let env_file = Paths::config_dir_canonical(&m.name).join(man8s::paths::ENV_FILE_NAME);
     let _ = writeln!(
         o,

@@ -1,8 +1,12 @@
-//! The image config the fetch helper keeps at `/.man8s/image.json` (an OCI image config).
+//! The image config (an OCI image config JSON), from the host-owned state the generator binds
+//! read-only at `/run/host/man8s/image/image.json`, else (a machine made before that bind
+//! existed, or with a settings file of its own) the rootfs's own `/.man8s/image.json`.
 
 use serde::Deserialize;
 
-/// Where the image config lives inside the machine.
+/// Where the host's copy of the image config appears inside the machine.
+pub const IMAGE_CONFIG_BOUND: &str = "/run/host/man8s/image/image.json";
+/// The rootfs's own copy (fallback).
 pub const IMAGE_CONFIG_PATH: &str = "/.man8s/image.json";
 
 /// The parts of an OCI image config the init uses. Every field is optional: `null`, absent and

@@ -244,14 +244,15 @@ fn prepare(args: &args::Args) -> Result<Launch, Failure> {
 }
 
 fn load_image_config() -> Result<image::ContainerConfig, Failure> {
-    let fail = |e: &dyn std::fmt::Display| {
-        Failure::new("image config", format!("{}: {e}", image::IMAGE_CONFIG_PATH))
-    };
-    match fs::read_to_string(image::IMAGE_CONFIG_PATH) {
-        Ok(text) => image::parse(&text).map_err(|e| fail(&e)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(image::ContainerConfig::default()),
-        Err(e) => Err(fail(&e)),
+    for path in [image::IMAGE_CONFIG_BOUND, image::IMAGE_CONFIG_PATH] {
+        let fail = |e: &dyn std::fmt::Display| Failure::new("image config", format!("{path}: {e}"));
+        match fs::read_to_string(path) {
+            Ok(text) => return image::parse(&text).map_err(|e| fail(&e)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(fail(&e)),
+        }
     }
+    Ok(image::ContainerConfig::default())
 }
 
 fn load_environment(

@@ -47,6 +47,13 @@ pub const REGISTRIES_CONF: &str = "/etc/man8s/registries.conf";
 pub const INIT_BINARY: &str = "/usr/lib/man8s/man8s-init";
 /// Where the init appears inside a machine.
 pub const INIT_IN_MACHINE: &str = "/run/host/man8s/man8s-init";
+/// Host-owned state of each machine (image config, source record): `NAME/` below it. Host
+/// tools trust only this copy, never anything inside the rootfs, which the machine can rewrite.
+pub const MACHINE_STATE_DIR: &str = "/var/lib/man8s/machines";
+/// Subdirectory of a machine's state dir bound read-only into the machine (the image config).
+pub const IMAGE_STATE_SUBDIR: &str = "image";
+/// Where that subdirectory appears inside a machine (`image.json` in it).
+pub const IMAGE_STATE_IN_MACHINE: &str = "/run/host/man8s/image";
 /// Where man8env.env appears inside a machine.
 pub const ENV_FILE_IN_MACHINE: &str = "/man8env.env";
 /// Name of the environment file inside a machine's config dir.
@@ -129,6 +136,14 @@ impl Paths {
     /// File-system man8env.env of a machine.
     pub fn env_file(&self, name: &MachineName) -> PathBuf {
         self.config_dir(name).join(ENV_FILE_NAME)
+    }
+    /// Canonical host-owned state dir of a machine.
+    pub fn state_dir_canonical(name: &MachineName) -> PathBuf {
+        Path::new(MACHINE_STATE_DIR).join(name.as_str())
+    }
+    /// File-system host-owned state dir of a machine.
+    pub fn state_dir(&self, name: &MachineName) -> PathBuf {
+        self.fs(Self::state_dir_canonical(name))
     }
     /// File-system snapshot dir of a machine (its config and data volumes at points in time).
     pub fn snapshot_dir(&self, name: &MachineName) -> PathBuf {

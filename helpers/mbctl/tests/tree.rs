@@ -85,7 +85,12 @@ fn list_status_and_verify_golden() {
         "[Machine]\nImage=docker.io/library/nginx:1\nVolume=/usr/share/nginx/html:data:ro\nPort=8080:80\n\
          [Network]\nYggdrasilAddress=300:1::5\n",
     );
-    t.write("/var/lib/man8machines/web/.man8s/source.json", r#"{"reference":"docker.io/library/nginx:1","manifest_digest":"sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef","pulled_at":"2026-11-23T16:40:00Z"}"#);
+    // The rootfs's own record is the machine's (never read by host tools); the host's is trusted.
+    t.write(
+        "/var/lib/man8machines/web/.man8s/source.json",
+        r#"{"reference":"x","manifest_digest":"sha256:bad","pulled_at":"2026-11-23T16:40:00Z"}"#,
+    );
+    t.write("/var/lib/man8s/machines/web/source.json", r#"{"reference":"docker.io/library/nginx:1","manifest_digest":"sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef","pulled_at":"2026-11-23T16:40:00Z"}"#);
     t.write(
         "/run/man8s/machines/broken.machine",
         "[Machine]\nImage=redis\nPrt=1:2\n[Network]\nYggdrasilAddress=10.0.0.1\n",

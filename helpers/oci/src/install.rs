@@ -120,9 +120,27 @@ pub struct Source {
     pub pulled_at: String,
 }
 
-/// Read `/.man8s/source.json` of an installed rootfs.
-pub fn read_source(rootfs: &Path) -> Option<Source> {
-    let text = fs::read(rootfs.join(META_DIR).join("source.json")).ok()?;
+impl Source {
+    /// The record of `image`, pulled now.
+    pub fn of(image: &ResolvedImage) -> Source {
+        Source {
+            reference: image.reference.to_string(),
+            manifest_digest: image.manifest_digest.clone(),
+            index_digest: image.index_digest.clone(),
+            pulled_at: rfc3339(SystemTime::now()),
+        }
+    }
+}
+
+/// Read `/.man8s/source.json` of a tree this process installed (`mbctl oci download`, tests),
+/// bounded and never through a symlink or FIFO. Host tools never use it on a machine's rootfs,
+/// which the machine can rewrite: they read `man8s_provision::state`.
+pub fn read_source(tree: &Path) -> Option<Source> {
+    let text = man8s::untrusted::read_regular(
+        &tree.join(META_DIR).join("source.json"),
+        man8s::untrusted::SMALL_FILE_LIMIT,
+    )
+    .ok()?;
     serde_json::from_slice(&text).ok()
 }
 
@@ -156,13 +174,7 @@ pub fn finish_tree(root: &Path, image: &ResolvedImage, protect_run_tmp: bool) ->
     fs::create_dir(&meta).at(&meta)?;
     fs::set_permissions(&meta, fs::Permissions::from_mode(0o755)).at(&meta)?;
     write_new(&meta.join("image.json"), &image.config_json, 0o644)?;
-    let source = Source {
-        reference: image.reference.to_string(),
-        manifest_digest: image.manifest_digest.clone(),
-        index_digest: image.index_digest.clone(),
-        pulled_at: rfc3339(SystemTime::now()),
-    };
-    let mut json = serde_json::to_vec_pretty(&source).expect("serialisable");
+    let mut json = serde_json::to_vec_pretty(&Source::of(image)).expect("serialisable");
     json.push(b'\n');
     write_new(&meta.join("source.json"), &json, 0o644)?;
     if protect_run_tmp {

@@ -1,12 +1,11 @@
 //! What `man8s-fetch NAME` does on every start, and the pieces `mbctl` shares with it.
 
 use std::fs;
-use std::path::Path;
 
 use man8s::Paths;
 use man8s::machine::Machine;
 use man8s_oci::cache::BlobCache;
-use man8s_oci::install::{InstallOptions, META_DIR, Source, pull_and_install, read_source};
+use man8s_oci::install::{InstallOptions, Source, pull_and_install};
 use man8s_oci::progress::{Event, Progress};
 use man8s_oci::pull::{Policy, Puller, ResolvedImage};
 use man8s_oci::registry::RegistryConfig;
@@ -55,7 +54,9 @@ pub async fn ensure_machine(
     let image = ImageRef::parse(&machine.image)?;
     let cache = BlobCache::new(paths);
     let rootfs = paths.rootfs(&machine.name);
-    let installed = read_source(&rootfs);
+    let state = crate::state::MachineState::new(paths, &machine.name);
+    state.ensure()?;
+    let installed = state.source();
     let exists = fs::symlink_metadata(&rootfs).is_ok();
     let puller = Puller {
         cache: &cache,
@@ -137,7 +138,7 @@ pub async fn ensure_machine(
             })
             .map_err(|_| Error::Other("unpack thread panicked".into()))?;
             match result {
-                Ok(_) => {}
+                Ok(_) => state.record(&resolved, install.keep_previous)?,
                 Err(e @ Error::Network { .. }) if exists => return keep_installed(&e),
                 Err(e) => return Err(e),
             }
@@ -152,10 +153,10 @@ pub async fn ensure_machine(
             Ok(outcome)
         }
         None => {
-            // Rootfs present: still make sure config dir and env file exist (image config from the rootfs).
-            if let Some(resolved) = resolved_from_rootfs(&rootfs, &image, installed) {
-                prepare_machine(paths, machine, &resolved, opts.progress)?;
-            }
+            // Rootfs present: still make sure config dir and env file exist (image config from
+            // the host-owned state, never from the rootfs).
+            let resolved = resolved_from_state(&state, &image, installed);
+            prepare_machine(paths, machine, &resolved, opts.progress)?;
             Ok(Outcome::UpToDate)
         }
     }
@@ -169,19 +170,21 @@ fn policy_name(p: Policy) -> &'static str {
     }
 }
 
-/// Rebuild enough of a [`ResolvedImage`] from an installed rootfs for [`prepare_machine`].
+/// Rebuild enough of a [`ResolvedImage`] from the machine's recorded state for
+/// [`prepare_machine`].
 ///
-/// A rootfs installed by the Python tool has no `/.man8s/`: then the image config is empty,
-/// which still lets man8env.env get its missing Yggdrasil address and volumes get created.
-fn resolved_from_rootfs(
-    rootfs: &Path,
+/// A machine with no record (made by the Python tool, or before records moved out of the
+/// rootfs) gets an empty image config, which still lets man8env.env get its missing Yggdrasil
+/// address and volumes get created; its init reads the rootfs's own copy.
+fn resolved_from_state(
+    state: &crate::state::MachineState,
     image: &ImageRef,
     source: Option<Source>,
-) -> Option<ResolvedImage> {
-    let config_json = fs::read(rootfs.join(META_DIR).join("image.json")).unwrap_or_default();
+) -> ResolvedImage {
+    let config_json = state.image_config().unwrap_or_default();
     let config: man8s_oci::manifest::ImageConfig =
         serde_json::from_slice(&config_json).unwrap_or_default();
-    Some(ResolvedImage {
+    ResolvedImage {
         reference: image.clone(),
         manifest_digest: source
             .as_ref()
@@ -200,7 +203,7 @@ fn resolved_from_rootfs(
         config_json,
         config,
         from_network: false,
-    })
+    }
 }
 
 /// Config dir, man8env.env and volumes of `machine`, for the image `image` that is installed.

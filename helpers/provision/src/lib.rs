@@ -11,6 +11,7 @@ pub mod ensure;
 pub mod env;
 pub mod link;
 pub mod private;
+pub mod state;
 pub mod volumes;
 
 pub use ensure::{EnsureOptions, Outcome, ensure_machine, fetch_image, prepare_machine};

@@ -32,11 +32,11 @@ pub struct ImageInfo {
 fn installed(paths: &Paths) -> Vec<(String, String, Option<String>)> {
     let mut out = Vec::new();
     for name in declaration::discover(paths).into_iter().flatten() {
-        if let Some(s) = install::read_source(&paths.rootfs(&name)) {
+        let state = man8s_provision::state::MachineState::new(paths, &name);
+        if let Some(s) = state.source() {
             out.push((name.to_string(), s.manifest_digest, s.index_digest));
         }
-        let prev = install::previous_path(&paths.rootfs(&name)).ok();
-        if let Some(s) = prev.and_then(|p| install::read_source(&p)) {
+        if let Some(s) = state.previous_source() {
             out.push((
                 format!("{name} (previous)"),
                 s.manifest_digest,

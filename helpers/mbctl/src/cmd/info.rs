@@ -67,14 +67,12 @@ pub fn is_real_root(paths: &Paths) -> bool {
     paths.root() == Path::new("/")
 }
 
-/// The manifest digest recorded by the fetch helper in `/.man8s/source.json` of the rootfs.
-pub fn installed_digest(rootfs: &Path) -> Option<String> {
-    let text = std::fs::read_to_string(rootfs.join(".man8s/source.json")).ok()?;
-    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-    ["manifest_digest", "digest", "manifestDigest"]
-        .iter()
-        .find_map(|k| v.get(k).and_then(|d| d.as_str()))
-        .map(str::to_owned)
+/// The manifest digest recorded in the machine's host-owned state (never the rootfs's own copy,
+/// which the machine can rewrite).
+pub fn installed_digest(paths: &Paths, name: &MachineName) -> Option<String> {
+    man8s_provision::state::MachineState::new(paths, name)
+        .source()
+        .map(|s| s.manifest_digest)
 }
 
 fn env_value(paths: &Paths, name: &MachineName, key: &str) -> Option<String> {
@@ -110,7 +108,7 @@ pub fn from_files(paths: &Paths, name: &MachineName) -> Option<MachineInfo> {
         sub_state: None,
         enabled: None,
         image: None,
-        digest: installed_digest(&paths.rootfs(name)),
+        digest: installed_digest(paths, name),
         yggdrasil_address: env_value(paths, name, "MAN8S_YGGDRASIL_ADDRESS"),
         addresses: Vec::new(),
         declaration: None,

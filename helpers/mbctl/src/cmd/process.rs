@@ -30,7 +30,16 @@ fn leader_of(name: &MachineName) -> Result<i32> {
 /// The StopSignal of the image installed for `name`, if it names one. The file lives in a tree the
 /// machine can write: opened without following links and without blocking, read with a bound.
 pub fn image_stop_signal(paths: &Paths, name: &MachineName) -> Result<Option<Signal>> {
-    let path = paths.rootfs(name).join(".man8s/image.json");
+    // The host-owned record first; the rootfs's own copy only for machines made before it existed.
+    let recorded = paths
+        .state_dir(name)
+        .join(man8s::paths::IMAGE_STATE_SUBDIR)
+        .join("image.json");
+    let path = if recorded.symlink_metadata().is_ok() {
+        recorded
+    } else {
+        paths.rootfs(name).join(".man8s/image.json")
+    };
     let Some(text) = read_bounded(&path)? else {
         return Ok(None);
     };

@@ -462,7 +462,8 @@ pub fn update(name: &str, force: bool) -> Result<u8> {
     let machine = declaration::load(&paths, &name)?;
     let image = image_ref(&machine.image)?;
     let rootfs = paths.rootfs(&name);
-    let before = install::read_source(&rootfs);
+    let state = man8s_provision::state::MachineState::new(&paths, &name);
+    let before = state.source();
 
     // Pull=never (an imported image): what the cache now holds under the reference, e.g. after
     // `mbctl import NEW.tar --reference SAME`; otherwise ask the registry.
@@ -511,6 +512,7 @@ pub fn update(name: &str, force: bool) -> Result<u8> {
         unpack: Default::default(),
     };
     let previous = install::install_tree(&rootfs, &resolved, &cache, &opts, progress.as_ref())?;
+    state.record(&resolved, previous.is_some())?;
     man8s_provision::link::link_for_machinectl(&paths, &name)?;
     man8s_provision::prepare_machine(&paths, &machine, &resolved, progress.as_ref())?;
     let old = before
@@ -553,6 +555,7 @@ pub fn update(name: &str, force: bool) -> Result<u8> {
     );
     let _ = bus.unit_job(UnitJob::Stop, &unit);
     exchange(&previous, &rootfs)?;
+    state.swap_previous()?;
     let failed = crate::cmd::snapshot::restore_now(&paths, &name, &snapshot.id)?;
     eprintln!(
         "mbctl: volumes of {name} restored from snapshot {}; what the new image left is snapshot {}",

@@ -91,6 +91,11 @@ pub fn plan(paths: &Paths, name: &MachineName, purge: bool) -> Vec<Removal> {
             out.push(Removal::Tree(candidate));
         }
     }
+    // The host-owned record of what the rootfs holds goes with it.
+    let state = paths.state_dir(name);
+    if state.symlink_metadata().is_ok_and(|m| m.is_dir()) {
+        out.push(Removal::Tree(state));
+    }
     if purge {
         for dir in [paths.config_dir(name), paths.storage_dir(name)] {
             if dir.symlink_metadata().is_ok_and(|m| m.is_dir()) {
