@@ -286,12 +286,10 @@ fn remove_stale(paths: &Paths, keep: &[PathBuf]) -> Result<Vec<PathBuf>, ApplyEr
 pub fn declared_addresses(paths: &Paths, subnet: Ipv6Net) -> Vec<(String, Ipv6Addr)> {
     let mut out = Vec::new();
     for name in declaration::discover(paths).into_iter().flatten() {
-        let addr = match declaration::load(paths, &name).map(|m| m.network.yggdrasil) {
-            Ok(YggdrasilAddress::No) => continue,
-            Ok(YggdrasilAddress::Fixed(a)) => a,
-            Ok(YggdrasilAddress::Auto) | Err(_) => {
-                man8s::address::machine_address(subnet, name.as_str())
-            }
+        let choice =
+            declaration::load(paths, &name).map_or(YggdrasilAddress::Auto, |m| m.network.yggdrasil);
+        let Some(addr) = choice.resolve(name.as_str(), Some(subnet)) else {
+            continue;
         };
         out.push((name.as_str().to_owned(), addr));
     }

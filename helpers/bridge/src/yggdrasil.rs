@@ -47,14 +47,7 @@ impl std::fmt::Display for AdminEndpoint {
     }
 }
 
-/// What the host's yggdrasil says about itself.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SelfInfo {
-    /// The node's own address (`200::/7`, in practice `2xx:…`).
-    pub address: Ipv6Addr,
-    /// The /64 it routes to this node (`3xx:…::/64`); machines get addresses in it.
-    pub subnet: Ipv6Net,
-}
+pub use man8s::yggdrasil::SelfInfo;
 
 /// Why the host's Yggdrasil node could not be asked or understood.
 #[derive(Debug, thiserror::Error)]

@@ -15,6 +15,7 @@ pub mod paths;
 pub mod reference;
 pub mod signal;
 pub mod untrusted;
+pub mod yggdrasil;
 
 pub use name::MachineName;
 pub use paths::Paths;

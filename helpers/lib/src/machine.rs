@@ -213,6 +213,18 @@ pub enum YggdrasilAddress {
     Fixed(Ipv6Addr),
 }
 
+impl YggdrasilAddress {
+    /// The address machine `name` gets: derived from the host's `subnet` (when known) for
+    /// `Auto`, the given one for `Fixed`, none for `No`. The one place this choice is made.
+    pub fn resolve(self, name: &str, subnet: Option<ipnet::Ipv6Net>) -> Option<Ipv6Addr> {
+        match self {
+            Self::Auto => subnet.map(|s| crate::address::machine_address(s, name)),
+            Self::Fixed(a) => Some(a),
+            Self::No => None,
+        }
+    }
+}
+
 /// `[Network]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Network {
@@ -357,5 +369,24 @@ impl Machine {
     /// The main declaration file (canonical path).
     pub fn main_file(&self) -> &Path {
         &self.source.main
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn yggdrasil_address_resolution() {
+        let subnet: ipnet::Ipv6Net = "300:2e98:a4b0:1789::/64".parse().unwrap();
+        let fixed: Ipv6Addr = "300::42".parse().unwrap();
+        let derived = "300:2e98:a4b0:1789:1d44:bc13:a177:c4d".parse().ok();
+        let name = "TestBWContainer3";
+        assert_eq!(YggdrasilAddress::Auto.resolve(name, Some(subnet)), derived);
+        assert_eq!(YggdrasilAddress::Auto.resolve(name, None), None);
+        let f = YggdrasilAddress::Fixed(fixed);
+        assert_eq!(f.resolve(name, Some(subnet)), Some(fixed));
+        assert_eq!(f.resolve(name, None), Some(fixed));
+        assert_eq!(YggdrasilAddress::No.resolve(name, Some(subnet)), None);
     }
 }

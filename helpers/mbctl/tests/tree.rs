@@ -272,7 +272,7 @@ fn auto_address_comes_from_the_bridge_state_until_man8env_has_one() {
     // The bridge helper's state file names the host's subnet: the README's address follows.
     t.write(
         "/run/man8s/yggdrasil.json",
-        r#"{"subnet":"300:2e98:a4b0:1789::/64"}"#,
+        r#"{"address":"200:2e98:a4b0:1789::1","subnet":"300:2e98:a4b0:1789::/64"}"#,
     );
     assert_eq!(ygg(&t), "300:2e98:a4b0:1789:1d44:bc13:a177:c4d");
     // man8env.env wins (the user's file is the truth once it exists).

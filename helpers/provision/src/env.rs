@@ -11,31 +11,25 @@ use man8s_oci::progress::{Event, Progress};
 
 use crate::{Error, IoContext, Result};
 
-/// Bridge helper's state file with the host's Yggdrasil subnet.
-pub const YGGDRASIL_STATE: &str = "/run/man8s/yggdrasil.json";
 /// Image variables that go to nspawn settings rather than man8env.env.
 const ENV_EXCLUDED: [&str; 4] = ["PATH", "TERM", "HOME", "LANG"];
 
-/// The host's Yggdrasil subnet from the bridge helper's state file, if known.
+/// The host's Yggdrasil subnet from the bridge helper's state file, if known (an unreadable or
+/// malformed file counts as unknown: the machine starts without a derived address).
 pub fn yggdrasil_subnet(paths: &Paths) -> Option<ipnet::Ipv6Net> {
-    #[derive(serde::Deserialize)]
-    struct State {
-        subnet: String,
-    }
-    let text = fs::read(paths.fs(YGGDRASIL_STATE)).ok()?;
-    let s: State = serde_json::from_slice(&text).ok()?;
-    s.subnet.parse().ok()
+    man8s::yggdrasil::read(paths)
+        .ok()
+        .flatten()
+        .map(|s| s.subnet)
 }
 
 /// The Yggdrasil address a machine gets, when known.
 fn yggdrasil_address(machine: &Machine, subnet: Option<ipnet::Ipv6Net>) -> Option<String> {
-    match machine.network.yggdrasil {
-        YggdrasilAddress::Auto => {
-            subnet.map(|s| man8s::address::machine_address(s, machine.name.as_str()).to_string())
-        }
-        YggdrasilAddress::Fixed(a) => Some(a.to_string()),
-        YggdrasilAddress::No => None,
-    }
+    machine
+        .network
+        .yggdrasil
+        .resolve(machine.name.as_str(), subnet)
+        .map(|a| a.to_string())
 }
 
 /// Quote one word for `/bin/sh` (like Python's `shlex.quote`, which the old tool used).

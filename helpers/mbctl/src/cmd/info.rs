@@ -122,16 +122,14 @@ pub fn from_files(paths: &Paths, name: &MachineName) -> Option<MachineInfo> {
         Ok(m) => {
             info.declaration = Some(m.main_file().display().to_string());
             info.image = Some(m.image.clone());
-            match m.network.yggdrasil {
-                // Not in man8env.env yet (never started): the address it will get, when the host's
-                // subnet is known.
-                YggdrasilAddress::Auto if info.yggdrasil_address.is_none() => {
-                    info.yggdrasil_address = man8s_provision::env::yggdrasil_subnet(paths)
-                        .map(|s| man8s::address::machine_address(s, name.as_str()).to_string());
-                }
-                YggdrasilAddress::Auto => {}
-                YggdrasilAddress::No => info.yggdrasil_address = None,
-                YggdrasilAddress::Fixed(a) => info.yggdrasil_address = Some(a.to_string()),
+            // An `auto` machine already started keeps the address in its man8env.env; one never
+            // started gets the address it will get, when the host's subnet is known.
+            if m.network.yggdrasil != YggdrasilAddress::Auto || info.yggdrasil_address.is_none() {
+                info.yggdrasil_address = m
+                    .network
+                    .yggdrasil
+                    .resolve(name.as_str(), man8s_provision::env::yggdrasil_subnet(paths))
+                    .map(|a| a.to_string());
             }
             info.volumes = volume_info(&m);
             info.ports = m.ports.iter().map(ToString::to_string).collect();
