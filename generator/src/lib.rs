@@ -601,7 +601,9 @@ pub fn run(paths: &Paths, out: &Outputs, log: &mut dyn FnMut(&str)) -> Result<Re
 
     let mut report = Report::default();
     let mut keep = Keep::default();
+    let mut policies = Vec::new();
     for o in outcomes {
+        policies.extend(o.policy);
         for line in &o.log {
             log(line);
         }
@@ -615,6 +617,7 @@ pub fn run(paths: &Paths, out: &Outputs, log: &mut dyn FnMut(&str)) -> Result<Re
         }
     }
     remove_stale(out, &keep, log);
+    write_policy(paths, &mut dirs, policies, log);
     Ok(report)
 }
 
@@ -635,6 +638,23 @@ struct Outcome {
     links: Vec<PathBuf>,
     /// (name, generated fully) — false: bad declaration.
     machine: Option<(MachineName, bool)>,
+    /// Its part of the filter policy (good declarations only: a bad one exposes nothing).
+    policy: Option<man8s::mesh::MachinePolicy>,
+}
+
+/// `/run/man8s/policy.json` for man8s-bridge (whose path unit reloads the filter when it
+/// changes). Not writable is logged, not fatal: the machines still start, with the old filter.
+fn write_policy(
+    paths: &Paths,
+    dirs: &mut DirCache,
+    mut machines: Vec<man8s::mesh::MachinePolicy>,
+    log: &mut dyn FnMut(&str),
+) {
+    machines.sort_by(|a, b| a.name.cmp(&b.name));
+    let text = man8s::mesh::PolicyFile { machines }.render();
+    if let Err(e) = write_atomic(dirs, &paths.fs(man8s::mesh::POLICY_FILE), &text) {
+        log(&format!("{e}; man8s-bridge keeps the filter it has"));
+    }
 }
 
 struct Context<'a> {
@@ -700,6 +720,7 @@ impl Context<'_> {
                     o.links.push(link);
                 }
                 o.machine = Some((name.clone(), true));
+                o.policy = Some(man8s::mesh::MachinePolicy::of(&m));
             }
             Err((source, text)) => {
                 o.log.extend(text.lines().map(str::to_owned));

@@ -1,7 +1,8 @@
 # shellcheck shell=bash
 # Two hosts, one mesh (issue 5): test hosts ya and yb linked by a veth pair made here, each running yggdrasil
 # that peers over that link only, and man8s-bridge; the machine on yb fetches a page from the machine on ya by
-# ya's machine's 300: address.
+# ya's machine's 300: address. Machines are filtered (issue 13): ya lists yb as its fleet in man8s.conf
+# ([Mesh] AllowFrom=@yb, [Hosts] yb=SUBNET), which man8s-bridge.path picks up.
 ygg_host_up ya '^ylink$' || fail "test host ya did not come up"
 ygg_host_up yb '^ylink$' || fail "test host yb did not come up"
 debug_units man8s-bridge.service yggdrasil.service
@@ -24,6 +25,16 @@ wait_for 60 peered || fail "yggdrasil on ya and yb did not peer over the veth li
 
 wait_bridge_address_on ya "$(bridge_address_of "$sa")" || fail "srvgrp0 on ya lacks its <subnet>::1/64"
 wait_bridge_address_on yb "$(bridge_address_of "$sb")" || fail "srvgrp0 on yb lacks its <subnet>::1/64"
+
+# yb is ya's fleet: its machines reach every port of ya's machines. man8s-bridge.path reloads the filter.
+host_write_on ya /etc/man8s/man8s.conf <<CONF
+[Mesh]
+AllowFrom=@yb
+[Hosts]
+yb=$sb
+CONF
+fleet_applied() { in_host_on ya nft -j list table inet man8s | grep -q "\"addr\": *\"${sb%%::/64}::\""; }
+wait_for 30 fleet_applied || fail "ya's table inet man8s does not allow yb's subnet $sb within 30 s of writing man8s.conf"
 
 HOST=ya declare_machine wa <<'DECL'
 [Machine]

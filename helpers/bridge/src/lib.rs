@@ -10,7 +10,10 @@
 #![deny(missing_docs)]
 
 pub mod apply;
+pub mod filter;
+pub mod firewall;
 pub mod networkd;
+pub mod nft;
 pub mod reload;
 pub mod state;
 pub mod yggdrasil;

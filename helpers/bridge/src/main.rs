@@ -4,7 +4,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use man8s::Paths;
+use man8s::hostconfig::HostConfig;
 use man8s_bridge::apply::{Report, apply};
+use man8s_bridge::firewall::{self, FilterState, FilterStatus};
 use man8s_bridge::reload::{Reloaded, reload_networkd, wait_for_link};
 
 /// How long to wait for networkd to create the bridge after a reload.
@@ -21,6 +23,13 @@ struct Args {
     /// Reload networkd even when no file changed.
     #[arg(long)]
     force_reload: bool,
+    /// Apply the nftables filter even though MAN8S_ROOT relocates the files (tests in a private
+    /// network namespace); without MAN8S_ROOT it is always applied.
+    #[arg(long)]
+    filter: bool,
+    /// Remove the nftables table `inet man8s` and exit (ExecStop= of man8s-bridge.service).
+    #[arg(long, conflicts_with_all = ["no_reload", "force_reload", "filter"])]
+    stop: bool,
 }
 
 /// journald reads a `<N>` syslog priority at the start of each line on a service's stderr.
@@ -90,9 +99,47 @@ fn report(r: &Report) {
     }
 }
 
+/// Say how the filter went, in the journal and in `systemctl status` (STATUS=).
+fn report_filter(status: &FilterStatus) {
+    for w in &status.warnings {
+        log(WARNING, w);
+    }
+    let summary = match status.state {
+        FilterState::Filtered => {
+            log(INFO, "nftables table inet man8s applied");
+            if status.fleet.is_empty() {
+                let w = firewall::no_fleet_warning();
+                log(WARNING, &w);
+                format!("filtered; {w}")
+            } else {
+                format!("filtered; fleet {}", status.fleet.join(" "))
+            }
+        }
+        FilterState::Unfiltered => {
+            let reason = status.reason.as_deref().unwrap_or("unknown");
+            log(ERR, &format!("machines are UNFILTERED: {reason}"));
+            format!("UNFILTERED: {reason}")
+        }
+    };
+    use libsystemd::daemon::{NotifyState, notify};
+    let _ = notify(false, &[NotifyState::Status(summary)]);
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
     let paths = Paths::from_env();
+    if args.stop {
+        return match firewall::remove(&paths) {
+            Ok(()) => {
+                log(INFO, "nftables table inet man8s removed");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                log(ERR, &e.to_string());
+                ExitCode::from(1)
+            }
+        };
+    }
     let r = match apply(&paths) {
         Ok(r) => r,
         Err(e) => {
@@ -101,6 +148,20 @@ fn main() -> ExitCode {
         }
     };
     report(&r);
+    // A relocated tree is not this host: leave its kernel alone unless asked.
+    if args.filter || paths.root() == std::path::Path::new("/") {
+        let subnet = r.yggdrasil.as_ref().ok().map(|s| s.subnet);
+        let status = HostConfig::load(&paths)
+            .map_err(|e| e.to_string())
+            .and_then(|cfg| firewall::apply(&paths, &cfg, subnet).map_err(|e| e.to_string()));
+        match status {
+            Ok(status) => report_filter(&status),
+            Err(e) => {
+                log(ERR, &format!("machines' filter not applied: {e}"));
+                return ExitCode::from(1);
+            }
+        }
+    }
     if args.no_reload || !(r.networkd_changed || args.force_reload) {
         return ExitCode::SUCCESS;
     }

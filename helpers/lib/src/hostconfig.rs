@@ -21,19 +21,32 @@
 //! ConfigFile=/etc/yggdrasil/yggdrasil.conf
 //! # How long to wait for the admin socket of a yggdrasil that is configured.
 //! WaitSec=10
+//!
+//! [Mesh]
+//! # Peers allowed to reach every port of every machine (the user's fleet): ADDRESS, SUBNET or
+//! # @HOST of [Hosts]; repeatable. Empty: only what declarations expose (man8s.machine(5)).
+//! AllowFrom=@nas 300:1111:2222:3333::/64
+//! # Machines are NAME.DOMAIN and other hosts' machines NAME.HOST.DOMAIN (default man8s).
+//! Domain=man8s
+//!
+//! [Hosts]
+//! # The user's other man8s hosts: NAME=their Yggdrasil subnet.
+//! nas=300:aaaa:bbbb:cccc::/64
 //! ```
 //!
 //! `#` and `;` start comment lines. A repeatable key given an empty value (`DNS=`) clears the
 //! list so far, as in unit files; single-valued keys take the last assignment. Unknown sections
 //! and keys are errors naming the file and line (keys beginning `X-` are ignored).
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use ipnet::{Ipv4Net, Ipv6Net};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use crate::Paths;
+use crate::mesh::{AllowSource, validate_host_label};
 use crate::paths::MAN8S_CONF;
 
 /// The default bridge name (same as the Python tool's).
@@ -46,6 +59,8 @@ pub const DEFAULT_YGGDRASIL_CONFIG: &str = "/etc/yggdrasil/yggdrasil.conf";
 pub const DEFAULT_ADMIN_ENDPOINT: &str = "unix:///var/run/yggdrasil/yggdrasil.sock";
 /// Default wait for a configured yggdrasil to open its admin socket.
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(10);
+/// The default domain of machine names (`redis.man8s`, `db.nas.man8s`).
+pub const DEFAULT_DOMAIN: &str = "man8s";
 
 /// Why `man8s.conf` was refused: one line naming file, line and cause.
 #[derive(Debug, thiserror::Error)]
@@ -122,6 +137,25 @@ impl Default for YggdrasilConfig {
     }
 }
 
+/// `[Mesh]`: who may reach machines from outside the host, and machine names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MeshConfig {
+    /// `AllowFrom=`: the user's fleet, allowed to reach every port of every machine. Every
+    /// `@HOST` in it names a host of [`HostConfig::hosts`] (checked when parsing).
+    pub allow_from: Vec<AllowSource>,
+    /// `Domain=`: machines are `NAME.DOMAIN`, other hosts' `NAME.HOST.DOMAIN`.
+    pub domain: String,
+}
+
+impl Default for MeshConfig {
+    fn default() -> Self {
+        Self {
+            allow_from: Vec::new(),
+            domain: DEFAULT_DOMAIN.to_owned(),
+        }
+    }
+}
+
 /// The whole of `man8s.conf`.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct HostConfig {
@@ -129,6 +163,20 @@ pub struct HostConfig {
     pub bridge: BridgeConfig,
     /// `[Yggdrasil]`.
     pub yggdrasil: YggdrasilConfig,
+    /// `[Mesh]`.
+    pub mesh: MeshConfig,
+    /// `[Hosts]`: the user's other hosts, name → Yggdrasil subnet.
+    pub hosts: BTreeMap<String, Ipv6Net>,
+}
+
+impl HostConfig {
+    /// The network an `AllowFrom=` entry stands for; `None` for an `@HOST` not in `[Hosts]`.
+    pub fn resolve(&self, source: &AllowSource) -> Option<IpNet> {
+        match source {
+            AllowSource::Net(n) => Some(*n),
+            AllowSource::Host(h) => self.hosts.get(h).map(|n| IpNet::V6(*n)),
+        }
+    }
 }
 
 const SCHEMA: crate::ini::Schema = &[
@@ -137,6 +185,8 @@ const SCHEMA: crate::ini::Schema = &[
         &["Name", "IPv4Address", "ULAPrefix", "DNS", "NTP", "Timezone"],
     ),
     ("Yggdrasil", &["AdminEndpoint", "ConfigFile", "WaitSec"]),
+    ("Mesh", &["AllowFrom", "Domain"]),
+    ("Hosts", &[crate::ini::ANY_KEY]),
 ];
 
 impl HostConfig {
@@ -153,6 +203,8 @@ impl HostConfig {
     /// Parse the text of `man8s.conf`; `origin` names the file in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Self, HostConfigError> {
         let mut cfg = Self::default();
+        // The line of each `[Mesh] AllowFrom=` entry, for errors about `@HOST`.
+        let mut allow_lines: Vec<usize> = Vec::new();
         let mut assignments = Vec::new();
         let mut problems = Vec::new();
         crate::ini::lex(
@@ -255,7 +307,44 @@ impl HostConfig {
                     }
                     cfg.yggdrasil.wait = Duration::from_secs_f64(secs);
                 }
+                ("Mesh", "AllowFrom") => {
+                    push_list(&mut cfg.mesh.allow_from, value, str::parse::<AllowSource>)
+                        .map_err(|e| bad(&e))?;
+                    allow_lines.resize(cfg.mesh.allow_from.len(), a.line);
+                }
+                ("Mesh", "Domain") => {
+                    let v = value.trim_end_matches('.');
+                    if v.is_empty() || v.split('.').any(|l| validate_host_label(l).is_err()) {
+                        return Err(bad("not a domain name, like man8s or home.arpa"));
+                    }
+                    cfg.mesh.domain = v.to_ascii_lowercase();
+                }
+                ("Hosts", _) => {
+                    let name = a.name.as_str();
+                    validate_host_label(name).map_err(|e| err(format!("{name}=: {e}")))?;
+                    let net: Ipv6Net = value.parse().map_err(|_| {
+                        err(format!(
+                            "{name}={value}: not the host's Yggdrasil subnet, like 300:1:2:3::/64"
+                        ))
+                    })?;
+                    if net.prefix_len() != 64 {
+                        return Err(err(format!(
+                            "{name}={value}: must be a /64 (a Yggdrasil node's subnet)"
+                        )));
+                    }
+                    cfg.hosts.insert(name.to_ascii_lowercase(), net.trunc());
+                }
                 _ => unreachable!("key lists and match arms agree"),
+            }
+        }
+        // `@HOST` may come before `[Hosts]`: check once everything is read.
+        for (source, line) in cfg.mesh.allow_from.iter().zip(&allow_lines) {
+            if cfg.resolve(source).is_none() {
+                return Err(HostConfigError::Syntax {
+                    path: origin.to_owned(),
+                    line: *line,
+                    message: format!("AllowFrom={source}: no such host in [Hosts]"),
+                });
             }
         }
         Ok(cfg)
@@ -264,11 +353,11 @@ impl HostConfig {
 
 /// Append `value` to a repeatable list; an empty value clears it (unit-file semantics).
 /// Several space-separated values may be given on one line.
-fn push_list<T>(
+fn push_list<T, E>(
     list: &mut Vec<T>,
     value: &str,
-    parse: impl Fn(&str) -> Result<T, &'static str>,
-) -> Result<(), &'static str> {
+    parse: impl Fn(&str) -> Result<T, E>,
+) -> Result<(), E> {
     if value.is_empty() {
         list.clear();
         return Ok(());
@@ -347,6 +436,59 @@ mod tests {
         );
         assert_eq!(c.yggdrasil.config_file, Path::new("/etc/yggdrasil.conf"));
         assert_eq!(c.yggdrasil.wait, Duration::from_millis(2500));
+    }
+
+    #[test]
+    fn mesh_and_hosts() {
+        let c = parse(
+            "[Mesh]\nAllowFrom=@nas 192.0.2.0/24\nAllowFrom=300:9::7\nDomain=Home.Arpa.\n\
+             [Hosts]\nnas=300:aaaa:bbbb:cccc::5/64\nPi-2=300:1::/64\n",
+        )
+        .unwrap();
+        assert_eq!(c.mesh.domain, "home.arpa");
+        assert_eq!(c.hosts.len(), 2);
+        assert_eq!(c.hosts["pi-2"].to_string(), "300:1::/64");
+        let nets: Vec<String> = c
+            .mesh
+            .allow_from
+            .iter()
+            .map(|s| c.resolve(s).unwrap().to_string())
+            .collect();
+        assert_eq!(
+            nets,
+            ["300:aaaa:bbbb:cccc::/64", "192.0.2.0/24", "300:9::7/128"]
+        );
+        assert!(parse("").unwrap().mesh.allow_from.is_empty());
+        assert_eq!(parse("").unwrap().mesh.domain, "man8s");
+        // An empty AllowFrom= clears the list, and with it the check of earlier @HOSTs.
+        let c = parse("[Mesh]\nAllowFrom=@gone\nAllowFrom=\nAllowFrom=200::/7\n").unwrap();
+        assert_eq!(c.mesh.allow_from.len(), 1);
+        for (text, want) in [
+            (
+                "[Mesh]\nAllowFrom=@nas\n",
+                "man8s.conf:2: AllowFrom=@nas: no such host in [Hosts]",
+            ),
+            (
+                "[Mesh]\nAllowFrom=nas\n",
+                "AllowFrom=nas: \"nas\" is not an address",
+            ),
+            ("[Mesh]\nDomain=a..b\n", "not a domain name"),
+            (
+                "[Hosts]\nnas=300:1::/48\n",
+                "man8s.conf:2: nas=300:1::/48: must be a /64",
+            ),
+            (
+                "[Hosts]\nnas=10.0.0.0/8\n",
+                "not the host's Yggdrasil subnet",
+            ),
+            (
+                "[Hosts]\nn_a=300:1::/64\n",
+                "n_a=: \"n_a\" is not a host name",
+            ),
+        ] {
+            let e = parse(text).unwrap_err();
+            assert!(e.contains(want), "{text:?}: {e}");
+        }
     }
 
     #[test]

@@ -10,6 +10,10 @@ use std::path::{Path, PathBuf};
 /// The sections a file may have, each with its keys.
 pub type Schema = &'static [(&'static str, &'static [&'static str])];
 
+/// The key list of a section whose keys are names the user picks (man8s.conf's `[Hosts]`):
+/// every key is accepted, [`Assignment::key`] is this and [`Assignment::name`] the key as written.
+pub const ANY_KEY: &str = "*";
+
 /// One problem in a file, with where it is.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Diagnostic {
@@ -61,8 +65,10 @@ pub struct Assignment<'a> {
     pub line: usize,
     /// Its section (one of the schema's).
     pub section: &'static str,
-    /// Its key (one of the schema's).
+    /// Its key (one of the schema's, or [`ANY_KEY`]).
     pub key: &'static str,
+    /// The key as written (differs from `key` only in [`ANY_KEY`] sections).
+    pub name: String,
     /// The value, whitespace-trimmed, continuation lines joined.
     pub value: String,
 }
@@ -189,7 +195,8 @@ pub fn lex<'a>(
         if key.starts_with("X-") {
             continue;
         }
-        let Some(&key) = known.1.iter().find(|k| **k == key) else {
+        let written = key;
+        let Some(&key) = known.1.iter().find(|k| **k == key || **k == ANY_KEY) else {
             let mut d = diag(
                 file,
                 start_line,
@@ -212,6 +219,7 @@ pub fn lex<'a>(
             line: start_line,
             section: known.0,
             key,
+            name: written.to_owned(),
             value: value.to_owned(),
         });
     }

@@ -10,6 +10,7 @@ pub mod envfile;
 pub mod hostconfig;
 pub mod ini;
 pub mod machine;
+pub mod mesh;
 pub mod name;
 pub mod paths;
 pub mod reference;

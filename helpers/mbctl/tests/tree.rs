@@ -143,7 +143,12 @@ fn list_status_and_verify_golden() {
          \x20    Rootfs: /var/lib/man8machines/web\n\
          \x20 Yggdrasil: 300:1::5\n\
          \x20   Volumes: /usr/share/nginx/html → /var/lib/man8machine_storage/web/usr/share/nginx/html (data, read-only)\n\
-         \x20     Ports: tcp:8080:80\n"
+         \x20     Ports: tcp:8080:80\n\
+         \x20    Filter: unknown\n\
+         \x20            man8s-bridge has not applied the filter (systemctl status man8s-bridge)\n\
+         \x20 Reachable: from this host and machines on the same bridge: every port\n\
+         \x20            from everyone else: nothing (no Expose=)\n\
+         \x20            from everyone who reaches this host: Port= tcp:8080:80 (published like podman's PublishPort=)\n"
     );
     // verify over the whole tree: one line per problem, canonical paths, exit 1.
     assert_eq!(

@@ -46,6 +46,16 @@ pub struct MachineInfo {
     pub ports: Vec<String>,
     /// Problems with the declaration (`FILE:LINE: …`), one per entry.
     pub errors: Vec<String>,
+    /// The host's filter: `filtered`, `unfiltered` (nftables missing or refusing: every port is
+    /// open) or `unknown` (man8s-bridge has not applied it); `machines status` only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub filter: Option<String>,
+    /// Warnings about the filter (no fleet in man8s.conf, why unfiltered).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub filter_notes: Vec<String>,
+    /// Who may reach which ports, as the applied filter says; `machines status` only.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub reachable: Vec<String>,
 }
 
 /// One volume of a machine.
@@ -117,6 +127,9 @@ pub fn from_files(paths: &Paths, name: &MachineName) -> Option<MachineInfo> {
         volumes: Vec::new(),
         ports: Vec::new(),
         errors: Vec::new(),
+        filter: None,
+        filter_notes: Vec::new(),
+        reachable: Vec::new(),
     };
     match declaration::load(paths, name) {
         Ok(m) => {
@@ -154,6 +167,48 @@ pub fn from_files(paths: &Paths, name: &MachineName) -> Option<MachineInfo> {
         Err(e @ LoadError::Io { .. }) => info.errors.push(e.to_string()),
     }
     Some(info)
+}
+
+/// The filter man8s-bridge applied (its status file), and what it lets reach `info`'s machine:
+/// read from the policy file the generator wrote, so it shows what is in force.
+fn add_filter(paths: &Paths, info: &mut MachineInfo) {
+    use man8s_bridge::firewall::{self, FilterState, FilterStatus};
+    let unfiltered = match FilterStatus::read(paths) {
+        Some(st) => {
+            info.filter = Some(match st.state {
+                FilterState::Filtered => "filtered".into(),
+                FilterState::Unfiltered => "unfiltered".into(),
+            });
+            info.filter_notes.extend(st.reason);
+            if st.state == FilterState::Filtered && st.fleet.is_empty() {
+                info.filter_notes.push(firewall::no_fleet_warning());
+            }
+            st.state == FilterState::Unfiltered
+        }
+        None => {
+            info.filter = Some("unknown".into());
+            info.filter_notes.push(
+                "man8s-bridge has not applied the filter (systemctl status man8s-bridge)".into(),
+            );
+            false
+        }
+    };
+    let Ok(cfg) = man8s::hostconfig::HostConfig::load(paths) else {
+        return;
+    };
+    let subnet = man8s_provision::env::yggdrasil_subnet(paths);
+    let (spec, _) = firewall::current_spec(paths, &cfg, subnet);
+    info.reachable = if unfiltered {
+        vec!["from everywhere: every port (UNFILTERED)".into()]
+    } else {
+        man8s_bridge::filter::describe(&spec, &info.name)
+    };
+    if !info.ports.is_empty() {
+        info.reachable.push(format!(
+            "from everyone who reaches this host: Port= {} (published like podman's PublishPort=)",
+            info.ports.join(" ")
+        ));
+    }
 }
 
 fn add_live_state(info: &mut MachineInfo, bus: &Bus) {
@@ -338,6 +393,15 @@ pub fn status_text(m: &MachineInfo, colour: bool) -> String {
     if !m.ports.is_empty() {
         row("Ports", m.ports.join(" "));
     }
+    if let Some(f) = &m.filter {
+        row("Filter", f.clone());
+    }
+    for n in &m.filter_notes {
+        row("", n.clone());
+    }
+    for (i, r) in m.reachable.iter().enumerate() {
+        row(if i == 0 { "Reachable" } else { "" }, r.clone());
+    }
     for (i, e) in m.errors.iter().enumerate() {
         row(if i == 0 { "Errors" } else { "" }, e.clone());
     }
@@ -368,6 +432,7 @@ pub fn status(name: &str, json: bool) -> Result<u8> {
     if let Some(bus) = connect(&paths) {
         add_live_state(&mut info, &bus);
     }
+    add_filter(&paths, &mut info);
     if json {
         println!("{}", serde_json::to_string_pretty(&info)?);
     } else {
