@@ -349,6 +349,7 @@ pub fn render_dropin(m: &Machine, user_nspawn: Option<&Path>) -> Generated {
         "SourcePath={}",
         escape_specifiers(&m.source.main.to_string_lossy())
     );
+    render_dependencies(&mut o, m);
 
     o.push_str("\n[Service]\n");
     let _ = writeln!(
@@ -394,6 +395,106 @@ pub fn render_dropin(m: &Machine, user_nspawn: Option<&Path>) -> Generated {
         body: o,
         ..Generated::from_machine(m)
     }
+}
+
+/// `Requires=`/`Wants=`/`After=` of the declaration as unit dependencies on the other machines'
+/// units; `Requires=` and `Wants=` also order (man8s.machine(5)).
+fn render_dependencies(o: &mut String, m: &Machine) {
+    let units = |list: &[&MachineName]| {
+        list.iter()
+            .map(|n| unit_name(n))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let d = &m.dependencies;
+    for (key, list) in [("Requires", &d.requires), ("Wants", &d.wants)] {
+        if !list.is_empty() {
+            let _ = writeln!(o, "{key}={}", units(&list.iter().collect::<Vec<_>>()));
+        }
+    }
+    let after = d.ordered_after();
+    if !after.is_empty() {
+        let _ = writeln!(o, "After={}", units(&after));
+    }
+}
+
+/// Dependency problems no single declaration can see: a name that is not declared, or a cycle
+/// (ordering through `Requires=`, `Wants=` and `After=`). Each affected machine gets one line.
+pub fn dependency_errors(
+    declared: &BTreeSet<MachineName>,
+    machines: &[&Machine],
+) -> std::collections::BTreeMap<MachineName, String> {
+    use std::collections::BTreeMap;
+    let mut errors = BTreeMap::new();
+    let edges: BTreeMap<&MachineName, Vec<&MachineName>> = machines
+        .iter()
+        .map(|m| (&m.name, m.dependencies.ordered_after()))
+        .collect();
+    for m in machines {
+        let unknown: Vec<String> = edges[&m.name]
+            .iter()
+            .filter(|n| !declared.contains(**n))
+            .map(|n| n.to_string())
+            .collect();
+        if !unknown.is_empty() {
+            errors.insert(
+                m.name.clone(),
+                format!(
+                    "Requires=/Wants=/After=: no machine {} is declared on this host",
+                    unknown.join(", ")
+                ),
+            );
+        }
+    }
+    // Depth-first search; a back edge closes a cycle, and every machine on it gets the error.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        Active,
+        Done,
+    }
+    fn visit<'a>(
+        n: &'a MachineName,
+        edges: &BTreeMap<&'a MachineName, Vec<&'a MachineName>>,
+        marks: &mut BTreeMap<&'a MachineName, Mark>,
+        stack: &mut Vec<&'a MachineName>,
+        errors: &mut BTreeMap<MachineName, String>,
+    ) {
+        marks.insert(n, Mark::Active);
+        stack.push(n);
+        for next in edges.get(n).into_iter().flatten() {
+            match marks.get(next) {
+                Some(Mark::Active) => {
+                    let from = stack.iter().position(|x| x == next).expect("on the stack");
+                    let cycle = &stack[from..];
+                    let path: Vec<String> = cycle
+                        .iter()
+                        .chain(std::iter::once(next))
+                        .map(|x| x.to_string())
+                        .collect();
+                    for member in cycle {
+                        errors.entry((*member).clone()).or_insert_with(|| {
+                            format!(
+                                "Requires=/Wants=/After=: dependency cycle {}",
+                                path.join(" → ")
+                            )
+                        });
+                    }
+                }
+                Some(Mark::Done) => {}
+                None if edges.contains_key(next) => visit(next, edges, marks, stack, errors),
+                None => {}
+            }
+        }
+        stack.pop();
+        marks.insert(n, Mark::Done);
+    }
+    let mut marks = BTreeMap::new();
+    for n in edges.keys() {
+        if !marks.contains_key(n) {
+            visit(n, &edges, &mut marks, &mut Vec::new(), &mut errors);
+        }
+    }
+    errors
 }
 
 /// The drop-in for a machine whose declaration is bad: `ExecStartPre=` is reset and replaced by a
@@ -578,7 +679,6 @@ pub fn run(paths: &Paths, out: &Outputs, log: &mut dyn FnMut(&str)) -> Result<Re
         }
     };
     let ctx = Context {
-        paths,
         out,
         host_bridge,
         // The user's own settings files, listed once.
@@ -594,9 +694,24 @@ pub fn run(paths: &Paths, out: &Outputs, log: &mut dyn FnMut(&str)) -> Result<Re
 
     // (Spreading machines over threads was measured: no faster, the directory locks of the shared
     // output directories serialise the work.)
+    let loaded: Vec<Option<Result<Machine, LoadError>>> = entries
+        .iter()
+        .map(|e| {
+            e.as_ref()
+                .ok()
+                .map(|(name, source)| declaration::load_sources(paths, name, source))
+        })
+        .collect();
+    let declared: BTreeSet<MachineName> = entries
+        .iter()
+        .filter_map(|e| e.as_ref().ok().map(|(n, _)| n.clone()))
+        .collect();
+    let good: Vec<&Machine> = loaded.iter().flatten().flatten().collect();
+    let dep_errors = dependency_errors(&declared, &good);
     let outcomes = entries
         .iter()
-        .map(|e| ctx.machine(&mut dirs, e))
+        .zip(loaded)
+        .map(|(e, l)| ctx.machine(&mut dirs, e, l, &dep_errors))
         .collect::<Result<Vec<_>, _>>()?;
 
     let mut report = Report::default();
@@ -658,7 +773,6 @@ fn write_policy(
 }
 
 struct Context<'a> {
-    paths: &'a Paths,
     out: &'a Outputs,
     user_nspawn: BTreeSet<String>,
     host_bridge: String,
@@ -669,16 +783,27 @@ impl Context<'_> {
         &self,
         dirs: &mut DirCache,
         entry: &Result<(MachineName, man8s::machine::SourceFiles), declaration::DiscoverError>,
+        loaded: Option<Result<Machine, LoadError>>,
+        dep_errors: &std::collections::BTreeMap<MachineName, String>,
     ) -> Result<Outcome, FatalError> {
         let mut o = Outcome::default();
         // (name, the machine or the file to blame and why)
         let (name, loaded) = match entry {
-            Ok((name, source)) => (
+            Ok((name, _)) => (
                 name,
-                declaration::load_sources(self.paths, name, source).map_err(|e| match e {
-                    LoadError::Invalid(d) => (d.0.first().map(|x| x.file.clone()), d.to_string()),
-                    other => (None, other.to_string()),
-                }),
+                match loaded.expect("every discovered machine was loaded") {
+                    Ok(m) => match dep_errors.get(name) {
+                        Some(e) => Err((
+                            Some(m.source.main.clone()),
+                            format!("{}: {e}", m.source.main.display()),
+                        )),
+                        None => Ok(m),
+                    },
+                    Err(LoadError::Invalid(d)) => {
+                        Err((d.0.first().map(|x| x.file.clone()), d.to_string()))
+                    }
+                    Err(other) => Err((None, other.to_string())),
+                },
             ),
             // Drop-ins that cannot be listed: the machine fails like a bad declaration.
             Err(e @ declaration::DiscoverError::Dropins { name, .. }) => {

@@ -319,3 +319,45 @@ fn unreadable_dropin_dir_fails_its_machine() {
     assert!(dropin.contains("invalid declaration"), "{dropin}");
     assert!(!root.join("run/systemd/nspawn/web.nspawn").exists());
 }
+
+#[test]
+fn policy_file_lists_good_machines_for_the_filter() {
+    let t = tempfile::tempdir().unwrap();
+    declare(
+        t.path(),
+        "web",
+        "[Machine]\nImage=redis\n[Network]\nExpose=80 udp:53\nExpose=80\nAllowFrom=@nas 300:1:2:3::9/64\n",
+    );
+    declare(
+        t.path(),
+        "quiet",
+        "[Machine]\nImage=redis\n[Network]\nYggdrasilAddress=no\n",
+    );
+    declare(t.path(), "broken", "[Machine]\nImage=redis\nPrt=1\n");
+    let o = gen_in(t.path(), &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let policy: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(t.path().join("run/man8s/policy.json")).unwrap())
+            .unwrap();
+    // Sorted by name; the broken declaration exposes nothing; duplicates folded.
+    assert_eq!(
+        policy,
+        serde_json::json!({"machines": [
+            {"name": "quiet", "address": "none", "expose": [], "allow_from": []},
+            {"name": "web", "address": "auto", "expose": ["tcp:80", "udp:53"],
+             "allow_from": ["@nas", "300:1:2:3::/64"]},
+        ]})
+    );
+    // Unchanged on a second run (man8s-bridge.path would otherwise reload for nothing).
+    let before = fs::metadata(t.path().join("run/man8s/policy.json"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    assert!(gen_in(t.path(), &[]).status.success());
+    let after = fs::metadata(t.path().join("run/man8s/policy.json"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    assert_eq!(before, after);
+}

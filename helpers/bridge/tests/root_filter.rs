@@ -166,24 +166,31 @@ fn root_table_applies_replaces_and_goes_away_leaving_other_tables_alone() {
     .unwrap();
 }
 
-#[test]
-fn root_binary_filters_from_the_policy_file_and_stop_removes_it() {
-    require_root();
+/// A MAN8S_ROOT tree for the binary: a machine ID, no yggdrasil, `extra` appended to man8s.conf.
+fn tree(extra: &str) -> tempfile::TempDir {
     let root = tempfile::tempdir().unwrap();
     let r = root.path();
     std::fs::create_dir_all(r.join("etc/man8s")).unwrap();
-    std::fs::create_dir_all(r.join("run/man8s")).unwrap();
     std::fs::write(
         r.join("etc/machine-id"),
         "0123456789abcdef0123456789abcdef\n",
     )
     .unwrap();
-    // No yggdrasil here: only a fixed address has rules of its own.
     std::fs::write(
         r.join("etc/man8s/man8s.conf"),
-        "[Yggdrasil]\nWaitSec=0\nConfigFile=/nonexistent\n[Mesh]\nAllowFrom=300:aaaa:bbbb:cccc::/64\n",
+        format!("[Yggdrasil]\nWaitSec=0\nConfigFile=/nonexistent\n{extra}"),
     )
     .unwrap();
+    root
+}
+
+#[test]
+fn root_binary_filters_from_the_policy_file_and_stop_removes_it() {
+    require_root();
+    // No yggdrasil here: only a fixed address has rules of its own.
+    let root = tree("[Mesh]\nAllowFrom=300:aaaa:bbbb:cccc::/64\n");
+    let r = root.path();
+    std::fs::create_dir_all(r.join("run/man8s")).unwrap();
     let policy = PolicyFile {
         machines: vec![MachinePolicy {
             name: "db".into(),
@@ -264,19 +271,8 @@ fn root_binary_filters_from_the_policy_file_and_stop_removes_it() {
 #[test]
 fn root_missing_nft_is_loud_and_recorded_as_unfiltered() {
     require_root();
-    let root = tempfile::tempdir().unwrap();
+    let root = tree("");
     let r = root.path();
-    std::fs::create_dir_all(r.join("etc/man8s")).unwrap();
-    std::fs::write(
-        r.join("etc/machine-id"),
-        "0123456789abcdef0123456789abcdef\n",
-    )
-    .unwrap();
-    std::fs::write(
-        r.join("etc/man8s/man8s.conf"),
-        "[Yggdrasil]\nWaitSec=0\nConfigFile=/nonexistent\n",
-    )
-    .unwrap();
     // A PATH without nft.
     let empty = r.join("bin");
     std::fs::create_dir(&empty).unwrap();

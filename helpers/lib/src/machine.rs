@@ -59,6 +59,38 @@ pub struct Machine {
     pub install: Install,
     /// How the app is started, stopped and confined (`Entrypoint=`, `StopSignal=`, …).
     pub runtime: Runtime,
+    /// `Requires=`, `Wants=`, `After=`: other machines of this host.
+    pub dependencies: Dependencies,
+    /// `Link=NAME[:ALIAS]`: names this machine resolves (see [`crate::mesh::Link`]).
+    pub links: Vec<crate::mesh::Link>,
+}
+
+/// `Requires=`, `Wants=`, `After=` of `[Machine]`: dependencies on `man8@NAME.service` of other
+/// machines on this host. `Requires=` and `Wants=` imply `After=` (a machine that needs another
+/// needs it up first); cycles and unknown names are found by the generator, which sees them all.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Dependencies {
+    /// Started with this one; this one fails when it fails or stops.
+    pub requires: Vec<MachineName>,
+    /// Started with this one; its failure does not matter.
+    pub wants: Vec<MachineName>,
+    /// Only ordering: if both start, these first.
+    pub after: Vec<MachineName>,
+}
+
+impl Dependencies {
+    /// Every machine this one is ordered after (the union of the three lists, sorted, unique).
+    pub fn ordered_after(&self) -> Vec<&MachineName> {
+        let mut all: Vec<&MachineName> = self
+            .requires
+            .iter()
+            .chain(&self.wants)
+            .chain(&self.after)
+            .collect();
+        all.sort();
+        all.dedup();
+        all
+    }
 }
 
 /// The run-time keys of `[Machine]` (Quadlet's names and meanings).
@@ -235,6 +267,10 @@ pub struct Network {
     pub yggdrasil: YggdrasilAddress,
     /// `MACVLAN=`: host interface, required by `Template=macvlan`.
     pub macvlan: Option<String>,
+    /// `Expose=`: ports open to everyone (see [`crate::mesh`]).
+    pub expose: Vec<crate::mesh::Exposed>,
+    /// `AllowFrom=`: peers that reach every port (IPv6 and `@HOST` only).
+    pub allow_from: Vec<crate::mesh::AllowSource>,
 }
 
 impl Network {
@@ -250,6 +286,8 @@ impl Default for Network {
             bridge: None,
             yggdrasil: YggdrasilAddress::Auto,
             macvlan: None,
+            expose: Vec::new(),
+            allow_from: Vec::new(),
         }
     }
 }
@@ -358,6 +396,8 @@ impl Machine {
             credentials: Vec::new(),
             install: Install::default(),
             runtime: Runtime::default(),
+            dependencies: Dependencies::default(),
+            links: Vec::new(),
         }
     }
 

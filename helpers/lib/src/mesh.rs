@@ -139,6 +139,42 @@ impl From<AllowSource> for String {
     }
 }
 
+/// `Link=NAME[:ALIAS]`: the machine resolves `NAME` (a machine of this host, or `MACHINE.HOST` of
+/// a host in `[Hosts]`), and `ALIAS` too, for apps that expect a fixed host name. Which of the two
+/// a dotted name is gets decided where `[Hosts]` is known.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Link {
+    /// The machine (`redis`) or `MACHINE.HOST` (`db.nas`).
+    pub target: crate::MachineName,
+    /// The extra name.
+    pub alias: Option<crate::MachineName>,
+}
+
+impl FromStr for Link {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (target, alias) = match s.split_once(':') {
+            Some((t, a)) => (t, Some(a)),
+            None => (s, None),
+        };
+        let target = crate::MachineName::new(target).map_err(|e| e.to_string())?;
+        let alias = alias
+            .map(|a| crate::MachineName::new(a).map_err(|e| format!("alias: {e}")))
+            .transpose()?;
+        Ok(Self { target, alias })
+    }
+}
+
+impl fmt::Display for Link {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.target)?;
+        if let Some(a) = &self.alias {
+            write!(f, ":{a}")?;
+        }
+        Ok(())
+    }
+}
+
 /// Where a machine's Yggdrasil address comes from, as far as the filter cares.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -180,8 +216,8 @@ impl MachinePolicy {
         Self {
             name: m.name.to_string(),
             address,
-            expose: Vec::new(),
-            allow_from: Vec::new(),
+            expose: m.network.expose.clone(),
+            allow_from: m.network.allow_from.clone(),
         }
     }
 }

@@ -96,8 +96,10 @@ pub enum MachinesCommand {
     )]
     Remove(RemoveArgs),
     /// List machines: name, state, image and digest, Yggdrasil address, IPs.
-    #[command(after_help = "Example:\n  mbctl machines list\n  mbctl machines list --json")]
-    List(JsonArg),
+    #[command(
+        after_help = "Example:\n  mbctl machines list\n  mbctl machines list --json\n  mbctl machines list --tree   # Requires=/Wants=/After= between machines"
+    )]
+    List(ListArgs),
     /// Show one machine in detail.
     #[command(
         after_help = "Example:\n  mbctl machines status redis\n  mbctl machines status redis --json"
@@ -237,6 +239,17 @@ pub struct JsonArg {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `machines list`
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Print JSON instead of a table.
+    #[arg(long, conflicts_with = "tree")]
+    pub json: bool,
+    /// Show the dependency graph (Requires=, Wants=, After=) instead of the table.
+    #[arg(long)]
+    pub tree: bool,
 }
 
 /// `machines status`

@@ -128,6 +128,19 @@ pub fn render(m: &Machine, header: &str) -> Result<String, RenderError> {
             plain(c.unit_key(), &format!("{}:{}", c.id(), c.unit_value()))?
         );
     }
+    let d = &m.dependencies;
+    for (key, list) in [
+        ("Requires", &d.requires),
+        ("Wants", &d.wants),
+        ("After", &d.after),
+    ] {
+        for n in list {
+            let _ = writeln!(s, "{key}={n}");
+        }
+    }
+    for l in &m.links {
+        let _ = writeln!(s, "Link={l}");
+    }
 
     let net = &m.network;
     let default_net = man8s::machine::Network::default();
@@ -145,6 +158,12 @@ pub fn render(m: &Machine, header: &str) -> Result<String, RenderError> {
         }
         if let Some(mv) = &net.macvlan {
             let _ = writeln!(s, "MACVLAN={}", plain("MACVLAN", mv)?);
+        }
+        for e in &net.expose {
+            let _ = writeln!(s, "Expose={e}");
+        }
+        for a in &net.allow_from {
+            let _ = writeln!(s, "AllowFrom={a}");
         }
     }
 

@@ -35,9 +35,22 @@ const SECTIONS: &[(&str, &[&str])] = &[
             "LoadCredentialEncrypted",
             "SetCredential",
             "SetCredentialEncrypted",
+            "Requires",
+            "Wants",
+            "After",
+            "Link",
         ],
     ),
-    ("Network", &["Bridge", "YggdrasilAddress", "MACVLAN"]),
+    (
+        "Network",
+        &[
+            "Bridge",
+            "YggdrasilAddress",
+            "MACVLAN",
+            "Expose",
+            "AllowFrom",
+        ],
+    ),
     ("Resources", &["MemoryMax", "CPUQuota", "TasksMax"]),
     ("Install", &["WantedBy"]),
 ];
@@ -256,6 +269,68 @@ pub fn parse(name: &MachineName, files: &[(PathBuf, String)]) -> Result<Machine,
                         validate_ifname(v)?;
                         m.network.macvlan = Some(v.to_owned());
                         macvlan_at = Some(here());
+                    }
+                }
+                ("Network", "Expose") => {
+                    if empty {
+                        m.network.expose.clear();
+                    } else {
+                        for item in v.split_whitespace() {
+                            let e: crate::mesh::Exposed = item.parse()?;
+                            if !m.network.expose.contains(&e) {
+                                m.network.expose.push(e);
+                            }
+                        }
+                    }
+                }
+                ("Network", "AllowFrom") => {
+                    if empty {
+                        m.network.allow_from.clear();
+                    } else {
+                        for item in v.split_whitespace() {
+                            let a: crate::mesh::AllowSource = item.parse()?;
+                            if let crate::mesh::AllowSource::Net(ipnet::IpNet::V4(_)) = a {
+                                return Err(format!(
+                                    "{item}: machines' IPv4 addresses are DHCP leases behind NAT; allow IPv4 peers host-wide ([Mesh] AllowFrom= in /etc/man8s/man8s.conf)"
+                                ));
+                            }
+                            if !m.network.allow_from.contains(&a) {
+                                m.network.allow_from.push(a);
+                            }
+                        }
+                    }
+                }
+                ("Machine", key @ ("Requires" | "Wants" | "After")) => {
+                    let list = match key {
+                        "Requires" => &mut m.dependencies.requires,
+                        "Wants" => &mut m.dependencies.wants,
+                        _ => &mut m.dependencies.after,
+                    };
+                    if empty {
+                        list.clear();
+                    } else {
+                        for item in v.split_whitespace() {
+                            let other =
+                                MachineName::new(item).map_err(|e| format!("{item:?}: {e}"))?;
+                            if &other == name {
+                                return Err(format!("a machine cannot depend on itself ({item})"));
+                            }
+                            if !list.contains(&other) {
+                                list.push(other);
+                            }
+                        }
+                    }
+                }
+                ("Machine", "Link") => {
+                    if empty {
+                        m.links.clear();
+                    } else {
+                        for item in v.split_whitespace() {
+                            let link: crate::mesh::Link = item.parse()?;
+                            if !m.links.contains(&link) {
+                                m.links.push(link);
+                            }
+                        }
                     }
                 }
                 ("Resources", "MemoryMax") => {

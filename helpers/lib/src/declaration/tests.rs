@@ -804,3 +804,75 @@ fn unreadable_dropin_dir_is_an_error_for_find_and_discover_alike() {
         .collect();
     assert_eq!(names, ["ok", "web"]);
 }
+
+#[test]
+fn mesh_keys_expose_allow_from_dependencies_links() {
+    let m = one(
+        "[Machine]\nImage=redis\nRequires=db\nWants=cache db\nAfter=logs\nLink=db:database db.nas\n\
+         [Network]\nExpose=6379 udp:53\nAllowFrom=@nas 300:1:2:3::/64\n",
+    )
+    .unwrap();
+    assert_eq!(
+        m.network
+            .expose
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
+        ["tcp:6379", "udp:53"]
+    );
+    assert_eq!(
+        m.network
+            .allow_from
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
+        ["@nas", "300:1:2:3::/64"]
+    );
+    assert_eq!(m.dependencies.requires, [name("db")]);
+    assert_eq!(m.dependencies.wants, [name("cache"), name("db")]);
+    assert_eq!(m.dependencies.after, [name("logs")]);
+    let after: Vec<&str> = m
+        .dependencies
+        .ordered_after()
+        .iter()
+        .map(|n| n.as_str())
+        .collect();
+    assert_eq!(after, ["cache", "db", "logs"]);
+    assert_eq!(
+        m.links.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        ["db:database", "db.nas"]
+    );
+    // An empty value clears, as for every list key.
+    let m = one("[Machine]\nImage=redis\nRequires=db\nRequires=\n[Network]\nExpose=80\nExpose=\n")
+        .unwrap();
+    assert!(m.dependencies.requires.is_empty() && m.network.expose.is_empty());
+    for (text, want) in [
+        (
+            "[Network]\nExpose=http\n",
+            "web.machine:4: Expose=: \"http\" is not a port number",
+        ),
+        (
+            "[Network]\nAllowFrom=nas\n",
+            "AllowFrom=: \"nas\" is not an address",
+        ),
+        (
+            "[Network]\nAllowFrom=192.0.2.0/24\n",
+            "machines' IPv4 addresses are DHCP leases",
+        ),
+        (
+            "[Machine]\nRequires=web\n",
+            "Requires=: a machine cannot depend on itself",
+        ),
+        (
+            "[Machine]\nAfter=bad_name\n",
+            "After=: \"bad_name\": machine name",
+        ),
+        (
+            "[Machine]\nLink=db:-x\n",
+            "Link=: alias: machine name \"-x\"",
+        ),
+    ] {
+        let e = error_of(&format!("[Machine]\nImage=redis\n{text}"));
+        assert!(e.contains(want), "{text:?}: {e}");
+    }
+}

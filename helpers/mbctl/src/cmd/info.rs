@@ -1,6 +1,7 @@
 //! `machines list` and `machines status NAME`: declarations (through `man8s::declaration`),
 //! rootfs metadata, man8env.env, and — on the real root — systemd and machined.
 
+use std::collections::BTreeSet;
 use std::path::Path;
 
 use anyhow::{Result, bail};
@@ -338,6 +339,114 @@ pub fn list(json: bool) -> Result<u8> {
     Ok(EXIT_OK)
 }
 
+/// `machines list --tree`: every machine that nothing depends on, with what it depends on
+/// below it (`requires`, `wants`, `after`), recursively; a machine already shown on the path is
+/// marked instead of repeated (a cycle, which the generator refuses).
+pub fn tree() -> Result<u8> {
+    let paths = Paths::from_env();
+    let mut machines = std::collections::BTreeMap::new();
+    for name in declaration::discover(&paths).into_iter().flatten() {
+        match declaration::load(&paths, &name) {
+            Ok(m) => {
+                machines.insert(name, Some(m.dependencies));
+            }
+            Err(_) => {
+                machines.insert(name, None);
+            }
+        }
+    }
+    print!("{}", render_tree(&machines));
+    Ok(EXIT_OK)
+}
+
+/// The text of `machines list --tree` (`None`: a declaration that does not load).
+pub fn render_tree(
+    machines: &std::collections::BTreeMap<MachineName, Option<man8s::machine::Dependencies>>,
+) -> String {
+    fn edges(d: &man8s::machine::Dependencies) -> Vec<(&'static str, &MachineName)> {
+        let mut out: Vec<(&'static str, &MachineName)> = Vec::new();
+        for (kind, list) in [
+            ("requires", &d.requires),
+            ("wants", &d.wants),
+            ("after", &d.after),
+        ] {
+            for n in list {
+                if !out.iter().any(|(_, x)| *x == n) {
+                    out.push((kind, n));
+                }
+            }
+        }
+        out
+    }
+    fn walk(
+        out: &mut String,
+        machines: &std::collections::BTreeMap<MachineName, Option<man8s::machine::Dependencies>>,
+        name: &MachineName,
+        prefix: &str,
+        path: &mut Vec<MachineName>,
+        seen: &mut BTreeSet<MachineName>,
+    ) {
+        seen.insert(name.clone());
+        let Some(Some(d)) = machines.get(name) else {
+            return;
+        };
+        let list = edges(d);
+        for (i, (kind, dep)) in list.iter().enumerate() {
+            let last = i + 1 == list.len();
+            let (branch, more) = if last {
+                ("└─", "   ")
+            } else {
+                ("├─", "│  ")
+            };
+            let note = match machines.get(*dep) {
+                None => " (not declared)",
+                Some(None) => " (invalid declaration)",
+                Some(Some(_)) if path.contains(dep) => " (cycle)",
+                Some(Some(_)) => "",
+            };
+            out.push_str(&format!("{prefix}{branch} {kind} {dep}{note}\n"));
+            if note.is_empty() {
+                path.push((*dep).clone());
+                walk(out, machines, dep, &format!("{prefix}{more}"), path, seen);
+                path.pop();
+            }
+        }
+    }
+    let depended_on: BTreeSet<&MachineName> = machines
+        .values()
+        .flatten()
+        .flat_map(|d| d.requires.iter().chain(&d.wants).chain(&d.after))
+        .collect();
+    let mut out = String::new();
+    let mut seen = BTreeSet::new();
+    // Roots first; then whatever only a cycle reaches.
+    let roots = machines.keys().filter(|n| !depended_on.contains(n));
+    let rest = machines.keys().filter(|n| depended_on.contains(n));
+    for name in roots.chain(rest) {
+        if seen.contains(name) {
+            continue;
+        }
+        let invalid = matches!(machines.get(name), Some(None));
+        out.push_str(&format!(
+            "{name}{}\n",
+            if invalid {
+                " (invalid declaration)"
+            } else {
+                ""
+            }
+        ));
+        walk(
+            &mut out,
+            machines,
+            name,
+            "",
+            &mut vec![name.clone()],
+            &mut seen,
+        );
+    }
+    out
+}
+
 /// The `machines status` text.
 pub fn status_text(m: &MachineInfo, colour: bool) -> String {
     let mut rows: Vec<Vec<String>> = Vec::new();
@@ -439,4 +548,46 @@ pub fn status(name: &str, json: bool) -> Result<u8> {
         print!("{}", status_text(&info, colour_stdout()));
     }
     Ok(EXIT_OK)
+}
+
+#[cfg(test)]
+mod tree_tests {
+    use super::*;
+    use man8s::machine::Dependencies;
+
+    fn n(s: &str) -> MachineName {
+        MachineName::new(s).unwrap()
+    }
+
+    fn deps(requires: &[&str], wants: &[&str], after: &[&str]) -> Option<Dependencies> {
+        let v = |l: &[&str]| l.iter().map(|s| n(s)).collect();
+        Some(Dependencies {
+            requires: v(requires),
+            wants: v(wants),
+            after: v(after),
+        })
+    }
+
+    #[test]
+    fn tree_shows_roots_kinds_cycles_and_unknown_names() {
+        let mut m = std::collections::BTreeMap::new();
+        m.insert(n("web"), deps(&["db"], &["cache", "db"], &["ghost"]));
+        m.insert(n("db"), deps(&[], &[], &[]));
+        m.insert(n("cache"), deps(&[], &[], &["db"]));
+        m.insert(n("ping"), deps(&[], &[], &["pong"]));
+        m.insert(n("pong"), deps(&[], &["ping"], &[]));
+        m.insert(n("broken"), None);
+        assert_eq!(
+            render_tree(&m),
+            "broken (invalid declaration)\n\
+             web\n\
+             ├─ requires db\n\
+             ├─ wants cache\n\
+             │  └─ after db\n\
+             └─ after ghost (not declared)\n\
+             ping\n\
+             └─ after pong\n\
+             \x20  └─ wants ping (cycle)\n"
+        );
+    }
 }

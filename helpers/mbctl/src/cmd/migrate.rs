@@ -549,6 +549,13 @@ pub fn migrate(name: &str) -> Result<u8> {
         );
     }
     println!("Kept the old settings as {}", kept.display());
+    println!(
+        "Note: man8s filters who may reach machines; the Python mbctl let the whole mesh in. To keep that, add \
+         AllowFrom={} to [Network] of {} (or list your own hosts in [Mesh] AllowFrom= of /etc/man8s/man8s.conf; \
+         see man8s.machine(5))",
+        man8s::mesh::WHOLE_MESH,
+        written.display()
+    );
     if was_enabled && let Some(b) = &bus {
         b.disable(&old_unit)?;
         println!("Disabled {old_unit}; man8@{name}.service starts at boot instead.");

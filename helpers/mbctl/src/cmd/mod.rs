@@ -71,6 +71,7 @@ fn machines(command: MachinesCommand) -> Result<u8> {
             shell::shell(&a.name, what, a.leader_pid)
         }
         MachinesCommand::Remove(a) => remove::remove(&a.name, a.purge, a.force),
+        MachinesCommand::List(a) if a.tree => info::tree(),
         MachinesCommand::List(a) => info::list(a.json),
         MachinesCommand::Status(a) => info::status(&a.name, a.json),
         MachinesCommand::Pull(a) => pull::pull(&pull::PullRequest {
