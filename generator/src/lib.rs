@@ -732,7 +732,7 @@ pub fn run(paths: &Paths, out: &Outputs, log: &mut dyn FnMut(&str)) -> Result<Re
         }
     }
     remove_stale(out, &keep, log);
-    write_policy(paths, &mut dirs, policies, log);
+    write_policy(paths, policies, log);
     Ok(report)
 }
 
@@ -761,14 +761,17 @@ struct Outcome {
 /// changes). Not writable is logged, not fatal: the machines still start, with the old filter.
 fn write_policy(
     paths: &Paths,
-    dirs: &mut DirCache,
     mut machines: Vec<man8s::mesh::MachinePolicy>,
     log: &mut dyn FnMut(&str),
 ) {
     machines.sort_by(|a, b| a.name.cmp(&b.name));
     let text = man8s::mesh::PolicyFile { machines }.render();
-    if let Err(e) = write_atomic(dirs, &paths.fs(man8s::mesh::POLICY_FILE), &text) {
-        log(&format!("{e}; man8s-bridge keeps the filter it has"));
+    let path = paths.fs(man8s::mesh::POLICY_FILE);
+    if let Err(e) = man8s::paths::write_if_changed(&path, &text) {
+        log(&format!(
+            "{}: {e}; man8s-bridge keeps the filter it has",
+            path.display()
+        ));
     }
 }
 

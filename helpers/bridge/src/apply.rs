@@ -221,29 +221,12 @@ pub fn ipv4_overlaps(routes: &str, bridge: &str, ours: Ipv4Net) -> Vec<(String, 
     out
 }
 
-/// Write `text` to `path` unless it already holds exactly that: temp file + rename, so readers
-/// never see half a file, and an unchanged file keeps its mtime. `Ok(true)` when written.
+/// [`man8s::paths::write_if_changed`], with the path in the error.
 pub fn write_if_changed(path: &Path, text: &str) -> Result<bool, ApplyError> {
-    let err = |source| ApplyError::Write {
+    man8s::paths::write_if_changed(path, text).map_err(|source| ApplyError::Write {
         path: path.to_owned(),
         source,
-    };
-    match std::fs::read(path) {
-        Ok(old) if old == text.as_bytes() => return Ok(false),
-        Ok(_) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(err(e)),
-    }
-    let dir = path.parent().expect("absolute path has a parent");
-    std::fs::create_dir_all(dir).map_err(err)?;
-    let name = path.file_name().expect("file path").to_string_lossy();
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    std::fs::write(&tmp, text).map_err(err)?;
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        err(e)
-    })?;
-    Ok(true)
+    })
 }
 
 /// Remove `10-man8s-*.netdev`/`.network` files we generated earlier that are not `keep`.

@@ -176,6 +176,27 @@ impl Paths {
     }
 }
 
+/// Write `text` to `path` unless it already holds exactly that: temp file + rename, so readers
+/// never see half a file, and an unchanged file keeps its mtime (path units watching it stay
+/// quiet). Creates the parent directories. `Ok(true)` when written.
+pub fn write_if_changed(path: &Path, text: &str) -> std::io::Result<bool> {
+    match std::fs::read(path) {
+        Ok(old) if old == text.as_bytes() => return Ok(false),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let dir = path.parent().expect("absolute path has a parent");
+    std::fs::create_dir_all(dir)?;
+    let name = path.file_name().expect("file path").to_string_lossy();
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })?;
+    Ok(true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
