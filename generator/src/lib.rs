@@ -116,6 +116,61 @@ fn render_stop_settings(o: &mut String, m: &Machine) {
     }
 }
 
+/// `[Exec]` settings of the run-time keys (values were validated by the declaration parser).
+fn render_exec_knobs(o: &mut String, rt: &man8s::machine::Runtime) {
+    use man8s::machine::{DEFAULT_CAPABILITIES, NSPAWN_EXTRA_CAPABILITIES};
+    // Capabilities: Docker's default set (see man8s::machine::DEFAULT_CAPABILITIES).
+    let added: Vec<&str> = rt
+        .add_capabilities
+        .iter()
+        .map(String::as_str)
+        .filter(|c| !DEFAULT_CAPABILITIES.contains(c) && !NSPAWN_EXTRA_CAPABILITIES.contains(c))
+        .collect();
+    if !added.is_empty() {
+        let _ = writeln!(o, "Capability={}", added.join(" "));
+    }
+    let dropped = rt.dropped_capabilities();
+    if !dropped.is_empty() {
+        let _ = writeln!(o, "DropCapability={}", dropped.join(" "));
+    }
+    if rt.no_new_privileges {
+        o.push_str("NoNewPrivileges=yes\n");
+    }
+    for f in &rt.system_call_filter {
+        let _ = writeln!(o, "SystemCallFilter={f}");
+    }
+    for (key, value) in &rt.ulimits {
+        let _ = writeln!(o, "{key}={value}");
+    }
+    if let Some(h) = &rt.hostname {
+        let _ = writeln!(o, "Hostname={h}");
+    }
+}
+
+/// `[Files]` settings of the run-time keys.
+fn render_file_knobs(o: &mut String, rt: &man8s::machine::Runtime) {
+    if rt.read_only {
+        o.push_str("ReadOnly=yes\n");
+    }
+    for t in &rt.tmpfs {
+        if t.options.is_empty() {
+            let _ = writeln!(o, "TemporaryFileSystem={}", t.path);
+        } else {
+            let _ = writeln!(o, "TemporaryFileSystem={}:{}", t.path, t.options);
+        }
+    }
+    if let Some(size) = &rt.shm_size {
+        // Over the /dev/shm nspawn mounts (Docker gives 64 MiB; some apps need more).
+        let _ = writeln!(
+            o,
+            "TemporaryFileSystem=/dev/shm:mode=1777,nosuid,nodev,size={size}"
+        );
+    }
+    for d in &rt.devices {
+        let _ = writeln!(o, "Bind={}:{}", d.host, d.container);
+    }
+}
+
 /// Quote one word of a unit-file command line: a double-quoted C string with `%` and `$` doubled.
 fn quote_exec_word(word: &str) -> String {
     let mut out = String::from("\"");
@@ -216,6 +271,12 @@ pub fn init_arguments(m: &Machine) -> Vec<String> {
     for (k, v) in &m.environment {
         args.push(format!("--env={k}={v}"));
     }
+    if let Some(tz) = m.runtime.timezone.as_deref().filter(|t| *t != "local") {
+        args.push(format!("--env=TZ={tz}"));
+    }
+    for (k, v) in &m.runtime.sysctls {
+        args.push(format!("--sysctl={k}={v}"));
+    }
     match m.network.yggdrasil {
         YggdrasilAddress::Auto => {}
         YggdrasilAddress::No => args.push("--env=MAN8S_YGGDRASIL_ADDRESS=".into()),
@@ -262,6 +323,7 @@ pub fn render_nspawn(m: &Machine, host_bridge: &str) -> Generated {
     // Boot= is SIGKILL; the stub ignores SIGTERM, but on SIGRTMIN+3 ("halt") it sends the app
     // SIGTERM (then SIGHUP), waits for it to exit, and powers the container off cleanly.
     o.push_str("KillSignal=SIGRTMIN+3\n");
+    render_exec_knobs(&mut o, &m.runtime);
 
     o.push_str("\n[Files]\nPrivateUsersOwnership=map\n");
     let _ = writeln!(o, "BindReadOnly={INIT_BINARY}:{INIT_IN_MACHINE}");
@@ -299,6 +361,8 @@ pub fn render_nspawn(m: &Machine, host_bridge: &str) -> Generated {
             escape_bind_path(&v.container_path)
         );
     }
+
+    render_file_knobs(&mut o, &m.runtime);
 
     o.push_str("\n[Network]\n");
     match m.template {
@@ -372,6 +436,9 @@ pub fn render_dropin(m: &Machine, user_nspawn: Option<&Path>) -> Generated {
         let _ = writeln!(o, "TasksMax={v}");
     }
     render_stop_settings(&mut o, m);
+    for d in &m.runtime.devices {
+        let _ = writeln!(o, "DeviceAllow={} {}", d.host, d.permissions);
+    }
     if !m.credentials.is_empty() {
         let mut nspawn_args = Vec::new();
         for c in &m.credentials {

@@ -36,6 +36,8 @@ pub struct Args {
     /// `--forward=[tcp:|udp:]PORT`: container ports to relay from the Yggdrasil address to an
     /// app that listens on IPv4 only (see [`crate::forward`]).
     pub forward: Vec<(crate::forward::Proto, u16)>,
+    /// `--sysctl=net.NAME=VALUE` (declaration `Sysctl=`): written under /proc/sys before the exec.
+    pub sysctls: Vec<(String, String)>,
     /// Test harness only: `chroot` here before doing anything else.
     pub root: Option<PathBuf>,
     /// `--help` was asked for.
@@ -60,6 +62,7 @@ impl Default for Args {
             slaac_timeout: Duration::from_secs(1),
             no_lease_keeper: false,
             forward: Vec::new(),
+            sysctls: Vec::new(),
             root: None,
             help: false,
             version: false,
@@ -72,7 +75,7 @@ pub const USAGE: &str = "\
 usage: man8s-init [--exec=CMD] [--entrypoint=JSON-ARRAY] [--user=USER[:GROUP]] [--workdir=DIR] [--env=K=V]...
                   [--env-file=PATH]... [--env-compat=python-mbctl]
                   [--no-network] [--dhcp-timeout=SECS] [--carrier-timeout=SECS] [--slaac-timeout=SECS]
-                  [--no-lease-keeper] [--forward=[tcp:|udp:]PORT]...
+                  [--no-lease-keeper] [--forward=[tcp:|udp:]PORT]... [--sysctl=net.NAME=VALUE]...
 Runs as PID 2 inside a man8s machine: environment, protected dirs, network, then exec of the app.
 See man8s-init(8).
 ";
@@ -114,6 +117,24 @@ fn forward_port(v: &str) -> Result<(crate::forward::Proto, u16), UsageError> {
         _ => Err(UsageError(format!(
             "--forward: {v:?} is not [tcp:|udp:]PORT"
         ))),
+    }
+}
+
+/// `net.NAME=VALUE`: the machine's own (network namespace) sysctls only; no path tricks.
+fn sysctl(v: &str) -> Result<(String, String), UsageError> {
+    let bad = || UsageError(format!("--sysctl: {v:?} is not net.NAME=VALUE"));
+    let (k, val) = v.split_once('=').ok_or_else(bad)?;
+    let ok = k.starts_with("net.")
+        && k.split('.').all(|c| {
+            !c.is_empty()
+                && c.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        })
+        && !val.is_empty();
+    if ok {
+        Ok((k.to_owned(), val.to_owned()))
+    } else {
+        Err(bad())
     }
 }
 
@@ -191,6 +212,7 @@ where
                     "--carrier-timeout" => args.carrier_timeout = seconds(&opt, &value)?,
                     "--slaac-timeout" => args.slaac_timeout = seconds(&opt, &value)?,
                     "--forward" => args.forward.push(forward_port(&value)?),
+                    "--sysctl" => args.sysctls.push(sysctl(&value)?),
                     "--root" => args.root = Some(PathBuf::from(value)),
                     _ => unreachable!("matched above"),
                 }
@@ -229,6 +251,7 @@ mod tests {
             "--forward=8080",
             "--forward",
             "udp:53",
+            "--sysctl=net.ipv4.ip_unprivileged_port_start=80",
         ])
         .unwrap();
         assert_eq!(a.exec.as_deref(), Some("nginx -g 'daemon off;'"));
@@ -248,6 +271,10 @@ mod tests {
         assert_eq!(a.dhcp_timeout, Duration::from_millis(500));
         use crate::forward::Proto;
         assert_eq!(a.forward, vec![(Proto::Tcp, 8080), (Proto::Udp, 53)]);
+        assert_eq!(
+            a.sysctls,
+            vec![("net.ipv4.ip_unprivileged_port_start".into(), "80".into())]
+        );
     }
 
     #[test]
@@ -267,6 +294,9 @@ mod tests {
             vec!["--forward=0"],
             vec!["--forward=tcp:+80"],
             vec!["--forward=70000"],
+            vec!["--sysctl=kernel.shmmax=1"],
+            vec!["--sysctl=net.ipv4../x=1"],
+            vec!["--sysctl=net.core.somaxconn="],
             vec!["--env-compat=bash"],
         ] {
             assert!(parse(bad.clone()).is_err(), "{bad:?} should be refused");

@@ -182,6 +182,14 @@ fn prepare(args: &args::Args) -> Result<Launch, Failure> {
         app_env.set("MAN8S_HOST_IFACE", &link.name);
     }
 
+    // The machine's own sysctls (its network namespace), once its links exist.
+    for (key, value) in &args.sysctls {
+        let path = format!("/proc/sys/{}", key.replace('.', "/"));
+        fs::write(&path, value)
+            .map_err(|e| Failure::new("sysctl", format!("{key}={value}: {path}: {e}")))?;
+        log("sysctl", &format!("{key}={value}"));
+    }
+
     // Step 5: what to run, where.
     let has_shell = exec::is_executable(Path::new("/bin/sh"));
     let (argv, source) = exec::plan_argv(

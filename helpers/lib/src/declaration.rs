@@ -21,6 +21,7 @@ pub use crate::ini::Diagnostic;
 
 pub mod discovery;
 pub mod fold;
+pub mod runtime;
 pub mod values;
 
 pub use discovery::{

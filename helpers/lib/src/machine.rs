@@ -106,6 +106,126 @@ pub struct Runtime {
     pub stop_timeout: Option<u64>,
     /// `ReloadSignal=`: what `systemctl reload` sends the app (default SIGHUP).
     pub reload_signal: Option<crate::signal::Signal>,
+    /// `AddCapability=`: capabilities added to [`DEFAULT_CAPABILITIES`] (`CAP_…` names, sorted).
+    pub add_capabilities: Vec<String>,
+    /// `DropCapability=`: capabilities removed from it (`CAP_…` names, sorted; `ALL` drops all).
+    pub drop_capabilities: Vec<String>,
+    /// `NoNewPrivileges=`.
+    pub no_new_privileges: bool,
+    /// `SystemCallFilter=`: systemd syntax, one entry per assignment, in order.
+    pub system_call_filter: Vec<String>,
+    /// `ReadOnly=`: the root file system is mounted read-only (volumes stay as declared).
+    pub read_only: bool,
+    /// `Tmpfs=PATH[:OPTIONS]`, in order.
+    pub tmpfs: Vec<Tmpfs>,
+    /// `ShmSize=`: size of `/dev/shm` (systemd size syntax, e.g. `256M`).
+    pub shm_size: Option<String>,
+    /// `Ulimit=TYPE=SOFT[:HARD]`: (nspawn `Limit…=` key, value), in the order of [`ULIMITS`].
+    pub ulimits: Vec<(String, String)>,
+    /// `Sysctl=NAME=VALUE` (network namespace ones: `net.…`), in order.
+    pub sysctls: Vec<(String, String)>,
+    /// `Hostname=`.
+    pub hostname: Option<String>,
+    /// `Timezone=`: `local` (the host's) or a zone name such as `Europe/Berlin`.
+    pub timezone: Option<String>,
+    /// `AddDevice=HOST[:CONTAINER][:PERMISSIONS]`, in order.
+    pub devices: Vec<Device>,
+}
+
+/// `Tmpfs=PATH[:OPTIONS]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tmpfs {
+    /// Absolute path inside the machine.
+    pub path: String,
+    /// Mount options (`size=64m,mode=1777`), empty for nspawn's defaults.
+    pub options: String,
+}
+
+/// `AddDevice=HOST[:CONTAINER][:PERMISSIONS]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Device {
+    /// The device node on the host (`/dev/fuse`).
+    pub host: String,
+    /// Where it appears in the machine (default: the same path).
+    pub container: String,
+    /// `r`, `w`, `m` as in `DeviceAllow=` (default `rwm`).
+    pub permissions: String,
+}
+
+/// Capabilities a machine's root has by default: Docker's default set, which images are built
+/// for, plus `CAP_NET_ADMIN`, which nspawn grants with a private network and the init needs to
+/// configure it. nspawn's own default adds CAP_AUDIT_CONTROL, CAP_DAC_READ_SEARCH,
+/// CAP_IPC_OWNER, CAP_LEASE, CAP_LINUX_IMMUTABLE, CAP_NET_BROADCAST, CAP_SYS_ADMIN, CAP_SYS_BOOT,
+/// CAP_SYS_NICE, CAP_SYS_PTRACE, CAP_SYS_RESOURCE and CAP_SYS_TTY_CONFIG: those are dropped
+/// unless `AddCapability=` names them.
+pub const DEFAULT_CAPABILITIES: &[&str] = &[
+    "CAP_AUDIT_WRITE",
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_MKNOD",
+    "CAP_NET_ADMIN",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_RAW",
+    "CAP_SETFCAP",
+    "CAP_SETGID",
+    "CAP_SETPCAP",
+    "CAP_SETUID",
+    "CAP_SYS_CHROOT",
+];
+
+/// What nspawn grants beyond [`DEFAULT_CAPABILITIES`] (see there), dropped by default.
+pub const NSPAWN_EXTRA_CAPABILITIES: &[&str] = &[
+    "CAP_AUDIT_CONTROL",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_IPC_OWNER",
+    "CAP_LEASE",
+    "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BROADCAST",
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_NICE",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_RESOURCE",
+    "CAP_SYS_TTY_CONFIG",
+];
+
+/// `Ulimit=` types (Docker's and Podman's names) and the nspawn setting each becomes.
+pub const ULIMITS: &[(&str, &str)] = &[
+    ("as", "LimitAS"),
+    ("core", "LimitCORE"),
+    ("cpu", "LimitCPU"),
+    ("data", "LimitDATA"),
+    ("fsize", "LimitFSIZE"),
+    ("locks", "LimitLOCKS"),
+    ("memlock", "LimitMEMLOCK"),
+    ("msgqueue", "LimitMSGQUEUE"),
+    ("nice", "LimitNICE"),
+    ("nofile", "LimitNOFILE"),
+    ("nproc", "LimitNPROC"),
+    ("rss", "LimitRSS"),
+    ("rtprio", "LimitRTPRIO"),
+    ("rttime", "LimitRTTIME"),
+    ("sigpending", "LimitSIGPENDING"),
+    ("stack", "LimitSTACK"),
+];
+
+impl Runtime {
+    /// The capabilities nspawn must drop: the extras of its default that the declaration did not
+    /// add back, plus `DropCapability=` (sorted, without duplicates).
+    pub fn dropped_capabilities(&self) -> Vec<String> {
+        let mut out: Vec<String> = NSPAWN_EXTRA_CAPABILITIES
+            .iter()
+            .filter(|c| !self.add_capabilities.iter().any(|a| a == *c))
+            .map(|c| (*c).to_owned())
+            .chain(self.drop_capabilities.iter().cloned())
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
 }
 
 /// Seconds an app gets between its stop signal and SIGKILL when nothing says otherwise (Docker's

@@ -39,6 +39,23 @@ const SECTIONS: &[(&str, &[&str])] = &[
             "Wants",
             "After",
             "Link",
+            // Run-time keys (declaration::runtime::KEYS).
+            "Entrypoint",
+            "StopSignal",
+            "StopTimeout",
+            "ReloadSignal",
+            "AddCapability",
+            "DropCapability",
+            "NoNewPrivileges",
+            "SystemCallFilter",
+            "ReadOnly",
+            "Tmpfs",
+            "ShmSize",
+            "Ulimit",
+            "Sysctl",
+            "Hostname",
+            "Timezone",
+            "AddDevice",
         ],
     ),
     (
@@ -237,6 +254,9 @@ pub fn parse(name: &MachineName, files: &[(PathBuf, String)]) -> Result<Machine,
                         }
                         credentials.push((c, here()));
                     }
+                }
+                ("Machine", key) if super::runtime::KEYS.contains(&key) => {
+                    super::runtime::fold(key, v, &mut m.runtime)?;
                 }
                 ("Network", "Bridge") => {
                     if empty {

@@ -876,3 +876,35 @@ fn mesh_keys_expose_allow_from_dependencies_links() {
         assert!(e.contains(want), "{text:?}: {e}");
     }
 }
+
+/// Every run-time key is known to the lexer's schema and folded (none falls through to the
+/// "internal: unhandled" arm), and a bad value names file, line and key.
+#[test]
+fn runtime_keys_are_parsed_with_file_and_line() {
+    let name = MachineName::new("pg").unwrap();
+    let files = [(
+        PathBuf::from("/etc/man8s/machines/pg.machine"),
+        "[Machine]\nImage=postgres\nStopSignal=SIGINT\nStopTimeout=30\nEntrypoint=[\"/init\",\"--\"]\n\
+         Ulimit=nofile=65536:65536\nShmSize=256M\nHostname=pg\nTmpfs=/cache\nReadOnly=yes\n\
+         NoNewPrivileges=yes\nAddCapability=SYS_NICE\nDropCapability=MKNOD\nSystemCallFilter=@system-service\n\
+         Sysctl=net.core.somaxconn=1024\nTimezone=UTC\nAddDevice=/dev/fuse\nReloadSignal=SIGUSR1\n"
+            .to_owned(),
+    )];
+    let m = parse(&name, &files).unwrap();
+    assert_eq!(m.runtime.stop_timeout, Some(30));
+    assert_eq!(
+        m.runtime.entrypoint.as_deref().map(<[String]>::len),
+        Some(2)
+    );
+    assert_eq!(m.runtime.devices.len(), 1);
+    let files = [(
+        PathBuf::from("/etc/man8s/machines/pg.machine"),
+        "[Machine]\nImage=postgres\nStopSignal=SIGSTOP\nUlimit=nofile=9:1\n".to_owned(),
+    )];
+    let e = parse(&name, &files).unwrap_err().to_string();
+    assert!(
+        e.contains("pg.machine:3") && e.contains("StopSignal"),
+        "{e}"
+    );
+    assert!(e.contains("pg.machine:4") && e.contains("Ulimit"), "{e}");
+}
