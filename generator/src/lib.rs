@@ -119,7 +119,7 @@ fn render_stop_settings(o: &mut String, m: &Machine) {
 /// `[Exec]` settings of the run-time keys (values were validated by the declaration parser).
 fn render_exec_knobs(o: &mut String, rt: &man8s::machine::Runtime) {
     use man8s::machine::{DEFAULT_CAPABILITIES, NSPAWN_EXTRA_CAPABILITIES};
-    // Capabilities: Docker's default set (see man8s::machine::DEFAULT_CAPABILITIES).
+    // Capabilities: the app gets Docker's default set (man8s::machine::DEFAULT_CAPABILITIES).
     let added: Vec<&str> = rt
         .add_capabilities
         .iter()
@@ -129,10 +129,8 @@ fn render_exec_knobs(o: &mut String, rt: &man8s::machine::Runtime) {
     if !added.is_empty() {
         let _ = writeln!(o, "Capability={}", added.join(" "));
     }
-    let dropped = rt.dropped_capabilities();
-    if !dropped.is_empty() {
-        let _ = writeln!(o, "DropCapability={}", dropped.join(" "));
-    }
+    // The init limits the app to Docker's set (+ --capability, - --drop-capability) itself: it
+    // needs some of nspawn's extras for its own set-up.
     if rt.no_new_privileges {
         o.push_str("NoNewPrivileges=yes\n");
     }
@@ -273,6 +271,18 @@ pub fn init_arguments(m: &Machine) -> Vec<String> {
     }
     if let Some(tz) = m.runtime.timezone.as_deref().filter(|t| *t != "local") {
         args.push(format!("--env=TZ={tz}"));
+    }
+    if !m.runtime.add_capabilities.is_empty() {
+        args.push(format!(
+            "--capability={}",
+            m.runtime.add_capabilities.join(",")
+        ));
+    }
+    if !m.runtime.drop_capabilities.is_empty() {
+        args.push(format!(
+            "--drop-capability={}",
+            m.runtime.drop_capabilities.join(",")
+        ));
     }
     for (k, v) in &m.runtime.sysctls {
         args.push(format!("--sysctl={k}={v}"));

@@ -38,6 +38,10 @@ pub struct Args {
     pub forward: Vec<(crate::forward::Proto, u16)>,
     /// `--sysctl=net.NAME=VALUE` (declaration `Sysctl=`): written under /proc/sys before the exec.
     pub sysctls: Vec<(String, String)>,
+    /// `--capability=CAP_A,…` (declaration `AddCapability=`): kept for the app beyond Docker's set.
+    pub capabilities: Vec<String>,
+    /// `--drop-capability=CAP_A,…` or `ALL` (declaration `DropCapability=`): not kept.
+    pub drop_capabilities: Vec<String>,
     /// Test harness only: `chroot` here before doing anything else.
     pub root: Option<PathBuf>,
     /// `--help` was asked for.
@@ -63,6 +67,8 @@ impl Default for Args {
             no_lease_keeper: false,
             forward: Vec::new(),
             sysctls: Vec::new(),
+            capabilities: Vec::new(),
+            drop_capabilities: Vec::new(),
             root: None,
             help: false,
             version: false,
@@ -76,6 +82,7 @@ usage: man8s-init [--exec=CMD] [--entrypoint=JSON-ARRAY] [--user=USER[:GROUP]] [
                   [--env-file=PATH]... [--env-compat=python-mbctl]
                   [--no-network] [--dhcp-timeout=SECS] [--carrier-timeout=SECS] [--slaac-timeout=SECS]
                   [--no-lease-keeper] [--forward=[tcp:|udp:]PORT]... [--sysctl=net.NAME=VALUE]...
+                  [--capability=CAP_X,...] [--drop-capability=CAP_X,...|ALL]
 Runs as PID 2 inside a man8s machine: environment, protected dirs, network, then exec of the app.
 See man8s-init(8).
 ";
@@ -138,6 +145,23 @@ fn sysctl(v: &str) -> Result<(String, String), UsageError> {
     }
 }
 
+/// `CAP_A,CAP_B` (or `ALL`) → canonical names.
+fn capabilities(opt: &str, v: &str) -> Result<Vec<String>, UsageError> {
+    use man8s::machine::CAPABILITIES;
+    v.split(',')
+        .map(|name| {
+            if name.eq_ignore_ascii_case("ALL") {
+                return Ok("ALL".to_owned());
+            }
+            CAPABILITIES
+                .iter()
+                .find(|(c, _)| c.eq_ignore_ascii_case(name))
+                .map(|(c, _)| (*c).to_owned())
+                .ok_or_else(|| UsageError(format!("{opt}: {name:?} is not a capability")))
+        })
+        .collect()
+}
+
 /// Parse arguments (without argv[0]).
 pub fn parse<I, S>(argv: I) -> Result<Args, UsageError>
 where
@@ -170,7 +194,7 @@ where
             }
             "--exec" | "--entrypoint" | "--user" | "--workdir" | "--env" | "--env-file"
             | "--env-compat" | "--dhcp-timeout" | "--carrier-timeout" | "--slaac-timeout"
-            | "--forward" | "--root" => {
+            | "--forward" | "--root" | "--sysctl" | "--capability" | "--drop-capability" => {
                 let value = match inline {
                     Some(v) => v,
                     None => it
@@ -213,6 +237,10 @@ where
                     "--slaac-timeout" => args.slaac_timeout = seconds(&opt, &value)?,
                     "--forward" => args.forward.push(forward_port(&value)?),
                     "--sysctl" => args.sysctls.push(sysctl(&value)?),
+                    "--capability" => args.capabilities.extend(capabilities(&opt, &value)?),
+                    "--drop-capability" => {
+                        args.drop_capabilities.extend(capabilities(&opt, &value)?)
+                    }
                     "--root" => args.root = Some(PathBuf::from(value)),
                     _ => unreachable!("matched above"),
                 }
@@ -252,6 +280,8 @@ mod tests {
             "--forward",
             "udp:53",
             "--sysctl=net.ipv4.ip_unprivileged_port_start=80",
+            "--capability=CAP_SYS_ADMIN",
+            "--drop-capability=cap_mknod,CAP_CHOWN",
         ])
         .unwrap();
         assert_eq!(a.exec.as_deref(), Some("nginx -g 'daemon off;'"));
@@ -271,6 +301,8 @@ mod tests {
         assert_eq!(a.dhcp_timeout, Duration::from_millis(500));
         use crate::forward::Proto;
         assert_eq!(a.forward, vec![(Proto::Tcp, 8080), (Proto::Udp, 53)]);
+        assert_eq!(a.capabilities, vec!["CAP_SYS_ADMIN"]);
+        assert_eq!(a.drop_capabilities, vec!["CAP_MKNOD", "CAP_CHOWN"]);
         assert_eq!(
             a.sysctls,
             vec![("net.ipv4.ip_unprivileged_port_start".into(), "80".into())]
@@ -295,6 +327,7 @@ mod tests {
             vec!["--forward=tcp:+80"],
             vec!["--forward=70000"],
             vec!["--sysctl=kernel.shmmax=1"],
+            vec!["--drop-capability=CAP_FLY"],
             vec!["--sysctl=net.ipv4../x=1"],
             vec!["--sysctl=net.core.somaxconn="],
             vec!["--env-compat=bash"],

@@ -150,6 +150,82 @@ pub fn find_program(argv0: &str, path_var: &str, cwd: &Path) -> Result<PathBuf, 
         .ok_or_else(|| format!("{argv0:?} not found in PATH={path_var}"))
 }
 
+/// Keep only `keep` in the bounding set, so the app's root never has more (the init's helpers,
+/// forked earlier, keep theirs). Capabilities the kernel does not know end the loop.
+pub fn limit_bounding_set(keep: &[u8]) -> Result<(), String> {
+    for cap in 0u8..64 {
+        if keep.contains(&cap) {
+            continue;
+        }
+        // SAFETY: prctl(PR_CAPBSET_DROP, cap) takes integers and touches no memory.
+        let r = unsafe {
+            nix::libc::prctl(
+                nix::libc::PR_CAPBSET_DROP,
+                nix::libc::c_ulong::from(cap),
+                0,
+                0,
+                0,
+            )
+        };
+        if r < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(nix::libc::EINVAL) {
+                break; // past the last capability this kernel knows
+            }
+            return Err(format!(
+                "dropping capability {cap} from the bounding set: {e}"
+            ));
+        }
+    }
+    // nspawn hands its payload a full inheritable set, and for root execve() grants
+    // inheritable | bounding: the inheritable set must shrink too, and no ambient set survives.
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    let mut header = Header {
+        version: 0x2008_0522, // _LINUX_CAPABILITY_VERSION_3
+        pid: 0,
+    };
+    let mut data = [Data::default(); 2];
+    // SAFETY: capget/capset with a v3 header and two data words, as the kernel expects.
+    let r = unsafe { nix::libc::syscall(nix::libc::SYS_capget, &mut header, data.as_mut_ptr()) };
+    if r < 0 {
+        return Err(format!("capget: {}", std::io::Error::last_os_error()));
+    }
+    for (i, d) in data.iter_mut().enumerate() {
+        let mask = keep
+            .iter()
+            .filter(|c| usize::from(**c) / 32 == i)
+            .fold(0u32, |m, c| m | 1 << (c % 32));
+        d.inheritable &= mask;
+    }
+    // SAFETY: as above.
+    let r = unsafe { nix::libc::syscall(nix::libc::SYS_capset, &mut header, data.as_ptr()) };
+    if r < 0 {
+        return Err(format!("capset: {}", std::io::Error::last_os_error()));
+    }
+    // SAFETY: prctl with integer arguments only.
+    unsafe {
+        nix::libc::prctl(
+            nix::libc::PR_CAP_AMBIENT,
+            nix::libc::PR_CAP_AMBIENT_CLEAR_ALL as nix::libc::c_ulong,
+            0,
+            0,
+            0,
+        )
+    };
+    Ok(())
+}
+
 /// Drop to the app's user: supplementary groups, then gid, then uid.
 pub fn switch_user(creds: &Credentials) -> nix::Result<()> {
     use nix::unistd::{Gid, Uid, setgid, setgroups, setuid};

@@ -117,6 +117,8 @@ struct Launch {
     argv: Vec<String>,
     env: env::Env,
     creds: passwd::Credentials,
+    /// The app's bounding set (capability numbers).
+    keep_capabilities: Vec<u8>,
 }
 
 impl Launch {
@@ -124,6 +126,9 @@ impl Launch {
     fn exec(self) -> Failure {
         if let Err(e) = exec::prepare_signals() {
             return Failure::new("exec", format!("signal dispositions: {e}"));
+        }
+        if let Err(e) = exec::limit_bounding_set(&self.keep_capabilities) {
+            return Failure::new("capabilities", e);
         }
         if let Err(e) = exec::switch_user(&self.creds) {
             let cause = format!(
@@ -248,6 +253,18 @@ fn prepare(args: &args::Args) -> Result<Launch, Failure> {
         argv,
         env: app_env,
         creds,
+        keep_capabilities: man8s::machine::app_capabilities(
+            &args
+                .capabilities
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
+            &args
+                .drop_capabilities
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
+        ),
     })
 }
 

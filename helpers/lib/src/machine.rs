@@ -152,12 +152,13 @@ pub struct Device {
     pub permissions: String,
 }
 
-/// Capabilities a machine's root has by default: Docker's default set, which images are built
-/// for, plus `CAP_NET_ADMIN`, which nspawn grants with a private network and the init needs to
-/// configure it. nspawn's own default adds CAP_AUDIT_CONTROL, CAP_DAC_READ_SEARCH,
-/// CAP_IPC_OWNER, CAP_LEASE, CAP_LINUX_IMMUTABLE, CAP_NET_BROADCAST, CAP_SYS_ADMIN, CAP_SYS_BOOT,
-/// CAP_SYS_NICE, CAP_SYS_PTRACE, CAP_SYS_RESOURCE and CAP_SYS_TTY_CONFIG: those are dropped
-/// unless `AddCapability=` names them.
+/// Capabilities the app's root has by default: Docker's default set, which images are built
+/// for, plus `CAP_NET_ADMIN`, which nspawn grants with a private network. nspawn's own default
+/// adds CAP_AUDIT_CONTROL, CAP_DAC_READ_SEARCH, CAP_IPC_OWNER, CAP_LEASE, CAP_LINUX_IMMUTABLE,
+/// CAP_NET_BROADCAST, CAP_SYS_ADMIN, CAP_SYS_BOOT, CAP_SYS_NICE, CAP_SYS_PTRACE,
+/// CAP_SYS_RESOURCE and CAP_SYS_TTY_CONFIG: the init keeps them for its own set-up (READY=1 on
+/// the stub's behalf needs CAP_SYS_ADMIN) and drops them from the bounding set right before it
+/// executes the app, unless `AddCapability=` names them.
 pub const DEFAULT_CAPABILITIES: &[&str] = &[
     "CAP_AUDIT_WRITE",
     "CAP_CHOWN",
@@ -174,6 +175,51 @@ pub const DEFAULT_CAPABILITIES: &[&str] = &[
     "CAP_SETPCAP",
     "CAP_SETUID",
     "CAP_SYS_CHROOT",
+];
+
+/// Linux capabilities and their numbers (capabilities(7), linux/capability.h).
+pub const CAPABILITIES: &[(&str, u8)] = &[
+    ("CAP_CHOWN", 0),
+    ("CAP_DAC_OVERRIDE", 1),
+    ("CAP_DAC_READ_SEARCH", 2),
+    ("CAP_FOWNER", 3),
+    ("CAP_FSETID", 4),
+    ("CAP_KILL", 5),
+    ("CAP_SETGID", 6),
+    ("CAP_SETUID", 7),
+    ("CAP_SETPCAP", 8),
+    ("CAP_LINUX_IMMUTABLE", 9),
+    ("CAP_NET_BIND_SERVICE", 10),
+    ("CAP_NET_BROADCAST", 11),
+    ("CAP_NET_ADMIN", 12),
+    ("CAP_NET_RAW", 13),
+    ("CAP_IPC_LOCK", 14),
+    ("CAP_IPC_OWNER", 15),
+    ("CAP_SYS_MODULE", 16),
+    ("CAP_SYS_RAWIO", 17),
+    ("CAP_SYS_CHROOT", 18),
+    ("CAP_SYS_PTRACE", 19),
+    ("CAP_SYS_PACCT", 20),
+    ("CAP_SYS_ADMIN", 21),
+    ("CAP_SYS_BOOT", 22),
+    ("CAP_SYS_NICE", 23),
+    ("CAP_SYS_RESOURCE", 24),
+    ("CAP_SYS_TIME", 25),
+    ("CAP_SYS_TTY_CONFIG", 26),
+    ("CAP_MKNOD", 27),
+    ("CAP_LEASE", 28),
+    ("CAP_AUDIT_WRITE", 29),
+    ("CAP_AUDIT_CONTROL", 30),
+    ("CAP_SETFCAP", 31),
+    ("CAP_MAC_OVERRIDE", 32),
+    ("CAP_MAC_ADMIN", 33),
+    ("CAP_SYSLOG", 34),
+    ("CAP_WAKE_ALARM", 35),
+    ("CAP_BLOCK_SUSPEND", 36),
+    ("CAP_AUDIT_READ", 37),
+    ("CAP_PERFMON", 38),
+    ("CAP_BPF", 39),
+    ("CAP_CHECKPOINT_RESTORE", 40),
 ];
 
 /// What nspawn grants beyond [`DEFAULT_CAPABILITIES`] (see there), dropped by default.
@@ -212,20 +258,18 @@ pub const ULIMITS: &[(&str, &str)] = &[
     ("stack", "LimitSTACK"),
 ];
 
-impl Runtime {
-    /// The capabilities nspawn must drop: the extras of its default that the declaration did not
-    /// add back, plus `DropCapability=` (sorted, without duplicates).
-    pub fn dropped_capabilities(&self) -> Vec<String> {
-        let mut out: Vec<String> = NSPAWN_EXTRA_CAPABILITIES
-            .iter()
-            .filter(|c| !self.add_capabilities.iter().any(|a| a == *c))
-            .map(|c| (*c).to_owned())
-            .chain(self.drop_capabilities.iter().cloned())
-            .collect();
-        out.sort();
-        out.dedup();
-        out
-    }
+/// The capabilities the app's bounding set keeps: [`DEFAULT_CAPABILITIES`] plus `add`, minus
+/// `drop` (`ALL` in `drop` removes everything). Pure: capability numbers, sorted.
+pub fn app_capabilities(add: &[&str], drop: &[&str]) -> Vec<u8> {
+    let all = drop.iter().any(|d| d.eq_ignore_ascii_case("ALL"));
+    let mut keep: Vec<u8> = CAPABILITIES
+        .iter()
+        .filter(|(name, _)| DEFAULT_CAPABILITIES.contains(name) || add.contains(name))
+        .filter(|(name, _)| !all && !drop.contains(name))
+        .map(|(_, n)| *n)
+        .collect();
+    keep.sort_unstable();
+    keep
 }
 
 /// Seconds an app gets between its stop signal and SIGKILL when nothing says otherwise (Docker's

@@ -173,7 +173,7 @@ pub fn parse_capability(word: &str) -> Result<String, String> {
     } else {
         format!("CAP_{upper}")
     };
-    if CAPABILITIES.contains(&name.as_str()) {
+    if crate::machine::CAPABILITIES.iter().any(|(c, _)| *c == name) {
         Ok(name)
     } else {
         Err(format!(
@@ -181,51 +181,6 @@ pub fn parse_capability(word: &str) -> Result<String, String> {
         ))
     }
 }
-
-/// Linux capabilities (capabilities(7)).
-const CAPABILITIES: &[&str] = &[
-    "CAP_AUDIT_CONTROL",
-    "CAP_AUDIT_READ",
-    "CAP_AUDIT_WRITE",
-    "CAP_BLOCK_SUSPEND",
-    "CAP_BPF",
-    "CAP_CHECKPOINT_RESTORE",
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_DAC_READ_SEARCH",
-    "CAP_FOWNER",
-    "CAP_FSETID",
-    "CAP_IPC_LOCK",
-    "CAP_IPC_OWNER",
-    "CAP_KILL",
-    "CAP_LEASE",
-    "CAP_LINUX_IMMUTABLE",
-    "CAP_MAC_ADMIN",
-    "CAP_MAC_OVERRIDE",
-    "CAP_MKNOD",
-    "CAP_NET_ADMIN",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_NET_BROADCAST",
-    "CAP_NET_RAW",
-    "CAP_PERFMON",
-    "CAP_SETFCAP",
-    "CAP_SETGID",
-    "CAP_SETPCAP",
-    "CAP_SETUID",
-    "CAP_SYSLOG",
-    "CAP_SYS_ADMIN",
-    "CAP_SYS_BOOT",
-    "CAP_SYS_CHROOT",
-    "CAP_SYS_MODULE",
-    "CAP_SYS_NICE",
-    "CAP_SYS_PACCT",
-    "CAP_SYS_PTRACE",
-    "CAP_SYS_RAWIO",
-    "CAP_SYS_RESOURCE",
-    "CAP_SYS_TIME",
-    "CAP_SYS_TTY_CONFIG",
-    "CAP_WAKE_ALARM",
-];
 
 /// systemd's `SystemCallFilter=` words: `[~]NAME|@GROUP[:ERRNO]`, space-separated.
 fn validate_syscall_filter(value: &str) -> Result<(), String> {
@@ -504,10 +459,14 @@ mod tests {
             rt.add_capabilities,
             ["CAP_NET_ADMIN", "CAP_SYS_ADMIN", "CAP_SYS_TIME"]
         );
-        let dropped = rt.dropped_capabilities();
-        assert!(dropped.contains(&"CAP_MKNOD".to_owned()));
-        assert!(dropped.contains(&"CAP_SYS_PTRACE".to_owned()));
-        assert!(!dropped.contains(&"CAP_SYS_ADMIN".to_owned()));
+        let add: Vec<&str> = rt.add_capabilities.iter().map(String::as_str).collect();
+        let drop: Vec<&str> = rt.drop_capabilities.iter().map(String::as_str).collect();
+        let keep = crate::machine::app_capabilities(&add, &drop);
+        assert!(!keep.contains(&27), "CAP_MKNOD dropped"); // 27
+        assert!(!keep.contains(&19), "CAP_SYS_PTRACE is not Docker's"); // 19
+        assert!(keep.contains(&21) && keep.contains(&25), "added back");
+        assert!(keep.contains(&0), "CAP_CHOWN is Docker's");
+        assert!(crate::machine::app_capabilities(&[], &["ALL"]).is_empty());
         let e = folded(&[("AddCapability", "CAP_FLY")]).unwrap_err();
         assert!(e.contains("not a Linux capability"), "{e}");
         let rt = folded(&[("AddCapability", "SYS_ADMIN"), ("AddCapability", "")]).unwrap();
