@@ -1,6 +1,9 @@
 //! Helpers that outlive the exec: double-forked so that nspawn's stub PID 1 (not the app, which
 //! is PID 2 and does not expect children) becomes their parent and reaps them.
 
+// unsafe: fork() and signal(): the init is single-threaded (see SAFETY notes).
+#![allow(unsafe_code)]
+
 use nix::sys::wait::waitpid;
 use nix::unistd::{ForkResult, fork, setsid};
 

@@ -1,5 +1,8 @@
 //! What to run and how: argv, program lookup, user switch, `execve`.
 
+// unsafe: signal() resets dispositions to SIG_DFL before exec.
+#![allow(unsafe_code)]
+
 use std::ffi::CString;
 use std::fmt;
 use std::os::unix::fs::PermissionsExt;

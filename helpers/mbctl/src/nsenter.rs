@@ -1,6 +1,9 @@
 //! Entering a running machine: `setns` into every namespace of its leader, `chroot` to its root,
 //! fork (the PID namespace applies to children only), exec a shell. No `nsenter` needed.
 
+// unsafe: fork() into the machine's PID namespace, SIG_IGN for the terminal.
+#![allow(unsafe_code)]
+
 use std::ffi::CString;
 use std::fs::File;
 use std::os::fd::AsFd;

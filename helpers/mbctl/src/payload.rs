@@ -5,6 +5,9 @@
 //! Everything is read from `/proc` with bounded reads (a machine's processes are hostile: their
 //! names are theirs to choose, but `/proc/PID/status` is written by the kernel).
 
+// unsafe: pidfd_open/pidfd_send_signal have no safe wrapper in nix.
+#![allow(unsafe_code)]
+
 use std::fs;
 use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};

@@ -20,6 +20,9 @@
 //! caller takes a snapshot of the current state first (see `mbctl machines restore`), so a restore
 //! never loses data.
 
+// unsafe: the FICLONE ioctl has no safe wrapper.
+#![allow(unsafe_code)]
+
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};

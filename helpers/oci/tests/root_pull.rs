@@ -1,6 +1,9 @@
 //! Root tier: pulls against a real `docker-registry` on 127.0.0.1 (Debian package), images built by
 //! `man8s_testsupport` and pushed with skopeo; faults injected by a loopback proxy.
 
+// unsafe: set_var in a single-threaded test process.
+#![allow(unsafe_code)]
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 

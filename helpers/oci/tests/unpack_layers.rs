@@ -1,6 +1,9 @@
 //! Benign layers applied onto a temp root: whiteouts, opaque dirs, replacement, symlinks written through,
 //! hard links, long names, xattrs, modes and mtimes. Unit tier: runs unprivileged (ownership is a root test).
 
+// unsafe: umask in pre_exec.
+#![allow(unsafe_code)]
+
 mod unpack_support;
 
 use std::fs;

@@ -2,6 +2,9 @@
 //! differential test against `umoci unpack` (Debian's umoci) on benign multi-layer images. These FAIL when not
 //! run as root.
 
+// unsafe: llistxattr and pre_exec (unshare, mount) for the root tests.
+#![allow(unsafe_code)]
+
 mod unpack_support;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -89,7 +89,7 @@ impl MachineState {
     pub fn image_config(&self) -> Option<Vec<u8>> {
         read_regular(
             &self.dir.join(IMAGE_STATE_SUBDIR).join(IMAGE_CONFIG),
-            MAX_CONFIG_BYTES as u64,
+            MAX_CONFIG_BYTES,
         )
         .ok()
     }

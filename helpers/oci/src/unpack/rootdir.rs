@@ -5,6 +5,9 @@
 //! component of an entry is then handled with `*at` calls on that directory descriptor with no-follow flags, so
 //! it is never resolved at all.
 
+// unsafe: xattr syscalls on directory handles have no safe wrapper in nix.
+#![allow(unsafe_code)]
+
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;

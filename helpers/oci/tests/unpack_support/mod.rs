@@ -1,5 +1,8 @@
 //! Shared by the `unpack_*` tests: a layer writer that can also write hostile entries (raw names the `tar`
 //! crate's own setters would refuse), a scratch directory with canaries beside the root, and tree helpers.
+
+// unsafe: llistxattr has no safe wrapper.
+#![allow(unsafe_code)]
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
