@@ -13,6 +13,10 @@
 #              appends to /data/boots, writes its sorted environment to /www/env.txt, copies /data/boots to
 #              /www/boots.txt, logs "journey-started" and serves /www on :80; image Env JOURNEY_FROM_IMAGE=yes
 
+#   hostile:1  busybox httpd on :80 plus an attack on the host (issue 10): /a/link -> /etc/systemd/system
+#              (absolute), /a/up -> ../../../../../../../etc/systemd/system (climbing), /a/root -> /, a setuid-root
+#              /a/suid, Volumes /a and /a/link/evil, and Env MAN8S_YGGDRASIL_ADDRESS=300:6666::1 MAN8S_CONTAINER_NAME=victim
+
 #   redis:1    Debian sid's Redis server (redis-check-rdb of the base's redis-tools is the same binary as
 #              redis-server) with exactly the libraries it links and the C.UTF-8 locale, no shell; User=redis (uid 999, only in the
 #              image), listening on [::] and 0.0.0.0 :6379 with its data in /data
@@ -80,6 +84,17 @@ SH
     ln -sf busybox "$r/bin/date"; ln -sf busybox "$r/bin/env"; ln -sf busybox "$r/bin/sort"; ln -sf busybox "$r/bin/cp"
 }
 
+fill_hostile() {
+    local r=${1:?}
+    busybox_rootfs "$r"
+    printf 'man8s hostile contained\n' >"$r/www/index.html"
+    mkdir -p "$r/a"
+    ln -s /etc/systemd/system "$r/a/link"
+    ln -s ../../../../../../../etc/systemd/system "$r/a/up"
+    ln -s / "$r/a/root"
+    install -m4755 /bin/busybox "$r/a/suid"
+}
+
 # The Redis server of the sid base ($BASE) and the libraries it links (as the base's own ldd resolves them).
 fill_redis() {
     local r=${1:?} base=${BASE:?} lib
@@ -142,6 +157,12 @@ build_images() {
     add_layer "$layout" journey fill_journey_app
     umoci config --image "$layout:journey" --config.env PATH=/bin --config.env JOURNEY_FROM_IMAGE=yes \
         --config.volume /data --config.cmd /bin/sh --config.cmd /app/start.sh >/dev/null
+
+    build_image "$layout" hostile fill_hostile
+    umoci config --image "$layout:hostile" --config.env PATH=/bin \
+        --config.env MAN8S_YGGDRASIL_ADDRESS=300:6666::1 --config.env MAN8S_CONTAINER_NAME=victim \
+        --config.volume /a --config.volume /a/link/evil \
+        --config.cmd /bin/sh --config.cmd -c --config.cmd 'exec httpd -f -v -p 80 -h /www' >/dev/null
 
     build_image "$layout" redis fill_redis
     umoci config --image "$layout:redis" --config.user redis --config.workingdir /data --config.volume /data \

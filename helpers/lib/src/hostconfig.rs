@@ -32,7 +32,17 @@
 //! [Hosts]
 //! # The user's other man8s hosts: NAME=their Yggdrasil subnet.
 //! nas=300:aaaa:bbbb:cccc::/64
+//!
+//! [Pull]
+//! # A transfer (manifest, config or layer) that moves fewer than LowSpeedLimit bytes per
+//! # second, averaged over LowSpeedTimeSec seconds, is given up with an error.
+//! LowSpeedLimit=1K
+//! LowSpeedTimeSec=60
+//! # Most bytes of file data one image may unpack to (GNU sparse files count by their full size).
+//! MaxUnpackedSize=32G
 //! ```
+//!
+//! Sizes take the suffixes K, M, G, T (powers of 1024), as systemd's do.
 //!
 //! `#` and `;` start comment lines. A repeatable key given an empty value (`DNS=`) clears the
 //! list so far, as in unit files; single-valued keys take the last assignment. Unknown sections
@@ -156,6 +166,56 @@ impl Default for MeshConfig {
     }
 }
 
+/// `[Pull]`: limits of a pull, against a slow or hostile registry and hostile images.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PullConfig {
+    /// `LowSpeedLimit=`: bytes per second a transfer must at least move, on average over
+    /// [`Self::low_speed_time`] (not just "not silent": a registry that drips a byte every few
+    /// seconds is stopped too).
+    pub low_speed_limit: u64,
+    /// `LowSpeedTimeSec=`: the interval over which [`Self::low_speed_limit`] is measured.
+    pub low_speed_time: Duration,
+    /// `MaxUnpackedSize=`: bytes of file data one image may unpack to.
+    pub max_unpacked_size: u64,
+}
+
+/// Default `LowSpeedLimit=`: 1 KiB/s.
+pub const DEFAULT_LOW_SPEED_LIMIT: u64 = 1024;
+/// Default `LowSpeedTimeSec=`.
+pub const DEFAULT_LOW_SPEED_TIME: Duration = Duration::from_secs(60);
+/// Default `MaxUnpackedSize=`: 32 GiB.
+pub const DEFAULT_MAX_UNPACKED_SIZE: u64 = 32 << 30;
+
+impl Default for PullConfig {
+    fn default() -> Self {
+        Self {
+            low_speed_limit: DEFAULT_LOW_SPEED_LIMIT,
+            low_speed_time: DEFAULT_LOW_SPEED_TIME,
+            max_unpacked_size: DEFAULT_MAX_UNPACKED_SIZE,
+        }
+    }
+}
+
+/// A size like `1K`, `512M`, `32G` or `1000` (bytes); suffixes are powers of 1024.
+pub fn parse_size(value: &str) -> Result<u64, &'static str> {
+    let (digits, shift) = match value.strip_suffix(['K', 'M', 'G', 'T']) {
+        Some(d) => (
+            d,
+            match value.as_bytes()[value.len() - 1] {
+                b'K' => 10,
+                b'M' => 20,
+                b'G' => 30,
+                _ => 40,
+            },
+        ),
+        None => (value, 0),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| "not a size (bytes, or a number with K, M, G or T)")?;
+    n.checked_mul(1u64 << shift).ok_or("size too large")
+}
+
 /// The whole of `man8s.conf`.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct HostConfig {
@@ -167,6 +227,8 @@ pub struct HostConfig {
     pub mesh: MeshConfig,
     /// `[Hosts]`: the user's other hosts, name → Yggdrasil subnet.
     pub hosts: BTreeMap<String, Ipv6Net>,
+    /// `[Pull]`.
+    pub pull: PullConfig,
 }
 
 impl HostConfig {
@@ -187,6 +249,10 @@ const SCHEMA: crate::ini::Schema = &[
     ("Yggdrasil", &["AdminEndpoint", "ConfigFile", "WaitSec"]),
     ("Mesh", &["AllowFrom", "Domain"]),
     ("Hosts", &[crate::ini::ANY_KEY]),
+    (
+        "Pull",
+        &["LowSpeedLimit", "LowSpeedTimeSec", "MaxUnpackedSize"],
+    ),
 ];
 
 impl HostConfig {
@@ -334,6 +400,25 @@ impl HostConfig {
                     }
                     cfg.hosts.insert(name.to_ascii_lowercase(), net.trunc());
                 }
+                ("Pull", "LowSpeedLimit") => {
+                    cfg.pull.low_speed_limit = parse_size(value).map_err(&bad)?;
+                }
+                ("Pull", "LowSpeedTimeSec") => {
+                    let secs: u64 = value
+                        .parse()
+                        .map_err(|_| bad("not a whole number of seconds"))?;
+                    if !(1..=3600).contains(&secs) {
+                        return Err(bad("must be between 1 and 3600 seconds"));
+                    }
+                    cfg.pull.low_speed_time = Duration::from_secs(secs);
+                }
+                ("Pull", "MaxUnpackedSize") => {
+                    let size = parse_size(value).map_err(&bad)?;
+                    if size == 0 {
+                        return Err(bad("must be more than 0"));
+                    }
+                    cfg.pull.max_unpacked_size = size;
+                }
                 _ => unreachable!("key lists and match arms agree"),
             }
         }
@@ -400,6 +485,29 @@ mod tests {
 
     fn parse(text: &str) -> Result<HostConfig, String> {
         HostConfig::parse(text, "/etc/man8s/man8s.conf").map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn pull_limits() {
+        let c = parse("[Pull]\nLowSpeedLimit=2K\nLowSpeedTimeSec=5\nMaxUnpackedSize=1G\n").unwrap();
+        assert_eq!(c.pull.low_speed_limit, 2048);
+        assert_eq!(c.pull.low_speed_time, Duration::from_secs(5));
+        assert_eq!(c.pull.max_unpacked_size, 1 << 30);
+        assert_eq!(parse("").unwrap().pull, PullConfig::default());
+        for bad in [
+            "[Pull]\nLowSpeedLimit=fast\n",
+            "[Pull]\nLowSpeedTimeSec=0\n",
+            "[Pull]\nMaxUnpackedSize=0\n",
+            "[Pull]\nMaxUnpackedSize=99999999999T\n",
+        ] {
+            let e = parse(bad).unwrap_err();
+            assert!(
+                e.starts_with("/etc/man8s/man8s.conf:2: ") && !e.contains('\n'),
+                "{e}"
+            );
+        }
+        assert_eq!(parse_size("1000"), Ok(1000));
+        assert_eq!(parse_size("3M"), Ok(3 << 20));
     }
 
     #[test]

@@ -414,6 +414,11 @@ pub struct DownloadArgs {
     /// Target directory (created; must be empty if it exists). Default: the image's name in the
     /// current directory (`./registry` for `docker.io/registry:latest`), as the Python tool's README shows.
     pub dir: Option<PathBuf>,
+    /// Keep setuid/setgid bits and device nodes' permissions as the image has them; DIR is then
+    /// made mode 0700, so that no other user of the host reaches them. Without it they are
+    /// stripped (setuid/setgid bits removed, device nodes owner-only), and mbctl says how many.
+    #[arg(long)]
+    pub keep_special: bool,
 }
 
 /// `generate-docs`

@@ -592,3 +592,321 @@ fn root_failed_pull_leaves_nothing_half_made() {
     ok(&tree.run(&["machines", "pull", &image, "app", "--yes"]));
     assert!(tree.at("/var/lib/man8machines/app/bin/app").exists());
 }
+
+// ---- Issue 10: hostile images. Every case runs against a canary directory outside the tree that
+// the image aims at (absolute symlinks to its real path, relative ones climbing to it), and
+// asserts by a before/after snapshot that nothing there changed.
+
+/// A canary tree outside `MAN8S_ROOT`, and its snapshot (path, mode, owner, content).
+struct Canary {
+    dir: tempfile::TempDir,
+}
+
+impl Canary {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("etc/systemd/system")).unwrap();
+        std::fs::write(dir.path().join("etc/passwd"), "root:x:0:0::/root:/bin/sh\n").unwrap();
+        Self { dir }
+    }
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+    fn snapshot(&self) -> Vec<String> {
+        use std::os::unix::fs::MetadataExt;
+        let mut out = Vec::new();
+        let mut todo = vec![self.path().to_owned()];
+        while let Some(p) = todo.pop() {
+            let m = std::fs::symlink_metadata(&p).unwrap();
+            let content = if m.is_file() {
+                String::from_utf8_lossy(&std::fs::read(&p).unwrap()).into_owned()
+            } else {
+                String::new()
+            };
+            out.push(format!(
+                "{} {:o} {}:{} {content}",
+                p.display(),
+                m.mode(),
+                m.uid(),
+                m.gid()
+            ));
+            if m.is_dir() {
+                for e in std::fs::read_dir(&p).unwrap() {
+                    todo.push(e.unwrap().path());
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+}
+
+fn push_repo(reg: &Registry, tree: &Tree, img: &Image, repo: &str) -> String {
+    let layout = tree
+        .root()
+        .join(format!("layout-{}", repo.replace('/', "-")));
+    let w = img.write(&layout);
+    man8s_testsupport::tag(&layout, &w, "1", false);
+    reg.push(&layout, "1", repo, "1", Format::Oci);
+    format!("{}/{repo}:1", reg.host())
+}
+
+fn failed(o: &Output) -> String {
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "stdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Cases 1 and 2: nested image volumes whose outer volume carries a symlink out (absolute, or
+/// relative and climbing), and a bind source that is such a symlink.
+#[test]
+fn root_hostile_nested_volumes_never_write_or_bind_through_an_image_symlink() {
+    let tree = Tree::new();
+    let canary = Canary::new();
+    let reg = Registry::start();
+    let target = canary.path().join("etc/systemd/system");
+    let climb = format!(
+        "{}{}",
+        "../".repeat(40),
+        target.to_str().unwrap().trim_start_matches('/')
+    );
+    let layer = LayerBuilder::new()
+        .dir("a", 0o755)
+        .symlink("a/link", target.to_str().unwrap())
+        .symlink("a/up", &climb)
+        .symlink("a/root", "/")
+        .dir("x", 0o755)
+        .file("x/payload", 0o4755, b"#!/bin/sh\nid\n")
+        .tar();
+    let cases = [
+        (
+            "nested-abs",
+            json!({"/a": {}, "/a/link/x": {}}),
+            "is a symlink",
+        ),
+        (
+            "nested-rel",
+            json!({"/a": {}, "/a/up/x": {}}),
+            "is a symlink",
+        ),
+        ("bind-root", json!({"/a": {}, "/a/root": {}}), "bind source"),
+    ];
+    let before = canary.snapshot();
+    for (name, volumes, why) in cases {
+        let img = Image::new(vec![(layer.clone(), Compression::Gzip)])
+            .runtime(json!({"Cmd": ["/x/payload"], "Volumes": volumes}));
+        let image = push_repo(&reg, &tree, &img, &format!("hostile/{name}"));
+        let err = failed(&tree.run(&["machines", "pull", &image, name, "--yes"]));
+        // Progress lines come first; the error is the one last line.
+        let last = err.trim_end().lines().last().unwrap_or_default();
+        assert!(
+            last.starts_with("mbctl: ") && last.contains(why),
+            "{name}: {err}"
+        );
+        assert_eq!(canary.snapshot(), before, "{name}: the canary changed");
+        // Nothing half-made blocks a retry; the declaration is gone again.
+        assert!(
+            !tree
+                .at(&format!("/etc/man8s/machines/{name}.machine"))
+                .exists()
+        );
+    }
+    // The host's / was never bound: no declaration, so no nspawn file can name it.
+    assert!(std::fs::metadata("/").unwrap().is_dir());
+}
+
+/// Case 3: private parents for rootfs, config and storage; `oci download` defuses setuid files
+/// and device nodes unless --keep-special.
+#[test]
+fn root_hostile_special_files_stay_out_of_reach_of_other_users() {
+    use std::os::unix::fs::PermissionsExt;
+    let tree = Tree::new();
+    let reg = Registry::start();
+    let layer = LayerBuilder::new()
+        .dir("bin", 0o755)
+        .file("bin/sh-suid", 0o4755, b"x")
+        .file("bin/sgid", 0o2755, b"x")
+        .dir("data", 0o755)
+        .file("data/suid", 0o4755, b"x")
+        .dir("dev", 0o755)
+        .char_device("dev/mem", 0o666, 1, 1)
+        .tar();
+    let img = Image::new(vec![(layer, Compression::Gzip)])
+        .runtime(json!({"Cmd": ["/bin/sh-suid"], "Volumes": {"/data": {}}}));
+    let image = push_repo(&reg, &tree, &img, "hostile/special");
+    ok(&tree.run(&["machines", "pull", &image, "sp", "--yes"]));
+    for dir in [
+        "/var/lib/man8machines",
+        "/var/lib/man8machine_configs",
+        "/var/lib/man8machine_storage",
+        "/var/lib/man8s/machines",
+    ] {
+        let mode = std::fs::metadata(tree.at(dir))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o700, "{dir}");
+    }
+    // Inside the private parents the image's modes are kept (the machine needs them).
+    let mode = |p: &Path| std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(
+        mode(&tree.at("/var/lib/man8machine_storage/sp/data/suid")),
+        0o4755
+    );
+
+    let dl = tree.root().join("dl");
+    let o = tree.run(&["oci", "download", &image, dl.to_str().unwrap()]);
+    ok(&o);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("setuid/setgid bits of 3 files") && err.contains("1 device nodes"),
+        "{err}"
+    );
+    assert_eq!(mode(&dl.join("bin/sh-suid")), 0o755);
+    assert_eq!(mode(&dl.join("bin/sgid")), 0o755);
+    assert_eq!(mode(&dl.join("dev/mem")), 0o600);
+    let kept = tree.root().join("kept");
+    let o = tree.run(&[
+        "oci",
+        "download",
+        "--keep-special",
+        &image,
+        kept.to_str().unwrap(),
+    ]);
+    ok(&o);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("mode 0700"));
+    assert_eq!(mode(&kept.join("bin/sh-suid")), 0o4755);
+    assert_eq!(mode(&kept), 0o700);
+}
+
+/// Case 4: an image's Env never sets MAN8S_* (its mesh address, another machine's name).
+#[test]
+fn root_hostile_image_env_cannot_set_man8s_variables() {
+    let tree = Tree::new();
+    let reg = Registry::start();
+    let img = app_image("1").runtime(json!({
+        "Env": ["MAN8S_YGGDRASIL_ADDRESS=300:6666::1", "MAN8S_CONTAINER_NAME=victim", "OK=1"],
+        "Cmd": ["/bin/app"],
+    }));
+    let image = push_repo(&reg, &tree, &img, "hostile/env");
+    let o = tree.run(&["machines", "pull", &image, "envy", "--yes"]);
+    ok(&o);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("MAN8S_YGGDRASIL_ADDRESS, MAN8S_CONTAINER_NAME") && err.contains("ignored"),
+        "{err}"
+    );
+    let env =
+        std::fs::read_to_string(tree.at("/var/lib/man8machine_configs/envy/man8env.env")).unwrap();
+    assert!(
+        env.contains("MAN8S_CONTAINER_NAME=envy\n") && env.contains("OK=1\n"),
+        "{env}"
+    );
+    assert!(!env.contains("victim") && !env.contains("6666"), "{env}");
+}
+
+/// Case 5: the machine's root replaces the rootfs's own records with a FIFO and a link to
+/// /dev/zero; host tools read the host-owned state and neither hang nor eat memory.
+#[test]
+fn root_hostile_rootfs_records_are_never_trusted_or_blocking() {
+    let tree = Tree::new();
+    let reg = Registry::start();
+    let image = push_repo(&reg, &tree, &app_image("1"), "hostile/records");
+    ok(&tree.run(&["machines", "pull", &image, "rec", "--yes"]));
+    let meta = tree.at("/var/lib/man8machines/rec/.man8s");
+    std::fs::remove_file(meta.join("source.json")).unwrap();
+    nix::unistd::mkfifo(
+        &meta.join("source.json"),
+        nix::sys::stat::Mode::from_bits_truncate(0o644),
+    )
+    .unwrap();
+    std::fs::remove_file(meta.join("image.json")).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", meta.join("image.json")).unwrap();
+    let digest = serde_json::from_slice::<serde_json::Value>(
+        &std::fs::read(tree.at("/var/lib/man8s/machines/rec/source.json")).unwrap(),
+    )
+    .unwrap()["manifest_digest"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for args in [
+        &["machines", "list"][..],
+        &["machines", "status", "rec"],
+        &["images", "list"],
+        &["machines", "update", "rec"],
+    ] {
+        let mut child = tree
+            .cmd(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while child.try_wait().unwrap().is_none() {
+            assert!(std::time::Instant::now() < deadline, "{args:?} hangs");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{args:?}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        if args[0] == "images" || args[1] == "status" {
+            assert!(text.contains(&digest), "{args:?}: {text}");
+        }
+        if args[1] == "update" {
+            assert!(text.contains("up to date"), "{text}");
+        }
+    }
+}
+
+/// Case 7 (through man8s.conf) and case 10: a per-image unpacked-size cap, and temp names of
+/// machine `a` that never match anything of machine `a.tmp-x`.
+#[test]
+fn root_hostile_unpacked_size_cap_and_temp_names_of_other_machines() {
+    let tree = Tree::new();
+    let canary = Canary::new();
+    let before = canary.snapshot();
+    let reg = Registry::start();
+    std::fs::create_dir_all(tree.at("/etc/man8s")).unwrap();
+    std::fs::write(
+        tree.at("/etc/man8s/man8s.conf"),
+        "[Pull]\nMaxUnpackedSize=64K\n",
+    )
+    .unwrap();
+    let big = LayerBuilder::new()
+        .file("big", 0o644, &vec![7u8; 100 << 10])
+        .tar();
+    let img = Image::new(vec![(big, Compression::Gzip)]).runtime(json!({"Cmd": ["/big"]}));
+    let image = push_repo(&reg, &tree, &img, "hostile/big");
+    let err = failed(&tree.run(&["machines", "pull", &image, "big", "--yes"]));
+    let last = err.trim_end().lines().last().unwrap_or_default();
+    assert!(
+        last.contains("MaxUnpackedSize=") && last.contains("\"big\""),
+        "{err}"
+    );
+    assert!(!tree.at("/var/lib/man8machines/big").exists());
+    assert_eq!(canary.snapshot(), before);
+
+    // Machine `a.tmp-x`'s kept rootfs and its debris survive installing machine `a`.
+    std::fs::write(tree.at("/etc/man8s/man8s.conf"), "").unwrap();
+    let others = [".a.tmp-x.previous", ".a.tmp-x.lock", ".a.tmp-x+tmp-abc"];
+    for o in others {
+        std::fs::create_dir_all(tree.at("/var/lib/man8machines").join(o).join("etc")).unwrap();
+    }
+    let image = push_repo(&reg, &tree, &app_image("1"), "hostile/names");
+    ok(&tree.run(&["machines", "pull", &image, "a", "--yes"]));
+    for o in others {
+        assert!(
+            tree.at("/var/lib/man8machines")
+                .join(o)
+                .join("etc")
+                .is_dir(),
+            "{o}"
+        );
+    }
+}

@@ -61,6 +61,8 @@ fn unpack_layers_when_ready(
 ) -> Result<()> {
     let name = image.reference.to_string();
     let n = image.manifest.layers.len();
+    // `max_total_size` is the image's budget; each layer gets what the ones before left.
+    let mut left = opts.max_total_size;
     for (index, layer) in image.manifest.layers.iter().enumerate() {
         ready(index)?;
         progress.event(Event::Unpacking { index, layers: n });
@@ -76,7 +78,15 @@ fn unpack_layers_when_ready(
         };
         let mut stream = Pipelined::start(file)
             .map_err(|e| unpack_err(format!("cannot start decompression: {e}")))?;
-        if let Err(e) = apply_layer(root, &mut stream, opts) {
+        let layer_opts = UnpackOptions {
+            max_total_size: left,
+            ..opts.clone()
+        };
+        let applied = apply_layer(root, &mut stream, &layer_opts);
+        if let Ok(stats) = &applied {
+            left = left.saturating_sub(stats.bytes);
+        }
+        if let Err(e) = applied {
             if let crate::unpack::UnpackError::Io { source, .. } = &e
                 && source.raw_os_error() == Some(nix::libc::ENOSPC)
             {
@@ -401,6 +411,78 @@ fn install_tree_when_ready(
         progress.event(Event::Installed { path: target });
     }
     result
+}
+
+/// What [`defuse_special`] found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Special {
+    /// Regular files with a setuid or setgid bit.
+    pub setid_files: u64,
+    /// Block and character device nodes.
+    pub devices: u64,
+}
+
+/// For a tree installed outside a private parent (`mbctl oci download DIR`): a setuid-root file
+/// or a 0666 block device from an image would be a root shell or a raw disk for every local user.
+/// Unless `keep`, remove setuid/setgid bits and group/other access to device nodes; with `keep`,
+/// leave them and make `root` itself 0700. Walked through directory handles, never following a
+/// symlink. Returns what was found.
+pub fn defuse_special(root: &Path, keep: bool) -> Result<Special> {
+    use crate::unpack::rootdir::{is_type, list_dir, lstat_at, open_subdir};
+    use nix::sys::stat::{FchmodatFlags, Mode, SFlag, fchmodat};
+    fn walk(
+        dir: &std::os::fd::OwnedFd,
+        shown: &Path,
+        keep: bool,
+        found: &mut Special,
+    ) -> Result<()> {
+        for name in list_dir(dir).at(shown)? {
+            let path = shown.join(std::ffi::OsStr::from_bytes(&name));
+            let Some(st) = lstat_at(dir, &name).at(&path)? else {
+                continue;
+            };
+            let mode = st.st_mode & 0o7777;
+            let new_mode = if is_type(&st, SFlag::S_IFDIR) {
+                let sub = open_subdir(dir, &name).map_err(|e| Error::io(&path, e.into()))?;
+                walk(&sub, &path, keep, found)?;
+                continue;
+            } else if is_type(&st, SFlag::S_IFREG) && mode & 0o6000 != 0 {
+                found.setid_files += 1;
+                mode & !0o6000
+            } else if is_type(&st, SFlag::S_IFBLK) || is_type(&st, SFlag::S_IFCHR) {
+                found.devices += 1;
+                mode & 0o700
+            } else {
+                continue;
+            };
+            if !keep {
+                // Not a symlink (lstat above), and the tree is ours and fresh.
+                fchmodat(
+                    dir,
+                    name.as_slice(),
+                    Mode::from_bits_truncate(new_mode),
+                    FchmodatFlags::FollowSymlink,
+                )
+                .map_err(|e| Error::io(&path, e.into()))?;
+            }
+        }
+        Ok(())
+    }
+    use std::os::unix::ffi::OsStrExt;
+    let fd = nix::fcntl::open(
+        root,
+        nix::fcntl::OFlag::O_RDONLY
+            | nix::fcntl::OFlag::O_DIRECTORY
+            | nix::fcntl::OFlag::O_NOFOLLOW,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| Error::io(root, e.into()))?;
+    let mut found = Special::default();
+    walk(&fd, root, keep, &mut found)?;
+    if keep && found != Special::default() {
+        fs::set_permissions(root, fs::Permissions::from_mode(0o700)).at(root)?;
+    }
+    Ok(found)
 }
 
 /// `.NAME.previous` beside `target`.

@@ -219,13 +219,36 @@ impl Progress for Lines {
 /// Under systemd: journal lines plus `STATUS=` and `EXTEND_TIMEOUT_USEC=` so that a long first
 /// pull never hits `TimeoutStartSec=` while it makes progress.
 ///
-/// A keep-alive thread repeats the extension every 30 s, so that a long step without events
-/// (unpacking a huge layer) is covered too; it stops when the reporter is dropped.
+/// A keep-alive thread repeats the extension every 30 s, but only while work progresses: bytes
+/// arrived since its last tick, or a layer is being unpacked (local work, bounded by
+/// `MaxUnpackedSize=`). A stalled or dripping registry therefore never keeps a start alive past
+/// `TimeoutStartSec=` (and the downloader's `LowSpeedLimit=` stops it before that). The thread stops
+/// when the reporter is dropped.
 #[derive(Debug)]
 pub struct Systemd {
     lines: Lines,
     last_notify: Mutex<Option<Instant>>,
     alive: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    activity: std::sync::Arc<Activity>,
+}
+
+/// What the keep-alive thread looks at.
+#[derive(Debug, Default)]
+struct Activity {
+    /// Bumped by every `Bytes` event.
+    bytes_events: AtomicU64,
+    /// Between the first `Unpacking` and `Installed`.
+    unpacking: std::sync::atomic::AtomicBool,
+}
+
+impl Activity {
+    /// Whether the keep-alive may extend the timeout, given the byte counter it saw last.
+    fn progressed(&self, last_seen: &mut u64) -> bool {
+        let now = self.bytes_events.load(Ordering::Relaxed);
+        let moved = now != *last_seen;
+        *last_seen = now;
+        moved || self.unpacking.load(Ordering::Relaxed)
+    }
 }
 
 /// How much more time each progress notification asks for.
@@ -236,14 +259,20 @@ impl Systemd {
     pub fn new() -> Self {
         let alive = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
         let flag = alive.clone();
+        let activity = std::sync::Arc::new(Activity::default());
+        let seen = activity.clone();
         let _ = std::thread::Builder::new()
             .name("sd-notify-keepalive".into())
             .spawn(move || {
                 let mut ticks = 0u32;
+                let mut last_seen = 0;
                 while flag.load(Ordering::Relaxed) {
                     std::thread::sleep(Duration::from_millis(250));
                     ticks += 1;
-                    if ticks.is_multiple_of(120) && flag.load(Ordering::Relaxed) {
+                    if ticks.is_multiple_of(120)
+                        && flag.load(Ordering::Relaxed)
+                        && seen.progressed(&mut last_seen)
+                    {
                         let _ = libsystemd::daemon::notify(
                             false,
                             &[libsystemd::daemon::NotifyState::Other(format!(
@@ -258,6 +287,7 @@ impl Systemd {
             lines: Lines::new(),
             last_notify: Mutex::new(None),
             alive,
+            activity,
         }
     }
 
@@ -293,6 +323,14 @@ impl Default for Systemd {
 impl Progress for Systemd {
     fn event(&self, event: Event<'_>) {
         let is_bytes = matches!(event, Event::Bytes(_));
+        match event {
+            Event::Bytes(_) => {
+                self.activity.bytes_events.fetch_add(1, Ordering::Relaxed);
+            }
+            Event::Unpacking { .. } => self.activity.unpacking.store(true, Ordering::Relaxed),
+            Event::Installed { .. } => self.activity.unpacking.store(false, Ordering::Relaxed),
+            _ => {}
+        }
         if is_bytes {
             let done = self.lines.done.load(Ordering::Relaxed);
             let total = self.lines.total.load(Ordering::Relaxed);
@@ -399,6 +437,22 @@ impl Progress for Terminal {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn keepalive_extends_only_while_bytes_arrive_or_a_layer_unpacks() {
+        let a = Activity::default();
+        let mut seen = 0;
+        assert!(!a.progressed(&mut seen), "nothing happened yet");
+        a.bytes_events.fetch_add(1, Ordering::Relaxed);
+        assert!(a.progressed(&mut seen));
+        assert!(
+            !a.progressed(&mut seen),
+            "a stalled transfer gets no extension"
+        );
+        a.unpacking.store(true, Ordering::Relaxed);
+        assert!(a.progressed(&mut seen));
+    }
+
     use super::*;
 
     #[test]

@@ -38,6 +38,12 @@ pub struct RetryPolicy {
     pub connect_timeout: Duration,
     /// Longest silence while reading a response.
     pub read_timeout: Duration,
+    /// Fewest bytes per second a transfer must move, averaged over [`Self::low_speed_time`]
+    /// (`[Pull] LowSpeedLimit=` of man8s.conf): a registry that drips a byte now and then never
+    /// hits `read_timeout`, so this is what stops it.
+    pub low_speed_limit: u64,
+    /// The interval of [`Self::low_speed_limit`] (`LowSpeedTimeSec=`).
+    pub low_speed_time: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -48,6 +54,8 @@ impl Default for RetryPolicy {
             max_delay: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(15),
             read_timeout: Duration::from_secs(60),
+            low_speed_limit: man8s::hostconfig::DEFAULT_LOW_SPEED_LIMIT,
+            low_speed_time: man8s::hostconfig::DEFAULT_LOW_SPEED_TIME,
         }
     }
 }
@@ -64,12 +72,21 @@ pub struct RegistryConfig {
 }
 
 impl RegistryConfig {
-    /// The system's configuration (registries.conf and the auth files), relocated by `MAN8S_ROOT`.
+    /// The system's configuration (registries.conf, the auth files, man8s.conf's `[Pull]`
+    /// limits), relocated by `MAN8S_ROOT`.
     pub fn load(paths: &man8s::Paths) -> Result<Self> {
+        let host = man8s::hostconfig::HostConfig::load(paths).map_err(|e| Error::Config {
+            path: paths.fs(man8s::paths::MAN8S_CONF),
+            reason: e.to_string(),
+        })?;
         Ok(Self {
             insecure: RegistriesConf::load(paths)?,
             auth_files: crate::auth::auth_files(paths),
-            retry: RetryPolicy::default(),
+            retry: RetryPolicy {
+                low_speed_limit: host.pull.low_speed_limit,
+                low_speed_time: host.pull.low_speed_time,
+                ..RetryPolicy::default()
+            },
         })
     }
 }
@@ -233,7 +250,7 @@ impl Registry {
                 self.registry_err(format!("token endpoint {realm}: HTTP {status}")),
             ));
         }
-        let body = read_limited(resp, 1 << 20)
+        let body = read_limited(resp, 1 << 20, &self.retry)
             .await
             .map_err(|cause| Failure::Retry { cause, after: None })?;
         #[derive(serde::Deserialize)]
@@ -326,7 +343,9 @@ impl Registry {
             if status.is_success() || status == StatusCode::RANGE_NOT_SATISFIABLE {
                 return Ok(resp);
             }
-            let body = read_limited(resp, 4096).await.unwrap_or_default();
+            let body = read_limited(resp, 4096, &self.retry)
+                .await
+                .unwrap_or_default();
             let first = String::from_utf8_lossy(&body);
             let first = first.lines().next().unwrap_or("").trim();
             return Err(Failure::Fatal(
@@ -410,7 +429,7 @@ impl Registry {
                     .get(header::CONTENT_TYPE)
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_owned);
-                let body = read_limited(resp, manifest::MAX_MANIFEST_BYTES)
+                let body = read_limited(resp, manifest::MAX_MANIFEST_BYTES, &self.retry)
                     .await
                     .map_err(|cause| Failure::Retry { cause, after: None })?;
                 Ok((body, content_type))
@@ -555,7 +574,15 @@ impl Registry {
                     file.seek(SeekFrom::Start(have))
                         .map_err(|e| Failure::Fatal(Error::io_for(image, partial_path, e)))?;
                     let mut stream = resp.bytes_stream();
-                    while let Some(chunk) = stream.next().await {
+                    let mut watch = SpeedWatch::new(&self.retry);
+                    while let Some(chunk) = watch.next(&mut stream).await.map_err(|reason| {
+                        // Not worth retrying: the same registry will be as slow again.
+                        Failure::Fatal(Error::Network {
+                            image: image.clone(),
+                            registry: self.image.registry().into(),
+                            reason: format!("{what} after {have} of {} bytes: {reason}", desc.size),
+                        })
+                    })? {
                         let chunk = chunk.map_err(|e| Failure::Retry {
                             cause: format!(
                                 "connection broke after {have} of {} bytes: {}",
@@ -627,13 +654,79 @@ fn hash_prefix(path: &std::path::Path, len: u64, h: &mut Sha256) -> std::io::Res
     }
 }
 
-async fn read_limited(resp: reqwest::Response, limit: u64) -> std::result::Result<Vec<u8>, String> {
+/// Watches the progress of one transfer: fewer than `low_speed_limit` bytes per second over a
+/// `low_speed_time` window fails it, whether the bytes stopped or only trickle.
+struct SpeedWatch {
+    limit: u64,
+    time: Duration,
+    window_start: tokio::time::Instant,
+    window_bytes: u64,
+}
+
+impl SpeedWatch {
+    fn new(policy: &RetryPolicy) -> Self {
+        Self {
+            limit: policy.low_speed_limit,
+            time: policy.low_speed_time.max(Duration::from_millis(1)),
+            window_start: tokio::time::Instant::now(),
+            window_bytes: 0,
+        }
+    }
+
+    /// The next item of `stream`, or why the transfer is too slow.
+    async fn next<S, B>(&mut self, stream: &mut S) -> std::result::Result<Option<S::Item>, String>
+    where
+        S: futures::Stream<Item = reqwest::Result<B>> + Unpin,
+        B: AsRef<[u8]>,
+    {
+        loop {
+            let deadline = self.window_start + self.time;
+            match tokio::time::timeout_at(deadline, stream.next()).await {
+                Ok(item) => {
+                    if let Some(Ok(chunk)) = &item {
+                        self.window_bytes += chunk.as_ref().len() as u64;
+                    }
+                    self.check()?;
+                    return Ok(item);
+                }
+                Err(_) => self.check()?,
+            }
+        }
+    }
+
+    fn check(&mut self) -> std::result::Result<(), String> {
+        let elapsed = self.window_start.elapsed();
+        if elapsed < self.time {
+            return Ok(());
+        }
+        let needed = (self.limit as f64 * elapsed.as_secs_f64()) as u64;
+        if self.window_bytes < needed {
+            return Err(format!(
+                "transfer too slow: {} bytes in {:.0} s, below {} bytes/s \
+                 (LowSpeedLimit=/LowSpeedTimeSec= in /etc/man8s/man8s.conf)",
+                self.window_bytes,
+                elapsed.as_secs_f64(),
+                self.limit
+            ));
+        }
+        self.window_start = tokio::time::Instant::now();
+        self.window_bytes = 0;
+        Ok(())
+    }
+}
+
+async fn read_limited(
+    resp: reqwest::Response,
+    limit: u64,
+    policy: &RetryPolicy,
+) -> std::result::Result<Vec<u8>, String> {
     if resp.content_length().is_some_and(|l| l > limit) {
         return Err(format!("response larger than {limit} bytes"));
     }
     let mut out = Vec::new();
     let mut stream = resp.bytes_stream();
-    while let Some(chunk) = stream.next().await {
+    let mut watch = SpeedWatch::new(policy);
+    while let Some(chunk) = watch.next(&mut stream).await? {
         let chunk = chunk.map_err(|e| describe(&e))?;
         if out.len() as u64 + chunk.len() as u64 > limit {
             return Err(format!("response larger than {limit} bytes"));

@@ -57,6 +57,9 @@ pub struct UnpackOptions {
     /// Largest tar metadata entry (GNU long name/link, PAX header) accepted, in bytes: those are read into
     /// memory, so this bounds what a hostile layer can make us allocate.
     pub max_metadata_size: u64,
+    /// Most bytes of file data this layer may write in all (the installer passes what is left of the
+    /// image's `MaxUnpackedSize=`). A GNU sparse file counts by its full size, which is what it occupies.
+    pub max_total_size: u64,
 }
 
 impl Default for UnpackOptions {
@@ -67,6 +70,7 @@ impl Default for UnpackOptions {
             create_devices: root,
             max_file_size: 64 << 30,
             max_metadata_size: 1 << 20,
+            max_total_size: u64::MAX,
         }
     }
 }
@@ -292,6 +296,12 @@ impl Unpacker<'_> {
                     return Err(refused(format!(
                         "file of {size} bytes exceeds the limit of {} bytes",
                         self.opts.max_file_size
+                    )));
+                }
+                if self.stats.bytes.saturating_add(size) > self.opts.max_total_size {
+                    return Err(refused(format!(
+                        "file of {size} bytes takes the image past its unpacked size limit \
+                         (MaxUnpackedSize= in /etc/man8s/man8s.conf)"
                     )));
                 }
                 let dir = self.parent_dir(&parent, name)?;

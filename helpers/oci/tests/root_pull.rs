@@ -39,6 +39,7 @@ impl Env {
                 max_delay: Duration::from_secs(5),
                 connect_timeout: Duration::from_secs(2),
                 read_timeout: Duration::from_secs(10),
+                ..RetryPolicy::default()
             },
         };
         Self { dir, cache, config }
@@ -950,6 +951,41 @@ fn root_stalled_response_times_out_and_is_retried() {
         }],
     );
     env.pull(&format!("{}/slow:1", proxy.host())).unwrap();
+}
+
+/// Issue 10 case 6: a body that drips a byte at a time is never silent long enough for the read
+/// timeout, so the low-speed floor (bytes per interval) is what stops it, with one line.
+#[test]
+fn root_dripping_registry_is_given_up_by_the_low_speed_floor() {
+    let mut env = Env::new();
+    let reg = Registry::start();
+    let w = env.push(&reg, &big_layer_image(), "drip", "1", Format::Oci);
+    let big = w.layer_digests[1].clone();
+    env.config.retry.read_timeout = Duration::from_secs(30);
+    env.config.retry.low_speed_limit = 1024;
+    env.config.retry.low_speed_time = Duration::from_secs(2);
+    let proxy = FaultProxy::start(
+        reg.addr,
+        vec![Rule {
+            path_contains: big,
+            fault: Fault::Drip(Duration::from_millis(50)),
+            times: 10,
+        }],
+    );
+    let started = std::time::Instant::now();
+    let msg = env
+        .pull(&format!("{}/drip:1", proxy.host()))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("transfer too slow") && msg.contains("LowSpeedLimit=") && !msg.contains('\n'),
+        "{msg}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[test]

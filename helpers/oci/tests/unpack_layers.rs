@@ -505,6 +505,34 @@ fn gnu_sparse_files_are_expanded() {
     assert!(content[4..8 << 20].iter().all(|&b| b == 0));
 }
 
+/// Issue 10 case 7: a tiny layer whose GNU sparse entry expands to megabytes counts by its full
+/// size against the image's unpacked-size budget, and is refused before anything is written.
+#[test]
+fn sparse_files_count_by_their_real_size_against_the_unpacked_limit() {
+    let s = Scratch::new();
+    let layer = sparse_tar("gnu");
+    assert!(layer.len() < 1 << 20);
+    let opts = UnpackOptions {
+        max_total_size: 1 << 20,
+        ..UnpackOptions::default()
+    };
+    let err = s.apply_with(layer.clone(), &opts).unwrap_err().to_string();
+    assert!(
+        err.contains("unpacked size limit")
+            && err.contains("MaxUnpackedSize=")
+            && !err.contains('\n'),
+        "{err}"
+    );
+    assert!(!s.root().join("sparse").exists());
+    s.assert_outside_untouched();
+    // With room for it, the same layer unpacks.
+    let opts = UnpackOptions {
+        max_total_size: 9 << 20,
+        ..UnpackOptions::default()
+    };
+    assert_eq!(s.apply_with(layer, &opts).unwrap().bytes, (8 << 20) + 4);
+}
+
 #[test]
 fn pax_sparse_files_are_refused_not_written_wrong() {
     let s = Scratch::new();

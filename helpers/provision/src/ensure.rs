@@ -126,10 +126,15 @@ pub async fn ensure_machine(
             });
             Some((resolved, Outcome::UpToDate))
         } else {
-            let install = InstallOptions {
+            let mut install = InstallOptions {
                 protect_run_tmp: true,
                 ..opts.install.clone()
             };
+            let limits = crate::install_options(paths, install.keep_previous, true)?;
+            install.unpack.max_total_size = install
+                .unpack
+                .max_total_size
+                .min(limits.unpack.max_total_size);
             // Blocking work on scoped threads (progress is only borrowed): layers download on one
             // while the other unpacks those already cached.
             let result = std::thread::scope(|s| {

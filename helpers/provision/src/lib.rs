@@ -17,6 +17,24 @@ pub mod volumes;
 pub use ensure::{EnsureOptions, Outcome, ensure_machine, fetch_image, prepare_machine};
 pub use man8s_oci::{Error, Result};
 
+/// Install options with this host's limits (`[Pull] MaxUnpackedSize=` of man8s.conf).
+pub fn install_options(
+    paths: &man8s::Paths,
+    keep_previous: bool,
+    protect_run_tmp: bool,
+) -> Result<man8s_oci::install::InstallOptions> {
+    let host =
+        man8s::hostconfig::HostConfig::load(paths).map_err(|e| Error::Other(e.to_string()))?;
+    Ok(man8s_oci::install::InstallOptions {
+        keep_previous,
+        protect_run_tmp,
+        unpack: man8s_oci::unpack::UnpackOptions {
+            max_total_size: host.pull.max_unpacked_size,
+            ..Default::default()
+        },
+    })
+}
+
 /// `io::Result` → [`Error`] naming the path.
 pub(crate) trait IoContext<T> {
     fn at(self, path: impl Into<std::path::PathBuf>) -> Result<T>;

@@ -353,6 +353,17 @@ impl LayerBuilder {
         self
     }
 
+    /// A character device node `major:minor`.
+    pub fn char_device(mut self, path: &str, mode: u32, major: u32, minor: u32) -> Self {
+        let mut h = Self::header(tar::EntryType::Char, mode, 0);
+        h.set_device_major(major).expect("gnu header");
+        h.set_device_minor(minor).expect("gnu header");
+        self.tar
+            .append_data(&mut h, path, &[][..])
+            .expect("tar device");
+        self
+    }
+
     /// A whiteout of `path` (`dir/.wh.name`).
     pub fn whiteout(self, path: &str) -> Self {
         let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
@@ -592,6 +603,8 @@ pub enum Fault {
     TruncateAfter(usize),
     /// Accept the request and say nothing for this long (to trigger read timeouts).
     Stall(Duration),
+    /// Forward, but send the body one byte per this interval (never silent for long, never done).
+    Drip(Duration),
 }
 
 /// A rule: requests whose path contains `path_contains` get `fault`, `times` times.
@@ -904,6 +917,15 @@ fn serve(
             }
             _ => n,
         };
+        if let Some(Fault::Drip(every)) = fault {
+            for b in &buf[..n] {
+                client_w.write_all(std::slice::from_ref(b))?;
+                client_w.flush()?;
+                std::thread::sleep(every);
+            }
+            sent += n;
+            continue;
+        }
         client_w.write_all(&buf[..n])?;
         sent += n;
     }

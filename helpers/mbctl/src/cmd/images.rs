@@ -7,7 +7,7 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use man8s::{Paths, declaration};
 use man8s_oci::cache::BlobCache;
-use man8s_oci::install::{self, InstallOptions};
+use man8s_oci::install;
 use man8s_oci::pull::Policy;
 use serde::Serialize;
 
@@ -143,7 +143,11 @@ pub fn default_download_dir(image: &man8s_oci::ImageRef) -> std::path::PathBuf {
 }
 
 /// `oci download IMAGE DIR`: the image's rootfs in DIR, its config in DIR/.man8s/image.json.
-pub fn download(image: &str, dir: Option<&Path>) -> Result<u8> {
+///
+/// Setuid/setgid files and device nodes from the image would be a root shell or a raw disk for
+/// any local user in a world-readable DIR: they are defused unless `keep_special`, which makes
+/// DIR 0700 instead.
+pub fn download(image: &str, dir: Option<&Path>, keep_special: bool) -> Result<u8> {
     let image = image_ref(image)?;
     let default_dir;
     let dir = match dir {
@@ -173,11 +177,7 @@ pub fn download(image: &str, dir: Option<&Path>) -> Result<u8> {
     let paths = Paths::from_env();
     let resolved = fetch_image(&paths, &image, Policy::Always)?;
     let progress = man8s_oci::progress::auto();
-    let opts = InstallOptions {
-        keep_previous: false,
-        protect_run_tmp: false,
-        unpack: Default::default(),
-    };
+    let opts = man8s_provision::install_options(&paths, false, false)?;
     install::install_tree(
         &target,
         &resolved,
@@ -185,6 +185,26 @@ pub fn download(image: &str, dir: Option<&Path>) -> Result<u8> {
         &opts,
         progress.as_ref(),
     )?;
+    let special = install::defuse_special(&target, keep_special)?;
+    if special.setid_files + special.devices > 0 {
+        if keep_special {
+            eprintln!(
+                "mbctl: {} holds {} setuid/setgid files and {} device nodes (--keep-special): \
+                 it is mode 0700, so only root reaches them",
+                target.display(),
+                special.setid_files,
+                special.devices
+            );
+        } else {
+            eprintln!(
+                "mbctl: {}: removed the setuid/setgid bits of {} files and others' access to {} \
+                 device nodes from the image (--keep-special keeps them, in a mode 0700 DIR)",
+                target.display(),
+                special.setid_files,
+                special.devices
+            );
+        }
+    }
     println!(
         "{} ({}) → {}",
         resolved.reference,

@@ -46,7 +46,9 @@ pub fn dispatch(command: Command) -> Result<u8> {
         Command::Images(ImagesCommand::List(a)) => images::list(a.json),
         Command::Images(ImagesCommand::Prune) => images::prune(),
         Command::Cache(CacheCommand::Clear) => images::clear(),
-        Command::Oci(OciCommand::Download(a)) => images::download(&a.image, a.dir.as_deref()),
+        Command::Oci(OciCommand::Download(a)) => {
+            images::download(&a.image, a.dir.as_deref(), a.keep_special)
+        }
         Command::Migrate(a) => migrate::migrate(&a.name),
         Command::Import(a) => pull::import(&a.source, &a.reference, a.machine.as_deref()),
     }

@@ -506,11 +506,7 @@ pub fn update(name: &str, force: bool) -> Result<u8> {
     println!("Snapshot {}", crate::cmd::snapshot::describe(&snapshot));
     let cache = BlobCache::new(&paths);
     let progress = man8s_oci::progress::auto();
-    let opts = InstallOptions {
-        keep_previous: true,
-        protect_run_tmp: true,
-        unpack: Default::default(),
-    };
+    let opts = man8s_provision::install_options(&paths, true, true)?;
     let previous = install::install_tree(&rootfs, &resolved, &cache, &opts, progress.as_ref())?;
     state.record(&resolved, previous.is_some())?;
     man8s_provision::link::link_for_machinectl(&paths, &name)?;
