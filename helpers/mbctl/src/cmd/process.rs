@@ -2,7 +2,6 @@
 //! its app, over [`crate::payload`]. `kill --stop` is also the `ExecStop=` of `man8@.service`.
 
 use std::io::Read;
-use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -16,9 +15,6 @@ use crate::cmd::machine_name;
 use crate::payload::{self, Anchor, Stopped};
 use crate::{EXIT_OK, UsageError};
 
-/// Largest image config read (the registry client caps configs at the same order).
-const MAX_IMAGE_CONFIG: u64 = 4 << 20;
-
 fn leader_of(name: &MachineName) -> Result<i32> {
     let bus = Bus::system()?;
     match bus.machine_leader(name.as_str())? {
@@ -27,20 +23,11 @@ fn leader_of(name: &MachineName) -> Result<i32> {
     }
 }
 
-/// The StopSignal of the image installed for `name`, if it names one. The file lives in a tree the
-/// machine can write: opened without following links and without blocking, read with a bound.
+/// The StopSignal of the image installed for `name`, if it names one, from the host-owned state
+/// (never from the rootfs, which the machine's root can rewrite).
 pub fn image_stop_signal(paths: &Paths, name: &MachineName) -> Result<Option<Signal>> {
-    // The host-owned record first; the rootfs's own copy only for machines made before it existed.
-    let recorded = paths
-        .state_dir(name)
-        .join(man8s::paths::IMAGE_STATE_SUBDIR)
-        .join("image.json");
-    let path = if recorded.symlink_metadata().is_ok() {
-        recorded
-    } else {
-        paths.rootfs(name).join(".man8s/image.json")
-    };
-    let Some(text) = read_bounded(&path)? else {
+    let state = man8s_provision::state::MachineState::new(paths, name);
+    let Some(text) = state.image_config() else {
         return Ok(None);
     };
     /// Only the runtime part of an image config (an installed config needs nothing else).
@@ -49,36 +36,14 @@ pub fn image_stop_signal(paths: &Paths, name: &MachineName) -> Result<Option<Sig
         #[serde(default)]
         config: Option<man8s_oci::manifest::RuntimeConfig>,
     }
-    let config: ConfigOnly = serde_json::from_slice(&text)
-        .with_context(|| format!("{}: not an image config", path.display()))?;
+    let where_ = || format!("image config of machine {name}");
+    let config: ConfigOnly = serde_json::from_slice(&text).with_context(where_)?;
     let Some(sig) = config.config.and_then(|c| c.stop_signal) else {
         return Ok(None);
     };
     Signal::parse(&sig)
         .map(Some)
-        .with_context(|| format!("{}: StopSignal", path.display()))
-}
-
-fn read_bounded(path: &Path) -> Result<Option<Vec<u8>>> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let f = match std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
-        .open(path)
-    {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e).with_context(|| format!("cannot open {}", path.display())),
-    };
-    if !f.metadata()?.is_file() {
-        anyhow::bail!("{} is not a regular file", path.display());
-    }
-    let mut buf = Vec::new();
-    f.take(MAX_IMAGE_CONFIG + 1).read_to_end(&mut buf)?;
-    if buf.len() as u64 > MAX_IMAGE_CONFIG {
-        anyhow::bail!("{} is larger than {MAX_IMAGE_CONFIG} bytes", path.display());
-    }
-    Ok(Some(buf))
+        .with_context(|| format!("{}: StopSignal", where_()))
 }
 
 fn parse_signal(text: &str) -> Result<Option<Signal>> {
@@ -262,36 +227,25 @@ mod tests {
     }
 
     #[test]
-    fn image_stop_signal_from_the_installed_config() {
+    fn image_stop_signal_from_the_host_owned_config() {
         let dir = tempfile::tempdir().unwrap();
         let paths = Paths::new(dir.path());
         let name = MachineName::new("pg").unwrap();
         assert_eq!(image_stop_signal(&paths, &name).unwrap(), None);
-        let meta = paths.rootfs(&name).join(".man8s");
-        std::fs::create_dir_all(&meta).unwrap();
-        std::fs::write(
-            meta.join("image.json"),
-            r#"{"config":{"StopSignal":"SIGINT"}}"#,
-        )
-        .unwrap();
+        let image = paths.state_dir(&name).join(man8s::paths::IMAGE_STATE_SUBDIR);
+        std::fs::create_dir_all(&image).unwrap();
+        std::fs::write(image.join("image.json"), r#"{"config":{"StopSignal":"SIGINT"}}"#).unwrap();
         assert_eq!(
             image_stop_signal(&paths, &name).unwrap(),
             Some(Signal::parse("INT").unwrap())
         );
-        std::fs::write(
-            meta.join("image.json"),
-            r#"{"config":{"StopSignal":"SIGNOPE"}}"#,
-        )
-        .unwrap();
+        std::fs::write(image.join("image.json"), r#"{"config":{"StopSignal":"SIGNOPE"}}"#).unwrap();
         assert!(image_stop_signal(&paths, &name).is_err());
-        // A FIFO planted by the machine's root neither blocks nor is read.
-        std::fs::remove_file(meta.join("image.json")).unwrap();
-        nix::unistd::mkfifo(&meta.join("image.json"), nix::sys::stat::Mode::S_IRWXU).unwrap();
-        let e = image_stop_signal(&paths, &name).unwrap_err();
-        assert!(format!("{e:#}").contains("not a regular file"), "{e:#}");
-        // Nor a symlink to somewhere else.
-        std::fs::remove_file(meta.join("image.json")).unwrap();
-        std::os::unix::fs::symlink("/dev/zero", meta.join("image.json")).unwrap();
-        assert!(image_stop_signal(&paths, &name).is_err());
+        // What the machine's root writes into its rootfs is never read.
+        std::fs::remove_file(image.join("image.json")).unwrap();
+        let meta = paths.rootfs(&name).join(".man8s");
+        std::fs::create_dir_all(&meta).unwrap();
+        std::fs::write(meta.join("image.json"), r#"{"config":{"StopSignal":"SIGINT"}}"#).unwrap();
+        assert_eq!(image_stop_signal(&paths, &name).unwrap(), None);
     }
 }
