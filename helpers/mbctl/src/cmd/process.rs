@@ -232,20 +232,34 @@ mod tests {
         let paths = Paths::new(dir.path());
         let name = MachineName::new("pg").unwrap();
         assert_eq!(image_stop_signal(&paths, &name).unwrap(), None);
-        let image = paths.state_dir(&name).join(man8s::paths::IMAGE_STATE_SUBDIR);
+        let image = paths
+            .state_dir(&name)
+            .join(man8s::paths::IMAGE_STATE_SUBDIR);
         std::fs::create_dir_all(&image).unwrap();
-        std::fs::write(image.join("image.json"), r#"{"config":{"StopSignal":"SIGINT"}}"#).unwrap();
+        std::fs::write(
+            image.join("image.json"),
+            r#"{"config":{"StopSignal":"SIGINT"}}"#,
+        )
+        .unwrap();
         assert_eq!(
             image_stop_signal(&paths, &name).unwrap(),
             Some(Signal::parse("INT").unwrap())
         );
-        std::fs::write(image.join("image.json"), r#"{"config":{"StopSignal":"SIGNOPE"}}"#).unwrap();
+        std::fs::write(
+            image.join("image.json"),
+            r#"{"config":{"StopSignal":"SIGNOPE"}}"#,
+        )
+        .unwrap();
         assert!(image_stop_signal(&paths, &name).is_err());
         // What the machine's root writes into its rootfs is never read.
         std::fs::remove_file(image.join("image.json")).unwrap();
         let meta = paths.rootfs(&name).join(".man8s");
         std::fs::create_dir_all(&meta).unwrap();
-        std::fs::write(meta.join("image.json"), r#"{"config":{"StopSignal":"SIGINT"}}"#).unwrap();
+        std::fs::write(
+            meta.join("image.json"),
+            r#"{"config":{"StopSignal":"SIGINT"}}"#,
+        )
+        .unwrap();
         assert_eq!(image_stop_signal(&paths, &name).unwrap(), None);
     }
 }
