@@ -1149,12 +1149,17 @@ fn root_python_mbctl_env_matches_the_old_loader() {
         "/show",
         "for a in \"$@\"; do printf 'ARG=%s\\n' \"$a\"; done\nenv\n",
     );
-    for (i, text) in PYTHON_MBCTL_CORPUS.iter().enumerate() {
+    // The init with TEXT as /man8env.env: (exit code, stdout, stderr).
+    let run_init = |text: &str, args: &[&str]| {
         fs::write(rootfs.root.join("man8env.env"), text).unwrap();
-        let (code, out, err) = run_to_end(
-            rootfs.init_command(None, None, &["--no-network", "--env-compat=python-mbctl"]),
+        run_to_end(
+            rootfs.init_command(None, None, args),
             Duration::from_secs(20),
-        );
+        )
+    };
+    let compat = ["--no-network", "--env-compat=python-mbctl"];
+    for (i, text) in PYTHON_MBCTL_CORPUS.iter().enumerate() {
+        let (code, out, err) = run_init(text, &compat);
         assert_eq!(code, 0, "corpus {i}: {err}");
         // The oracle, in the same rootfs, with what nspawn gives its payload.
         let oracle = Command::new("chroot")
@@ -1203,14 +1208,9 @@ fn root_python_mbctl_env_matches_the_old_loader() {
     }
 
     // Command substitution is never run: kept literally, one warning naming file:line.
-    fs::write(
-        rootfs.root.join("man8env.env"),
+    let (code, out, err) = run_init(
         "OK=1\nA=$(touch /out/ran) `touch /out/ran2`\nMAN8S_APPLICATION_ARGS=/show\n",
-    )
-    .unwrap();
-    let (code, out, err) = run_to_end(
-        rootfs.init_command(None, None, &["--no-network", "--env-compat=python-mbctl"]),
-        Duration::from_secs(20),
+        &compat,
     );
     assert_eq!(code, 0, "{err}");
     assert!(
@@ -1228,14 +1228,9 @@ fn root_python_mbctl_env_matches_the_old_loader() {
     );
 
     // Without --env-compat the same file is literal.
-    fs::write(
-        rootfs.root.join("man8env.env"),
+    let (code, out, err) = run_init(
         "A=$HOME \\$x\nexport B=1\nMAN8S_APPLICATION_ARGS=/show\n",
-    )
-    .unwrap();
-    let (code, out, err) = run_to_end(
-        rootfs.init_command(None, None, &["--no-network"]),
-        Duration::from_secs(20),
+        &["--no-network"],
     );
     assert_eq!(code, 0, "{err}");
     assert!(out.lines().any(|l| l == "A=$HOME \\$x"), "{out}");
