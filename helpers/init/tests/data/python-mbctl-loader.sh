@@ -34,7 +34,8 @@ while IFS= read -r __oracle_line || [ -n "$__oracle_line" ]; do
 		esac
 	done
 	__oracle_cmd="export $__oracle_key=\"$__oracle_escaped\""
-	if (eval "$__oracle_cmd") >/dev/null 2>&1; then
+	# (No /dev/null needed: the trial run has its output closed.)
+	if (eval "$__oracle_cmd") >&- 2>&-; then
 		eval "$__oracle_cmd"
 	else
 		echo "oracle: ignored line $__oracle_n" >&2
