@@ -104,14 +104,15 @@ want=$(in_host sh -euc "
 assert_contains "$want" "ARG=first arg" "the oracle's report"
 
 out=$(in_host mbctl migrate "$M" 2>&1) || fail "mbctl migrate failed: $out"
-assert_contains "$out" "Hostname=oldhost: not a declaration key; kept as systemd-nspawn --hostname=oldhost" "migrate"
-assert_contains "$out" "LimitNOFILE=4096" "migrate"
+assert_contains "$out" "LimitNOFILE=4096: not a declaration key; kept as systemd-nspawn --rlimit=RLIMIT_NOFILE=4096" "migrate"
 assert_contains "$out" "MAN8S_APPLICATION_ARGS=/www/app.sh" "migrate (the pinned command is pointed out)"
 assert_contains "$out" "man8env.env:9: literal mode: DATA_DIR=\"\$HOME/data\"; python-mbctl mode: DATA_DIR=\"/root/data\"" \
     "migrate's report of lines the modes read differently"
 decl=$(in_host cat "/etc/man8s/machines/$M.machine")
 assert_contains "$decl" "EnvironmentCompat=python-mbctl" "the declaration"
 assert_contains "$decl" "User=0" "the declaration"
+assert_contains "$decl" "Hostname=oldhost" "the declaration"
+assert_contains "$decl" "CAP_SYS_ADMIN" "the declaration (nspawn's default capabilities, which the old app had)"
 in_host test -f "/etc/systemd/nspawn/$M.nspawn.python-mbctl" || fail "migrate did not keep the old settings file"
 
 start_machine "$M"

@@ -97,6 +97,19 @@ pub fn render(m: &Machine, header: &str) -> Result<String, RenderError> {
     if let Some(mode) = m.environment_compat.as_key_value() {
         let _ = writeln!(s, "EnvironmentCompat={mode}");
     }
+    if !m.runtime.add_capabilities.is_empty() {
+        let _ = writeln!(s, "AddCapability={}", m.runtime.add_capabilities.join(" "));
+    }
+    if !m.runtime.drop_capabilities.is_empty() {
+        let _ = writeln!(
+            s,
+            "DropCapability={}",
+            m.runtime.drop_capabilities.join(" ")
+        );
+    }
+    if let Some(h) = &m.runtime.hostname {
+        let _ = writeln!(s, "Hostname={}", plain("Hostname", h)?);
+    }
     for f in &m.environment_files {
         let _ = writeln!(
             s,
@@ -242,6 +255,9 @@ mod tests {
         ];
         m.environment_files = vec![PathBuf::from("/etc/app.env")];
         m.environment_compat = man8s::envfile::Mode::PythonMbctl;
+        m.runtime.add_capabilities = vec!["CAP_NET_ADMIN".into(), "CAP_SYS_ADMIN".into()];
+        m.runtime.drop_capabilities = vec!["CAP_MKNOD".into()];
+        m.runtime.hostname = Some("old-host".into());
         m.volumes = vec![
             Volume {
                 container_path: "/data".into(),

@@ -187,6 +187,7 @@ fn migrate_python_machine() {
          [Machine]\nImage=ghcr.io/bitwarden/self-host:latest\nWorkingDirectory=/app\nUser=0\n\
          Environment=\"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\"\n\
          Environment=\"TERM=xterm\"\nEnvironment=\"HOME=/root\"\nEnvironmentCompat=python-mbctl\n\
+         AddCapability=CAP_AUDIT_CONTROL CAP_DAC_READ_SEARCH CAP_IPC_OWNER CAP_LEASE CAP_LINUX_IMMUTABLE CAP_NET_BROADCAST CAP_SYS_ADMIN CAP_SYS_BOOT CAP_SYS_NICE CAP_SYS_PTRACE CAP_SYS_RESOURCE CAP_SYS_TTY_CONFIG\n\
          Volume=/etc/bitwarden:config\n"
     );
     // The old settings file no longer wins over the generated one, but is kept.

@@ -186,19 +186,22 @@ pub fn translate(
                 m.working_directory = Some(value.clone())
             }
             ("Exec", "User") if !value.is_empty() => m.user = Some(value.clone()),
-            ("Exec", "Hostname") => {
-                to_nspawn(&mut t.nspawn_args, format!("--hostname={value}"), &mut warn)
+            ("Exec", "Hostname") if !value.is_empty() => m.runtime.hostname = Some(value.clone()),
+            ("Exec", k @ ("Capability" | "DropCapability")) => {
+                let list = if k == "Capability" {
+                    &mut m.runtime.add_capabilities
+                } else {
+                    &mut m.runtime.drop_capabilities
+                };
+                list.extend(value.split([' ', ',']).filter(|c| !c.is_empty()).map(|c| {
+                    let c = c.to_ascii_uppercase();
+                    if c.starts_with("CAP_") || c == "ALL" {
+                        c
+                    } else {
+                        format!("CAP_{c}")
+                    }
+                }));
             }
-            ("Exec", "Capability") => to_nspawn(
-                &mut t.nspawn_args,
-                format!("--capability={value}"),
-                &mut warn,
-            ),
-            ("Exec", "DropCapability") => to_nspawn(
-                &mut t.nspawn_args,
-                format!("--drop-capability={value}"),
-                &mut warn,
-            ),
             ("Exec", k) if rlimit_name(k).is_some() => {
                 let limit = rlimit_name(k).unwrap_or_default();
                 to_nspawn(
@@ -321,6 +324,19 @@ pub fn translate(
     if m.user.is_none() {
         m.user = Some("0".into());
     }
+    // Nor did it narrow nspawn's capability set to Docker's, as man8s does by default.
+    let rt = &mut m.runtime;
+    rt.add_capabilities.extend(
+        man8s::machine::NSPAWN_EXTRA_CAPABILITIES
+            .iter()
+            .map(|c| (*c).to_owned()),
+    );
+    let dropped = rt.drop_capabilities.clone();
+    rt.add_capabilities.retain(|c| !dropped.contains(c));
+    rt.add_capabilities.sort();
+    rt.add_capabilities.dedup();
+    rt.drop_capabilities.sort();
+    rt.drop_capabilities.dedup();
     if let Some(args) = env
         .get("MAN8S_APPLICATION_ARGS")
         .filter(|a| !a.trim().is_empty())
@@ -599,6 +615,7 @@ mod tests {
              User=0\n\
              Environment=\"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\"\n\
              Environment=\"TERM=xterm\"\nEnvironment=\"HOME=/root\"\nEnvironmentCompat=python-mbctl\n\
+             AddCapability=CAP_AUDIT_CONTROL CAP_DAC_READ_SEARCH CAP_IPC_OWNER CAP_LEASE CAP_LINUX_IMMUTABLE CAP_NET_BROADCAST CAP_SYS_ADMIN CAP_SYS_BOOT CAP_SYS_NICE CAP_SYS_PTRACE CAP_SYS_RESOURCE CAP_SYS_TTY_CONFIG\n\
              Volume=/etc/bitwarden:config\n"
         );
         // Everything in the README's settings file is either carried or what man8s does anyway.
@@ -623,9 +640,6 @@ mod tests {
         assert_eq!(
             t.nspawn_args,
             [
-                "--capability=CAP_NET_ADMIN",
-                "--drop-capability=CAP_SYS_CHROOT",
-                "--hostname=old-host",
                 "--rlimit=RLIMIT_NOFILE=65536",
                 "--network-macvlan=eth0",
                 "--network-bridge=srvgrp0"
@@ -642,7 +656,7 @@ mod tests {
             Some(Path::new("/etc/other.env"))
         );
         let w = t.warnings.join("\n");
-        for line in [3, 4, 5, 6, 8, 10, 11, 13, 14, 15, 16] {
+        for line in [6, 8, 10, 11, 13, 14, 15, 16] {
             assert!(
                 w.contains(&format!("m.nspawn:{line}: ")),
                 "line {line}:\n{w}"
@@ -653,8 +667,8 @@ mod tests {
         let dropin = render_dropin(&t, "/etc/systemd/nspawn/m.nspawn.python-mbctl").unwrap();
         assert!(
             dropin.contains(
-                "Environment=\"MAN8S_NSPAWN_EXTRA_ARGS=--capability=CAP_NET_ADMIN --drop-capability=CAP_SYS_CHROOT \
-                 --hostname=old-host --rlimit=RLIMIT_NOFILE=65536 --network-macvlan=eth0 --network-bridge=srvgrp0\"\n"
+                "Environment=\"MAN8S_NSPAWN_EXTRA_ARGS=--rlimit=RLIMIT_NOFILE=65536 --network-macvlan=eth0 \
+                 --network-bridge=srvgrp0\"\n"
             ),
             "{dropin}"
         );
