@@ -191,23 +191,6 @@ fn collect_dropins(
     Ok(())
 }
 
-/// What kind of file a non-regular file is, for the error line.
-fn kind_of(t: fs::FileType) -> &'static str {
-    if t.is_fifo() {
-        "a FIFO"
-    } else if t.is_socket() {
-        "a socket"
-    } else if t.is_block_device() {
-        "a block device"
-    } else if t.is_char_device() {
-        "a character device"
-    } else if t.is_dir() {
-        "a directory"
-    } else {
-        "not a regular file"
-    }
-}
-
 /// Read one declaration file (`fs_path` on this tree, `canonical` for messages). Opened with
 /// `O_NONBLOCK`, so a FIFO or device never blocks the reader (a hung generator loses every
 /// machine's units at boot); anything but a regular file, a file over [`MAX_FILE_SIZE`] or one
@@ -218,7 +201,10 @@ pub fn read_file(fs_path: &Path, canonical: &Path) -> io::Result<Result<String, 
             canonical,
             0,
             None,
-            format!("not a regular file ({})", kind_of(t)),
+            format!(
+                "not a regular file ({})",
+                crate::untrusted::describe_type(&t)
+            ),
         )))
     };
     let file = match fs::OpenOptions::new()
