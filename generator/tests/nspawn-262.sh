@@ -33,7 +33,7 @@ fi
 cargo build --release --locked -p man8s-generator --manifest-path "$REPO/Cargo.toml" >&2
 install -m755 "$REPO/target/release/man8s-generator" "$PKG_DIR/usr/lib/systemd/system-generators/man8s-generator"
 mkdir -p "$PKG_DIR/usr/lib/systemd/system" "$PKG_DIR/usr/lib/man8s"
-sed 's|@LIBEXECDIR@|/usr/lib/man8s|g' "$REPO/units/man8@.service" > "$PKG_DIR/usr/lib/systemd/system/man8@.service"
+sed 's|@LIBEXECDIR@|/usr/lib/man8s|g; s|@BINDIR@|/usr/bin|g' "$REPO/units/man8@.service" > "$PKG_DIR/usr/lib/systemd/system/man8@.service"
 host_create v
 host_add_test_bridge v
 root=$(host_root v)
