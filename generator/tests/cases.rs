@@ -287,7 +287,14 @@ fn check_assertion(root: &Path, stderr: &str, a: &Assertion) -> Result<(), Strin
         "assert-dropin-key-is" => {
             let mut got = values(&dropin()?, &w[1], &w[2]);
             if w[2] == "Environment" {
-                got = got.iter().flat_map(|v| split_unit_words(v)).collect();
+                // The declaration's fingerprint covers the file holding this very line, so it
+                // cannot be asserted here; the golden `expected/` trees and the focused test
+                // `fingerprint_follows_the_declaration_files` check it.
+                got = got
+                    .iter()
+                    .flat_map(|v| split_unit_words(v))
+                    .filter(|v| !v.starts_with("MAN8S_DECLARATION_SHA256="))
+                    .collect();
             }
             expect_eq(got, want_values(3))
         }

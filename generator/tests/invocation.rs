@@ -361,3 +361,37 @@ fn policy_file_lists_good_machines_for_the_filter() {
         .unwrap();
     assert_eq!(before, after);
 }
+
+/// The drop-in records the fingerprint of the declaration files it was generated from (what
+/// `man8s-fetch` compares), and it follows every edit of the main file and of a drop-in.
+#[test]
+fn fingerprint_follows_the_declaration_files() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path();
+    let out = root.join("out");
+    let fingerprint = || {
+        let o = gen_in(root, &[&out]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let d = fs::read_to_string(out.join("man8@web.service.d/50-man8s.conf")).unwrap();
+        let line = d
+            .lines()
+            .find(|l| l.starts_with("Environment=MAN8S_DECLARATION_SHA256=sha256:"))
+            .unwrap_or_else(|| panic!("no fingerprint in:\n{d}"))
+            .to_owned();
+        assert_eq!(
+            line.len(),
+            "Environment=MAN8S_DECLARATION_SHA256=sha256:".len() + 64
+        );
+        line
+    };
+    declare(root, "web", "[Machine]\nImage=redis\n");
+    let first = fingerprint();
+    assert_eq!(fingerprint(), first, "same files, same fingerprint");
+    declare(root, "web", "[Machine]\nImage=redis:7\n");
+    let edited = fingerprint();
+    assert_ne!(edited, first);
+    let dir = root.join("etc/man8s/machines/web.machine.d");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join("10-x.conf"), "[Machine]\nEnvironment=A=1\n").unwrap();
+    assert_ne!(fingerprint(), edited);
+}

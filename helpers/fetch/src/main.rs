@@ -68,8 +68,12 @@ fn usage(msg: &str) -> ExitCode {
 
 fn run(name: &MachineName, platform: man8s_oci::Platform) -> Result<(), String> {
     let paths = Paths::from_env();
-    let machine =
-        man8s::declaration::load(&paths, name).map_err(|e| e.to_string().replace('\n', "; "))?;
+    let (machine, fingerprint) = man8s::declaration::load_fingerprinted(&paths, name)
+        .map_err(|e| e.to_string().replace('\n', "; "))?;
+    check_rendered(
+        std::env::var(man8s::paths::DECLARATION_FINGERPRINT_ENV).ok(),
+        &fingerprint,
+    )?;
     let registry = RegistryConfig::load(&paths).map_err(|e| e.to_string())?;
     let progress = man8s_oci::progress::auto();
     let opts = EnsureOptions {
@@ -87,4 +91,34 @@ fn run(name: &MachineName, platform: man8s_oci::Platform) -> Result<(), String> 
         eprintln!("{name}: installed {} ({digest})", machine.image);
     }
     Ok(())
+}
+
+/// Under `man8@NAME.service`, act only on the declaration the generator rendered: the unit's
+/// `.nspawn` and drop-in follow the files as they were at the last daemon-reload, so a rootfs or
+/// volumes made from an edited file would not match them. Run by hand (no recorded
+/// fingerprint), the current files are used.
+fn check_rendered(recorded: Option<String>, current: &str) -> Result<(), String> {
+    match recorded {
+        Some(r) if r != current => Err(
+            "declaration changed since the last daemon-reload; run systemctl daemon-reload and start again"
+                .into(),
+        ),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_rendered;
+
+    #[test]
+    fn refuses_a_declaration_changed_since_the_generator_ran() {
+        assert!(check_rendered(None, "sha256:aa").is_ok());
+        assert!(check_rendered(Some("sha256:aa".into()), "sha256:aa").is_ok());
+        let e = check_rendered(Some("sha256:aa".into()), "sha256:bb").unwrap_err();
+        assert!(
+            e.starts_with("declaration changed since the last daemon-reload"),
+            "{e}"
+        );
+    }
 }

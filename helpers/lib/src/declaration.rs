@@ -26,7 +26,7 @@ pub mod values;
 
 pub use discovery::{
     DiscoverError, LoadError, MAX_FILE_SIZE, SUFFIX, discover, discover_sources, dropins, find,
-    load, load_sources, read_file,
+    fingerprint, load, load_fingerprinted, load_sources, load_sources_fingerprinted, read_file,
 };
 pub use fold::parse;
 pub use values::{parse_port, parse_volume, split_environment, validate_image_reference};

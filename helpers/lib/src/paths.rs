@@ -45,6 +45,9 @@ pub const AUTH_FILE: &str = "/etc/man8s/auth.json";
 pub const REGISTRIES_CONF: &str = "/etc/man8s/registries.conf";
 /// The init, bound read-only into every machine.
 pub const INIT_BINARY: &str = "/usr/lib/man8s/man8s-init";
+/// Environment variable the generator sets in `man8@NAME.service` to the fingerprint of the
+/// declaration it rendered (`man8s::declaration::fingerprint`); `man8s-fetch` compares.
+pub const DECLARATION_FINGERPRINT_ENV: &str = "MAN8S_DECLARATION_SHA256";
 /// Where the init appears inside a machine.
 pub const INIT_IN_MACHINE: &str = "/run/host/man8s/man8s-init";
 /// Host-owned state of each machine (image config, source record): `NAME/` below it. Host

@@ -269,8 +269,16 @@ pub fn read_files(
 
 /// Find, read and parse the declaration of `name`.
 pub fn load(paths: &Paths, name: &MachineName) -> Result<Machine, LoadError> {
+    load_fingerprinted(paths, name).map(|(m, _)| m)
+}
+
+/// Like [`load`], with the [`fingerprint`] of the files it read.
+pub fn load_fingerprinted(
+    paths: &Paths,
+    name: &MachineName,
+) -> Result<(Machine, String), LoadError> {
     let source = find(paths, name)?.ok_or_else(|| LoadError::NotFound(name.clone()))?;
-    load_sources(paths, name, &source)
+    load_sources_fingerprinted(paths, name, &source)
 }
 
 /// Read and parse the files [`find`] or [`discover_sources`] gave for `name`.
@@ -279,12 +287,44 @@ pub fn load_sources(
     name: &MachineName,
     source: &SourceFiles,
 ) -> Result<Machine, LoadError> {
+    load_sources_fingerprinted(paths, name, source).map(|(m, _)| m)
+}
+
+/// Like [`load_sources`], with the [`fingerprint`] of the files it read.
+pub fn load_sources_fingerprinted(
+    paths: &Paths,
+    name: &MachineName,
+    source: &SourceFiles,
+) -> Result<(Machine, String), LoadError> {
     let list: Vec<PathBuf> = std::iter::once(&source.main)
         .chain(&source.dropins)
         .cloned()
         .collect();
     let files = read_files(&list, |c| paths.fs(c))?;
-    super::parse(name, &files).map_err(LoadError::Invalid)
+    let machine = super::parse(name, &files).map_err(LoadError::Invalid)?;
+    Ok((machine, fingerprint(&files)))
+}
+
+/// What a declaration was read from, as `sha256:HEX` over each file's path and text in order:
+/// the generator records it in the unit drop-in, and `man8s-fetch` refuses to act on a
+/// declaration whose files changed since (an edit without `systemctl daemon-reload` would give
+/// a rootfs and volumes that follow the new file and a `.nspawn` that follows the old one).
+pub fn fingerprint(files: &[(PathBuf, String)]) -> String {
+    use sha2::{Digest, Sha256};
+    use std::fmt::Write as _;
+    let mut h = Sha256::new();
+    for (path, text) in files {
+        let path = path.as_os_str().as_encoded_bytes();
+        h.update((path.len() as u64).to_le_bytes());
+        h.update(path);
+        h.update((text.len() as u64).to_le_bytes());
+        h.update(text.as_bytes());
+    }
+    let mut out = String::from("sha256:");
+    for b in h.finalize() {
+        let _ = write!(out, "{b:02x}");
+    }
+    out
 }
 
 /// All declared machines, sorted by name: one entry per distinct `*.machine` file name across the
