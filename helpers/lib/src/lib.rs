@@ -7,6 +7,7 @@
 pub mod address;
 pub mod declaration;
 pub mod envfile;
+pub mod health;
 pub mod hostconfig;
 pub mod ini;
 pub mod machine;

@@ -63,6 +63,10 @@ pub struct Machine {
     pub dependencies: Dependencies,
     /// `Link=NAME[:ALIAS]`: names this machine resolves (see [`crate::mesh::Link`]).
     pub links: Vec<crate::mesh::Link>,
+    /// `HealthCmd=`, `HealthInterval=`… and `Notify=healthy` (see [`crate::health`]).
+    pub health: crate::health::HealthSettings,
+    /// `AutoUpdate=registry`: `mbctl auto-update` may update this machine.
+    pub auto_update: bool,
 }
 
 /// `Requires=`, `Wants=`, `After=` of `[Machine]`: dependencies on `man8@NAME.service` of other
@@ -562,6 +566,8 @@ impl Machine {
             runtime: Runtime::default(),
             dependencies: Dependencies::default(),
             links: Vec::new(),
+            health: Default::default(),
+            auto_update: false,
         }
     }
 

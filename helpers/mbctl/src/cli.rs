@@ -62,6 +62,9 @@ pub enum Command {
     /// Print the version of mbctl.
     #[command(after_help = "Example:\n  mbctl version")]
     Version,
+    /// Run health checks of machine NAME for man8@NAME.service (its ExecStartPost=).
+    #[command(hide = true, after_help = "Example:\n  mbctl health-monitor web")]
+    HealthMonitor(HealthMonitorArgs),
     /// Write man pages and shell completions (used by `make docs`).
     #[command(
         hide = true,
@@ -158,6 +161,40 @@ pub enum MachinesCommand {
         after_help = "Example:\n  mbctl machines stop redis\n  mbctl machines restore redis 20261201T221500Z\n  mbctl machines start redis"
     )]
     Restore(RestoreArgs),
+    /// Run the health check of NAME once now (HealthCmd= or the image's HEALTHCHECK).
+    #[command(
+        after_help = "Exit status 0 when healthy, 1 when not.\n\nExample:\n  mbctl machines health web\n  mbctl machines health web --check http://127.0.0.1:8080/healthz"
+    )]
+    Health(HealthArgs),
+}
+
+/// `machines health`
+#[derive(Debug, Args)]
+pub struct HealthArgs {
+    /// Machine name.
+    pub name: String,
+    /// Run this check instead of the machine's (a HealthCmd= value).
+    #[arg(long, value_name = "HEALTHCMD")]
+    pub check: Option<String>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Check in the namespaces of this PID instead of asking machined for the leader (tests).
+    #[arg(long, hide = true)]
+    pub leader_pid: Option<i32>,
+}
+
+/// `health-monitor` (run by man8@.service)
+#[derive(Debug, Args)]
+pub struct HealthMonitorArgs {
+    /// Machine name.
+    pub name: String,
+    /// Run this check instead of the machine's (a HealthCmd= value).
+    #[arg(long, value_name = "HEALTHCMD")]
+    pub check: Option<String>,
+    /// Check in the namespaces of this PID instead of asking machined for the leader (tests).
+    #[arg(long)]
+    pub leader_pid: Option<i32>,
 }
 
 /// `machines snapshot`

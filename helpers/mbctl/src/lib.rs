@@ -9,6 +9,7 @@ pub mod bus;
 pub mod cli;
 pub mod cmd;
 pub mod docs;
+pub mod health;
 pub mod import;
 pub mod nsenter;
 pub mod output;

@@ -100,6 +100,13 @@ fn threads_of_self() -> usize {
 /// machine, wait for it and return its exit code (128+signal when killed). `machine` names the
 /// machine in messages. Must be called from a single-threaded process.
 pub fn run_in_machine(machine: &str, leader: i32, what: Run<'_>) -> Result<u8> {
+    enter_machine(machine, leader)?;
+    run_entered(machine, what)
+}
+
+/// Enter every namespace and the root of `leader` (the PID namespace applies to children
+/// forked afterwards). Must be called from a single-threaded process.
+pub fn enter_machine(machine: &str, leader: i32) -> Result<()> {
     let threads = threads_of_self();
     if threads != 1 {
         bail!("internal error: cannot enter a machine from a process with {threads} threads");
@@ -146,7 +153,11 @@ pub fn run_in_machine(machine: &str, leader: i32, what: Run<'_>) -> Result<u8> {
     nix::unistd::chroot(".").context("cannot chroot to the machine's root")?;
     std::env::set_current_dir("/").context("cannot change to / in the machine")?;
     drop(root);
+    Ok(())
+}
 
+/// In the entered machine: fork and exec the shell or command, wait for it.
+fn run_entered(machine: &str, what: Run<'_>) -> Result<u8> {
     let has_shell = std::path::Path::new(SHELL).exists();
     let words = match (what, has_shell) {
         (Run::Words(c), _) => direct_argv(c, |p| std::path::Path::new(p).is_file())?,

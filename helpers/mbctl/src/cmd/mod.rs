@@ -1,6 +1,7 @@
 //! One module per command group; [`dispatch`] maps the parsed command line onto them.
 
 pub mod address;
+pub mod health;
 pub mod images;
 pub mod info;
 pub mod lifecycle;
@@ -42,6 +43,7 @@ pub fn dispatch(command: Command) -> Result<u8> {
             Ok(EXIT_OK)
         }
         Command::Machines(m) => machines(m),
+        Command::HealthMonitor(a) => health::monitor(&a.name, a.check.as_deref(), a.leader_pid),
         Command::Verify(a) => verify::verify(&a.files),
         Command::Images(ImagesCommand::List(a)) => images::list(a.json),
         Command::Images(ImagesCommand::Prune) => images::prune(),
@@ -94,6 +96,9 @@ fn machines(command: MachinesCommand) -> Result<u8> {
         MachinesCommand::Restore(a) => snapshot::restore(&a.name, &a.snapshot),
         MachinesCommand::Ps(a) => process::ps(&a.name, a.json),
         MachinesCommand::Kill(a) => process::kill(&a),
+        MachinesCommand::Health(a) => {
+            health::health_now(&a.name, a.check.as_deref(), a.leader_pid, a.json)
+        }
     }
 }
 
