@@ -57,7 +57,7 @@ install: all
 	install -Dm755 $(REL)/man8s-bridge          $(DESTDIR)$(LIBEXECDIR)/man8s-bridge
 	install -Dm755 $(INIT_BIN)                  $(DESTDIR)$(LIBEXECDIR)/man8s-init
 	install -d $(DESTDIR)$(UNITDIR) $(DESTDIR)$(DATADIR)/networkd $(DESTDIR)$(PREFIX)/lib/man8s/machines
-	for u in units/*.service units/*.path units/*.target; do [ -e "$$u" ] || continue; \
+	for u in units/*.service units/*.path units/*.target units/*.timer; do [ -e "$$u" ] || continue; \
 		sed 's|@LIBEXECDIR@|$(LIBEXECDIR)|g; s|@BINDIR@|$(BINDIR)|g' "$$u" > $(DESTDIR)$(UNITDIR)/$$(basename "$$u"); \
 		chmod 644 $(DESTDIR)$(UNITDIR)/$$(basename "$$u"); done
 	for f in networkd/*; do [ -e "$$f" ] || continue; install -m644 "$$f" $(DESTDIR)$(DATADIR)/networkd/; done

@@ -62,6 +62,12 @@ pub enum Command {
     /// Print the version of mbctl.
     #[command(after_help = "Example:\n  mbctl version")]
     Version,
+    /// Update every machine with AutoUpdate=registry whose tag names a new image; roll back image
+    /// and volumes of any that does not come up healthy.
+    #[command(
+        after_help = "Run daily by man8s-auto-update.timer. Exit status 1 when an update failed.\n\nExample:\n  mbctl auto-update --dry-run\n  mbctl auto-update"
+    )]
+    AutoUpdate(AutoUpdateArgs),
     /// Run health checks of machine NAME for man8@NAME.service (its ExecStartPost=).
     #[command(hide = true, after_help = "Example:\n  mbctl health-monitor web")]
     HealthMonitor(HealthMonitorArgs),
@@ -182,6 +188,14 @@ pub struct HealthArgs {
     /// Check in the namespaces of this PID instead of asking machined for the leader (tests).
     #[arg(long, hide = true)]
     pub leader_pid: Option<i32>,
+}
+
+/// `auto-update`
+#[derive(Debug, Args)]
+pub struct AutoUpdateArgs {
+    /// Only list machine, current digest and new digest; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// `health-monitor` (run by man8@.service)

@@ -399,6 +399,18 @@ fn run_entered(user: &str, env: &[String], argv: &[String], out: OwnedFd) -> i32
     // SAFETY: single-threaded (forked from the single-threaded runner).
     match unsafe { fork() } {
         Ok(ForkResult::Child) => {
+            // Ignored signals survive execve: give the command the defaults.
+            use nix::sys::signal::{SigHandler, Signal, signal};
+            for sig in [
+                Signal::SIGHUP,
+                Signal::SIGQUIT,
+                Signal::SIGUSR1,
+                Signal::SIGUSR2,
+                Signal::SIGPIPE,
+            ] {
+                // SAFETY: SigDfl installs no handler code.
+                let _ = unsafe { signal(sig, SigHandler::SigDfl) };
+            }
             let _ = dup2_stdout(&out);
             let _ = dup2_stderr(&out);
             if let Ok(null) = File::open("/dev/null") {

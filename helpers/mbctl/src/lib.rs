@@ -16,6 +16,7 @@ pub mod output;
 pub mod payload;
 pub mod prompt;
 pub mod render;
+pub mod updates;
 
 use std::ffi::OsString;
 use std::process::ExitCode;

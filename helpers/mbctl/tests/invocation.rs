@@ -40,6 +40,8 @@ const COMMANDS: &[&[&str]] = &[
     &["machines", "snapshot"],
     &["machines", "snapshots"],
     &["machines", "restore"],
+    &["machines", "health"],
+    &["auto-update"],
     &["address"],
     &["address", "getsuffix"],
     &["verify"],

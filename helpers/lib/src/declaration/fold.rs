@@ -56,6 +56,15 @@ const SECTIONS: &[(&str, &[&str])] = &[
             "Hostname",
             "Timezone",
             "AddDevice",
+            // Day two (health, readiness, unattended updates); folded by `fold_day_two`.
+            "HealthCmd",
+            "HealthInterval",
+            "HealthTimeout",
+            "HealthRetries",
+            "HealthStartPeriod",
+            "HealthOnFailure",
+            "Notify",
+            "AutoUpdate",
         ],
     ),
     (
@@ -258,6 +267,11 @@ pub fn parse(name: &MachineName, files: &[(PathBuf, String)]) -> Result<Machine,
                 ("Machine", key) if super::runtime::KEYS.contains(&key) => {
                     super::runtime::fold(key, v, &mut m.runtime)?;
                 }
+                (
+                    "Machine",
+                    key @ ("HealthCmd" | "HealthInterval" | "HealthTimeout" | "HealthRetries"
+                    | "HealthStartPeriod" | "HealthOnFailure" | "Notify" | "AutoUpdate"),
+                ) => fold_day_two(&mut m, key, v)?,
                 ("Network", "Bridge") => {
                     if empty {
                         m.network.bridge = None;
@@ -440,4 +454,51 @@ pub fn parse(name: &MachineName, files: &[(PathBuf, String)]) -> Result<Machine,
     } else {
         Err(Diagnostics(errs))
     }
+}
+
+/// The health and update keys, as Quadlet's `.container` keys of the same names. An empty value
+/// resets the key to "not set" (the image's check, the defaults).
+fn fold_day_two(m: &mut Machine, key: &str, v: &str) -> Result<(), String> {
+    use crate::health::{self, OnFailure};
+    let h = &mut m.health;
+    let set = !v.is_empty();
+    match key {
+        "HealthCmd" => h.cmd = set.then(|| health::parse_health_cmd(v)).transpose()?,
+        "HealthInterval" => h.interval = set.then(|| health::parse_interval(v)).transpose()?,
+        "HealthTimeout" => h.timeout = set.then(|| health::positive(v)).transpose()?,
+        "HealthStartPeriod" => {
+            h.start_period = set.then(|| health::parse_duration(v)).transpose()?
+        }
+        "HealthRetries" => {
+            h.retries = set
+                .then(|| match v.parse::<u32>() {
+                    Ok(n) if n > 0 => Ok(n),
+                    _ => Err(format!("{v:?} is not a positive number of checks")),
+                })
+                .transpose()?
+        }
+        "HealthOnFailure" => h.on_failure = set.then(|| OnFailure::parse(v)).transpose()?,
+        "Notify" => {
+            h.notify_healthy = match v {
+                "healthy" => true,
+                "" | "false" | "no" => false,
+                "true" | "yes" => {
+                    return Err("Notify=true (the app notifies systemd itself) is not supported; use Notify=healthy to wait for the health check".into());
+                }
+                other => return Err(format!("{other:?} is not healthy or false")),
+            }
+        }
+        "AutoUpdate" => {
+            m.auto_update = match v {
+                "registry" => true,
+                "" => false,
+                "local" => {
+                    return Err("AutoUpdate=local is not supported; use AutoUpdate=registry".into());
+                }
+                other => return Err(format!("{other:?} is not registry")),
+            }
+        }
+        _ => return Err(format!("internal: unhandled [Machine] {key}=")),
+    }
+    Ok(())
 }

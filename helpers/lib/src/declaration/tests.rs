@@ -908,3 +908,42 @@ fn runtime_keys_are_parsed_with_file_and_line() {
     );
     assert!(e.contains("pg.machine:4") && e.contains("Ulimit"), "{e}");
 }
+
+#[test]
+fn day_two_keys_health_notify_auto_update() {
+    use crate::health::{HealthTest, OnFailure};
+    use std::time::Duration;
+    let m = one(
+        "[Machine]\nImage=redis\nHealthCmd=tcp:6379\nHealthInterval=1m30s\nHealthTimeout=5 s\n\
+         HealthRetries=2\nHealthStartPeriod=1min\nHealthOnFailure=restart\nNotify=healthy\nAutoUpdate=registry\n",
+    )
+    .unwrap();
+    let h = &m.health;
+    assert_eq!(h.cmd, Some(Some(HealthTest::Tcp(6379))));
+    assert_eq!(h.interval, Some(Some(Duration::from_secs(90))));
+    assert_eq!(h.timeout, Some(Duration::from_secs(5)));
+    assert_eq!(h.retries, Some(2));
+    assert_eq!(h.start_period, Some(Duration::from_secs(60)));
+    assert_eq!(h.on_failure, Some(OnFailure::Restart));
+    assert!(h.notify_healthy && m.auto_update);
+
+    let m = one("[Machine]\nImage=redis\nHealthCmd=none\nHealthInterval=disable\n").unwrap();
+    assert_eq!(m.health.cmd, Some(None), "none turns the image's check off");
+    assert_eq!(m.health.interval, Some(None));
+    let m = one("[Machine]\nImage=redis\nHealthCmd=tcp:1\nHealthCmd=\n").unwrap();
+    assert_eq!(m.health.cmd, None, "empty resets to the image's");
+    assert!(!one("[Machine]\nImage=redis\n").unwrap().auto_update);
+
+    for (text, why) in [
+        ("HealthCmd=http://192.0.2.1/", "must be 127.0.0.1"),
+        ("HealthInterval=0", "longer than 0"),
+        ("HealthTimeout=soon", "not a time span"),
+        ("HealthRetries=0", "positive number"),
+        ("HealthOnFailure=explode", "none, restart, stop, kill"),
+        ("Notify=true", "Notify=healthy"),
+        ("AutoUpdate=local", "not supported"),
+    ] {
+        let e = error_of(&format!("[Machine]\nImage=redis\n{text}\n"));
+        assert!(e.contains(why) && e.contains(":3:"), "{text}: {e}");
+    }
+}

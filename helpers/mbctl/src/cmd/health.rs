@@ -37,6 +37,15 @@ pub struct ImageBits {
     pub user: String,
 }
 
+/// The image config of machine `name`: the host-owned copy (`man8s_provision::state`), else
+/// (machines made before it existed) the rootfs's own `/.man8s/image.json`.
+pub fn machine_image_bits(paths: &Paths, name: &MachineName) -> Result<ImageBits> {
+    match man8s_provision::state::MachineState::new(paths, name).image_config() {
+        Some(json) => parse_image_bits(&json),
+        None => image_bits(&paths.rootfs(name)),
+    }
+}
+
 /// Read `/.man8s/image.json` of a rootfs. The rootfs is machine-writable: the file is opened
 /// inside it (`RESOLVE_IN_ROOT`), non-blocking, and read up to a bound. A malformed
 /// `Healthcheck` is an error; a missing file is no healthcheck.
@@ -57,7 +66,12 @@ pub fn image_bits(rootfs: &Path) -> Result<ImageBits> {
     }
     let mut text = Vec::new();
     file.take(MAX_IMAGE_CONFIG).read_to_end(&mut text)?;
-    let v: serde_json::Value = serde_json::from_slice(&text).unwrap_or_default();
+    parse_image_bits(&text)
+}
+
+/// The bits of an image config JSON that a check needs.
+fn parse_image_bits(text: &[u8]) -> Result<ImageBits> {
+    let v: serde_json::Value = serde_json::from_slice(text).unwrap_or_default();
     let config = &v["config"];
     let healthcheck = match &config["Healthcheck"] {
         serde_json::Value::Null => None,
@@ -107,7 +121,7 @@ pub fn plan(paths: &Paths, name: &MachineName, override_cmd: Option<&str>) -> Re
                 .map_err(|e| UsageError(format!("--check {cmd:?}: {e}")))?,
         );
     }
-    let bits = image_bits(&paths.rootfs(name))?;
+    let bits = machine_image_bits(paths, name)?;
     let check = health::effective(&settings, bits.healthcheck.as_ref())
         .map_err(|e| anyhow::anyhow!("machine {name}: {e}"))?;
     Ok(Plan {
@@ -259,8 +273,12 @@ pub fn monitor(name: &str, override_cmd: Option<&str>, leader_pid: Option<i32>) 
         Ok(p) => p,
         Err(e) => {
             // A broken check must not stop a machine that does not wait for it.
-            eprintln!("mbctl: health check of {name}: {e:#}");
-            return Ok(EXIT_RUNTIME);
+            let waits = declaration::load(&paths, &name).is_ok_and(|m| m.health.notify_healthy);
+            if waits {
+                bail!("Notify=healthy, but the health check of {name} cannot run: {e:#}");
+            }
+            eprintln!("mbctl: health check of {name} not run: {e:#}");
+            return Ok(EXIT_OK);
         }
     };
     let Some(check) = plan.check.clone() else {
@@ -305,6 +323,18 @@ pub fn monitor(name: &str, override_cmd: Option<&str>, leader_pid: Option<i32>) 
         nix::unistd::ForkResult::Parent { .. } => return Ok(EXIT_OK),
         nix::unistd::ForkResult::Child => {
             let _ = nix::unistd::setsid();
+            // `systemctl kill --signal=HUP|QUIT|USR1|USR2 man8@NAME` is meant for the app; it
+            // reaches every process of the unit, this one too.
+            use nix::sys::signal::{SigHandler, Signal, signal};
+            for sig in [
+                Signal::SIGHUP,
+                Signal::SIGQUIT,
+                Signal::SIGUSR1,
+                Signal::SIGUSR2,
+            ] {
+                // SAFETY: SigIgn installs no handler code.
+                let _ = unsafe { signal(sig, SigHandler::SigIgn) };
+            }
         }
     }
     let unit = unit_name(name.as_str());

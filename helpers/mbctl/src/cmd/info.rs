@@ -57,6 +57,12 @@ pub struct MachineInfo {
     /// Who may reach which ports, as the applied filter says; `machines status` only.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub reachable: Vec<String>,
+    /// The last health check (running machines with a check only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health: Option<crate::health::State>,
+    /// The last update (`machines update`, `auto-update`), when one was recorded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_update: Option<crate::updates::UpdateRecord>,
 }
 
 /// One volume of a machine.
@@ -131,6 +137,8 @@ pub fn from_files(paths: &Paths, name: &MachineName) -> Option<MachineInfo> {
         filter: None,
         filter_notes: Vec::new(),
         reachable: Vec::new(),
+        health: crate::health::read_state(&crate::health::state_path(paths, name)),
+        last_update: crate::updates::read(paths, name),
     };
     match declaration::load(paths, name) {
         Ok(m) => {
@@ -218,6 +226,10 @@ fn add_live_state(info: &mut MachineInfo, bus: &Bus) {
         active, sub, file, ..
     }) = bus.unit_state(&unit)
     {
+        // The runner's last word is about this run only.
+        if active != "active" {
+            info.health = None;
+        }
         info.state = active;
         info.sub_state = Some(sub);
         info.enabled = (!file.is_empty()).then_some(file);
@@ -292,6 +304,10 @@ pub fn list_table(machines: &[MachineInfo], colour: bool) -> String {
             m.state.clone()
         } else {
             "invalid".into()
+        };
+        let state = match &m.health {
+            Some(h) => format!("{state} ({})", h.status.as_str()),
+            None => state,
         };
         let state = if m.kind == "python-mbctl" {
             format!("{state} (not migrated)")
@@ -510,6 +526,21 @@ pub fn status_text(m: &MachineInfo, colour: bool) -> String {
     }
     for (i, r) in m.reachable.iter().enumerate() {
         row(if i == 0 { "Reachable" } else { "" }, r.clone());
+    }
+    if let Some(h) = &m.health {
+        row(
+            "Health",
+            format!(
+                "{} ({}; checked {}; {})",
+                h.status.as_str(),
+                h.last_output,
+                h.last_check,
+                h.check
+            ),
+        );
+    }
+    if let Some(u) = &m.last_update {
+        row("Last update", u.summary());
     }
     for (i, e) in m.errors.iter().enumerate() {
         row(if i == 0 { "Errors" } else { "" }, e.clone());

@@ -1,6 +1,7 @@
 //! One module per command group; [`dispatch`] maps the parsed command line onto them.
 
 pub mod address;
+pub mod autoupdate;
 pub mod health;
 pub mod images;
 pub mod info;
@@ -43,6 +44,7 @@ pub fn dispatch(command: Command) -> Result<u8> {
             Ok(EXIT_OK)
         }
         Command::Machines(m) => machines(m),
+        Command::AutoUpdate(a) => autoupdate::auto_update(a.dry_run),
         Command::HealthMonitor(a) => health::monitor(&a.name, a.check.as_deref(), a.leader_pid),
         Command::Verify(a) => verify::verify(&a.files),
         Command::Images(ImagesCommand::List(a)) => images::list(a.json),

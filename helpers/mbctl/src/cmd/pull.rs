@@ -22,6 +22,7 @@ use crate::bus::{Bus, UnitJob, unit_name};
 use crate::cmd::info::is_real_root;
 use crate::cmd::{image_ref, machine_name};
 use crate::prompt::{VolumeChoice, parse_volume_arg, resolve_volumes};
+use crate::updates::{Outcome, UpdateRecord};
 use crate::{EXIT_OK, UsageError, render};
 
 /// Where `machines pull` writes declarations.
@@ -461,7 +462,6 @@ pub fn update(name: &str, force: bool) -> Result<u8> {
     let paths = Paths::from_env();
     let machine = declaration::load(&paths, &name)?;
     let image = image_ref(&machine.image)?;
-    let rootfs = paths.rootfs(&name);
     let state = man8s_provision::state::MachineState::new(&paths, &name);
     let before = state.source();
 
@@ -489,8 +489,38 @@ pub fn update(name: &str, force: bool) -> Result<u8> {
     } else {
         None
     };
+    let record = apply_update(&paths, &machine, before, &resolved, bus.as_ref())?;
+    match record.outcome {
+        Outcome::Updated if bus.is_some() => {
+            println!("Machine {name} runs {}.", resolved.manifest_digest);
+            Ok(EXIT_OK)
+        }
+        Outcome::Updated => {
+            eprintln!("mbctl: note: systemd not reachable; {name} updated but not started");
+            Ok(EXIT_OK)
+        }
+        _ => bail!(
+            "machine {name}: {}; see: mbctl machines logs {name}",
+            record.summary()
+        ),
+    }
+}
+
+/// Install `resolved` for `machine` and judge it, with a way back: stop the unit, snapshot the
+/// config and data dirs, swap in the new rootfs (keeping the old one), start, wait until the
+/// machine is good ([`wait_until_good`]); when it is not, put the old rootfs and the volume
+/// snapshot back and start that. The outcome is recorded for `machines status`.
+pub fn apply_update(
+    paths: &Paths,
+    machine: &Machine,
+    before: Option<install::Source>,
+    resolved: &ResolvedImage,
+    bus: Option<&Bus>,
+) -> Result<UpdateRecord> {
+    let name = &machine.name;
+    let rootfs = paths.rootfs(name);
     let unit = unit_name(name.as_str());
-    if let Some(bus) = &bus
+    if let Some(bus) = bus
         && bus.unit_state(&unit).is_ok_and(|s| s.is_running())
     {
         eprintln!("Stopping {unit}…");
@@ -499,31 +529,101 @@ pub fn update(name: &str, force: bool) -> Result<u8> {
     // The unit is stopped: the volumes hold still. The new image may change them (a database
     // migration); a rollback puts them back as they are now.
     let snapshot = crate::cmd::snapshot::take_now(
-        &paths,
-        &name,
+        paths,
+        name,
         &format!("before update to {}", resolved.manifest_digest),
     )?;
     println!("Snapshot {}", crate::cmd::snapshot::describe(&snapshot));
-    let cache = BlobCache::new(&paths);
+    let cache = BlobCache::new(paths);
     let progress = man8s_oci::progress::auto();
-    let opts = man8s_provision::install_options(&paths, true, true)?;
-    let previous = install::install_tree(&rootfs, &resolved, &cache, &opts, progress.as_ref())?;
-    state.record(&resolved, previous.is_some())?;
-    man8s_provision::link::link_for_machinectl(&paths, &name)?;
-    man8s_provision::prepare_machine(&paths, &machine, &resolved, progress.as_ref())?;
-    let old = before
-        .map(|s| s.manifest_digest)
-        .unwrap_or_else(|| "an unrecorded image".into());
-    println!("Installed {} (was {old}).", resolved.manifest_digest);
-
-    let Some(bus) = bus else {
-        eprintln!("mbctl: note: systemd not reachable; {name} updated but not started");
-        return Ok(EXIT_OK);
+    let opts = man8s_provision::install_options(paths, true, true)?;
+    let previous = install::install_tree(&rootfs, resolved, &cache, &opts, progress.as_ref())?;
+    let state = man8s_provision::state::MachineState::new(paths, name);
+    state.record(resolved, previous.is_some())?;
+    man8s_provision::link::link_for_machinectl(paths, name)?;
+    man8s_provision::prepare_machine(paths, machine, resolved, progress.as_ref())?;
+    let old = before.map(|s| s.manifest_digest);
+    println!(
+        "Installed {} (was {}).",
+        resolved.manifest_digest,
+        old.as_deref().unwrap_or("an unrecorded image")
+    );
+    let mut record = UpdateRecord {
+        outcome: Outcome::Updated,
+        from: old,
+        to: resolved.manifest_digest.clone(),
+        at: String::new(),
+        reason: None,
+        snapshot: Some(snapshot.id.clone()),
     };
-    let started = bus.unit_job(UnitJob::Start, &unit).and_then(|s| {
-        if s.active != "active" {
-            bail!("{unit} is {} ({})", s.active, s.sub);
+    let finish = |mut r: UpdateRecord| -> Result<UpdateRecord> {
+        r.at = crate::health::now_rfc3339();
+        if let Err(e) = crate::updates::write(paths, name, &r) {
+            eprintln!("mbctl: note: {e:#}");
         }
+        Ok(r)
+    };
+    let Some(bus) = bus else {
+        return finish(record);
+    };
+    let Err(why) = wait_until_good(paths, name, bus) else {
+        return finish(record);
+    };
+    let why = crate::one_line(&why);
+    record.reason = Some(why.clone());
+    let Some(previous) = previous else {
+        record.outcome = Outcome::Failed;
+        record.reason = Some(format!("{why}; there is no previous rootfs to go back to"));
+        return finish(record);
+    };
+    eprintln!("mbctl: {name} is not good on the new image ({why}); rolling back");
+    let _ = bus.unit_job(UnitJob::Stop, &unit);
+    exchange(&previous, &rootfs)?;
+    state.swap_previous()?;
+    let failed = crate::cmd::snapshot::restore_now(paths, name, &snapshot.id)?;
+    eprintln!(
+        "mbctl: volumes of {name} restored from snapshot {}; what the new image left is snapshot {}",
+        snapshot.id, failed.id
+    );
+    // `previous` now holds the image that failed; it is of no further use.
+    if let Err(e) = fs::remove_dir_all(&previous) {
+        eprintln!("mbctl: note: cannot remove {}: {e}", previous.display());
+    }
+    record.outcome = Outcome::RolledBack;
+    let back = bus.unit_job(UnitJob::Start, &unit);
+    match back {
+        Ok(s) if s.active == "active" => {}
+        Ok(s) => {
+            record.reason = Some(format!(
+                "{why}; the old image is {} after the rollback",
+                s.active
+            ))
+        }
+        Err(e) => {
+            record.reason = Some(format!(
+                "{why}; the old image did not start: {}",
+                crate::one_line(&e)
+            ))
+        }
+    }
+    finish(record)
+}
+
+/// Start the unit and judge it: with a health check, wait until the runner reports healthy
+/// (unhealthy, or no verdict in time, is a failure); without one, the unit must stay active
+/// for [`SETTLE`].
+pub fn wait_until_good(paths: &Paths, name: &MachineName, bus: &Bus) -> Result<()> {
+    let unit = unit_name(name.as_str());
+    let state_file = crate::health::state_path(paths, name);
+    let _ = fs::remove_file(&state_file);
+    let s = bus.unit_job(UnitJob::Start, &unit)?;
+    if s.active != "active" {
+        bail!("{unit} is {} ({})", s.active, s.sub);
+    }
+    let check = crate::cmd::health::plan(paths, name, None)
+        .ok()
+        .and_then(|p| p.check);
+    let Some(check) = check else {
         std::thread::sleep(SETTLE);
         let s = bus.unit_state(&unit)?;
         if s.active != "active" {
@@ -534,40 +634,38 @@ pub fn update(name: &str, force: bool) -> Result<u8> {
                 s.sub
             );
         }
-        Ok(())
-    });
-    let Err(why) = started else {
-        println!("Machine {name} runs {}.", resolved.manifest_digest);
-        return Ok(EXIT_OK);
+        return Ok(());
     };
-    let Some(previous) = previous else {
-        bail!(
-            "machine {name} failed to start on the new image and there is no previous rootfs to go back to: {why}"
-        );
-    };
-    eprintln!(
-        "mbctl: {name} failed to start on the new image ({}); rolling back",
-        crate::one_line(&why)
-    );
-    let _ = bus.unit_job(UnitJob::Stop, &unit);
-    exchange(&previous, &rootfs)?;
-    state.swap_previous()?;
-    let failed = crate::cmd::snapshot::restore_now(&paths, &name, &snapshot.id)?;
-    eprintln!(
-        "mbctl: volumes of {name} restored from snapshot {}; what the new image left is snapshot {}",
-        snapshot.id, failed.id
-    );
-    // `previous` now holds the image that failed; it is of no further use.
-    if let Err(e) = fs::remove_dir_all(&previous) {
-        eprintln!("mbctl: note: cannot remove {}: {e}", previous.display());
+    // Long enough for the start period and every retry, each at its full timeout.
+    let per_check = check.timeout + Duration::from_secs(1);
+    let limit = check.start_period
+        + per_check * (check.retries + 2)
+        + check
+            .interval
+            .unwrap_or_default()
+            .min(Duration::from_secs(60));
+    let deadline = std::time::Instant::now() + limit.min(Duration::from_secs(900));
+    loop {
+        if let Some(h) = crate::health::read_state(&state_file) {
+            match h.status {
+                crate::health::Status::Healthy => return Ok(()),
+                crate::health::Status::Unhealthy => bail!("unhealthy: {}", h.last_output),
+                crate::health::Status::Starting => {}
+            }
+        }
+        let s = bus.unit_state(&unit)?;
+        if s.active != "active" {
+            bail!("{unit} is {} ({}) before it was healthy", s.active, s.sub);
+        }
+        if std::time::Instant::now() > deadline {
+            bail!(
+                "not healthy within {} s (check {})",
+                limit.as_secs(),
+                check.test
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
     }
-    let state = bus.unit_job(UnitJob::Start, &unit)?;
-    bail!(
-        "update of {name} to {} failed ({}); rolled back to {old}, which is {}; see: mbctl machines logs {name}",
-        resolved.manifest_digest,
-        crate::one_line(&why),
-        state.active
-    )
 }
 
 #[cfg(test)]
