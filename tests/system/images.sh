@@ -21,6 +21,13 @@
 #              redis-server) with exactly the libraries it links and the C.UTF-8 locale, no shell; User=redis (uid 999, only in the
 #              image), listening on [::] and 0.0.0.0 :6379 with its data in /data
 
+#   health:1   busybox httpd on :80 with a Docker HEALTHCHECK (GET /ok with busybox nc every 2 s, 2 retries); its start script
+#              puts /www/ok in place, logs "health-app-started", and removes /www/ok after 6 s (turns unhealthy)
+#   dayapp1..3 busybox httpd on :80 serving /www/version ("v1".."v3") and /www/ok, with a data volume /data:
+#              v1 writes /data/schema=1 when missing, v2 migrates 1→2 once (idempotent), v3 migrates to 3, adds
+#              /data/v3-only and serves no /www/ok (its health check fails). The scenario pushes them as
+#              test/dayapp:latest in turn.
+
 # umoci unpack + repack of one image: FILL is a function that populates the rootfs given as $1.
 build_image() {
     local layout=${1:?} tag=${2:?} fill=${3:?} bundle
@@ -125,6 +132,71 @@ add_layer() {
     rm -rf --one-file-system "${bundle:?}"
 }
 
+fill_health() {
+    local r=${1:?}
+    busybox_rootfs "$r"
+    ln -sf busybox "$r/bin/rm"; ln -sf busybox "$r/bin/cp"
+    printf 'ok\n' >"$r/ok"
+    cat >"$r/start.sh" <<'SH'
+#!/bin/sh
+cp /ok /www/ok
+echo health-app-started
+( sleep 6; rm -f /www/ok; echo health-app-broke ) &
+exec httpd -f -p 80 -h /www
+SH
+    chmod 755 "$r/start.sh"
+}
+
+# One version of the day-two app; $1 the rootfs, $2 the version (1, 2, 3).
+fill_dayapp() {
+    local r=${1:?} v=${2:?}
+    busybox_rootfs "$r"
+    for applet in cp rm test mkdir; do ln -sf busybox "$r/bin/$applet"; done
+    mkdir -p "$r/data"
+    printf 'v%s\n' "$v" >"$r/www/version"
+    [ "$v" = 3 ] || printf 'ok\n' >"$r/www/ok"
+    cat >"$r/start.sh" <<SH
+#!/bin/sh
+v=$v
+SH
+    cat >>"$r/start.sh" <<'SH'
+schema=$(cat /data/schema 2>/dev/null)
+case "$v:$schema" in
+    1:) echo 1 > /data/schema ;;
+    2:1) echo 2 > /data/schema ;;
+    3:*) echo 3 > /data/schema; echo "made by v3" > /data/v3-only ;;
+esac
+echo "dayapp v$v started with schema $(cat /data/schema)"
+exec httpd -f -p 80 -h /www
+SH
+    chmod 755 "$r/start.sh"
+}
+fill_dayapp1() { fill_dayapp "$1" 1; }
+fill_dayapp2() { fill_dayapp "$1" 2; }
+fill_dayapp3() { fill_dayapp "$1" 3; }
+
+# Adds a Docker Healthcheck (JSON, durations in ns) to the config of LAYOUT:TAG: umoci cannot, so the config
+# blob, the manifest and the index entry are rewritten here.
+set_healthcheck() {
+    python3 - "${1:?}" "${2:?}" "${3:?}" <<'PY'
+import hashlib, json, os, sys
+layout, tag, check = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+def blob(d): return os.path.join(layout, "blobs", *d.split(":"))
+def put(data):
+    d = "sha256:" + hashlib.sha256(data).hexdigest()
+    open(blob(d), "wb").write(data)
+    return d, len(data)
+index = json.load(open(os.path.join(layout, "index.json")))
+entry = next(m for m in index["manifests"] if m.get("annotations", {}).get("org.opencontainers.image.ref.name") == tag)
+manifest = json.load(open(blob(entry["digest"])))
+config = json.load(open(blob(manifest["config"]["digest"])))
+config.setdefault("config", {})["Healthcheck"] = check
+manifest["config"]["digest"], manifest["config"]["size"] = put(json.dumps(config).encode())
+entry["digest"], entry["size"] = put(json.dumps(manifest).encode())
+json.dump(index, open(os.path.join(layout, "index.json"), "w"))
+PY
+}
+
 # Builds every test image into $IMAGES_DIR/layout (a fresh layout per run; it takes about a second).
 build_images() {
     local layout=${IMAGES_DIR:?}/layout
@@ -169,5 +241,20 @@ build_images() {
         --config.cmd /usr/bin/redis-server --config.cmd --bind --config.cmd '::' --config.cmd 0.0.0.0 \
         --config.cmd --protected-mode --config.cmd no --config.cmd --dir --config.cmd /data \
         --config.cmd --appendonly --config.cmd yes >/dev/null
+
+    build_image "$layout" health fill_health
+    umoci config --image "$layout:health" --config.env PATH=/bin --config.cmd /bin/sh --config.cmd /start.sh >/dev/null
+    local check
+    check=$(cat <<'JSON'
+{"Test":["CMD-SHELL","/bin/busybox printf 'GET /ok HTTP/1.0\\r\\n\\r\\n' | /bin/busybox nc -w 2 127.0.0.1 80 | /bin/busybox grep -q ' 200 '"],"Interval":2000000000,"Timeout":3000000000,"Retries":2}
+JSON
+)
+    set_healthcheck "$layout" health "$check"
+    local v
+    for v in 1 2 3; do
+        build_image "$layout" "dayapp$v" "fill_dayapp$v"
+        umoci config --image "$layout:dayapp$v" --config.env PATH=/bin --config.volume /data \
+            --config.cmd /bin/sh --config.cmd /start.sh >/dev/null
+    done
     umoci gc --layout "$layout"
 }
