@@ -4,6 +4,9 @@
 //! monitor that stays in the unit's cgroup, checks every `HealthInterval=`, reports transitions
 //! to the journal and `STATUS=`, and acts on `HealthOnFailure=`.
 
+// unsafe: fork() of the background monitor, SIG_IGN for signals meant for the app.
+#![allow(unsafe_code)]
+
 use std::io::Read as _;
 use std::path::Path;
 use std::time::{Duration, Instant};
