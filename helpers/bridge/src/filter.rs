@@ -70,7 +70,7 @@ pub fn spec(
         .mesh
         .allow_from
         .iter()
-        .filter_map(|s| cfg.resolve(s))
+        .flat_map(|s| cfg.resolve(s))
         .collect();
     let mut machines = Vec::new();
     for m in &policy.machines {
@@ -81,17 +81,22 @@ pub fn spec(
         };
         let mut allow_from = Vec::new();
         for source in &m.allow_from {
-            match cfg.resolve(source) {
-                Some(IpNet::V6(n)) => allow_from.push(n),
-                Some(IpNet::V4(_)) => warnings.push(format!(
-                    "machine {}: AllowFrom={source} ignored: machines' IPv4 addresses are DHCP leases; \
-                     allow IPv4 peers host-wide in [Mesh] of /etc/man8s/man8s.conf",
-                    m.name
-                )),
-                None => warnings.push(format!(
+            let nets = cfg.resolve(source);
+            if nets.is_empty() {
+                warnings.push(format!(
                     "machine {}: AllowFrom={source} ignored: no such host in [Hosts] of /etc/man8s/man8s.conf",
                     m.name
-                )),
+                ));
+            }
+            for net in nets {
+                match net {
+                    IpNet::V6(n) => allow_from.push(n),
+                    IpNet::V4(_) => warnings.push(format!(
+                        "machine {}: AllowFrom={source} ignored: machines' IPv4 addresses are DHCP leases; \
+                         allow IPv4 peers host-wide in [Mesh] of /etc/man8s/man8s.conf",
+                        m.name
+                    )),
+                }
             }
         }
         machines.push(MachineRules {
@@ -444,7 +449,14 @@ mod tests {
         let (spec, warnings) = sample();
         assert_eq!(spec.bridge, "srvgrp0");
         let fleet: Vec<String> = spec.fleet.iter().map(ToString::to_string).collect();
-        assert_eq!(fleet, ["300:aaaa:bbbb:cccc::/64", "192.0.2.0/24"]);
+        assert_eq!(
+            fleet,
+            [
+                "300:aaaa:bbbb:cccc::/64",
+                "200:aaaa:bbbb:cccc::/64",
+                "192.0.2.0/24"
+            ]
+        );
         // Sorted; `quiet` has no Yggdrasil address, so nothing to open for it.
         let names: Vec<&str> = spec.machines.iter().map(|m| m.name.as_str()).collect();
         assert_eq!(names, ["db", "web"]);
@@ -589,7 +601,7 @@ mod tests {
         assert_eq!(
             by("the fleet: [Mesh] AllowFrom= of man8s.conf"),
             [
-                r#"[{"match":{"left":{"meta":{"key":"oifname"}},"op":"==","right":"srvgrp0"}},{"match":{"left":{"payload":{"field":"saddr","protocol":"ip6"}},"op":"==","right":{"set":[{"prefix":{"addr":"300:aaaa:bbbb:cccc::","len":64}}]}}},{"accept":null}]"#,
+                r#"[{"match":{"left":{"meta":{"key":"oifname"}},"op":"==","right":"srvgrp0"}},{"match":{"left":{"payload":{"field":"saddr","protocol":"ip6"}},"op":"==","right":{"set":[{"prefix":{"addr":"300:aaaa:bbbb:cccc::","len":64}},{"prefix":{"addr":"200:aaaa:bbbb:cccc::","len":64}}]}}},{"accept":null}]"#,
                 r#"[{"match":{"left":{"meta":{"key":"oifname"}},"op":"==","right":"srvgrp0"}},{"match":{"left":{"payload":{"field":"saddr","protocol":"ip"}},"op":"==","right":{"set":[{"prefix":{"addr":"192.0.2.0","len":24}}]}}},{"accept":null}]"#,
             ]
         );
@@ -639,7 +651,7 @@ mod tests {
         );
         assert_eq!(
             web[1],
-            "from the fleet (300:aaaa:bbbb:cccc::/64 192.0.2.0/24): every port"
+            "from the fleet (300:aaaa:bbbb:cccc::/64 200:aaaa:bbbb:cccc::/64 192.0.2.0/24): every port"
         );
         assert_eq!(web[2], "from 300:1:2:3::7/128: every port");
         assert_eq!(web[3], "from everyone: tcp:80 udp:53 tcp:443");

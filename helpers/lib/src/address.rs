@@ -34,6 +34,15 @@ pub fn bridge_address(subnet: Ipv6Net) -> Ipv6Addr {
     Ipv6Addr::from(net | 1)
 }
 
+/// The /64 in `200::/7` that holds the node address of the host whose subnet is `subnet`:
+/// yggdrasil makes both from the same key bits, the subnet with first byte `0x03`, the node
+/// address with `0x02` (so `AllowFrom=@HOST` covers the host itself, not only its machines).
+pub fn node_prefix(subnet: Ipv6Net) -> Ipv6Net {
+    let mut octets = subnet.trunc().addr().octets();
+    octets[0] &= 0xfe;
+    Ipv6Net::new(Ipv6Addr::from(octets), 64).expect("64 is a valid prefix length")
+}
+
 fn host_mask(prefix_len: u8) -> u128 {
     match prefix_len {
         0 => u128::MAX,
@@ -67,6 +76,18 @@ pub fn collisions<'a>(
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn node_prefix_holds_the_node_address_of_its_subnet() {
+        // The pair of the state file's documented example (address and subnet of one node).
+        let subnet: Ipv6Net = "301:240a:2fab:1c47::/64".parse().unwrap();
+        let node: Ipv6Addr = "201:240a:2fab:1c47:50ad:b44:7941:cd13".parse().unwrap();
+        let p = node_prefix(subnet);
+        assert_eq!(p.to_string(), "201:240a:2fab:1c47::/64");
+        assert!(p.contains(&node));
+        assert!(!p.contains(&machine_address(subnet, "web")));
+    }
+
     use super::*;
 
     #[test]

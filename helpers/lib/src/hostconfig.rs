@@ -232,11 +232,16 @@ pub struct HostConfig {
 }
 
 impl HostConfig {
-    /// The network an `AllowFrom=` entry stands for; `None` for an `@HOST` not in `[Hosts]`.
-    pub fn resolve(&self, source: &AllowSource) -> Option<IpNet> {
+    /// The networks an `AllowFrom=` entry stands for: an `@HOST` is its subnet (its machines)
+    /// and the /64 of its node address (the host itself); empty for an `@HOST` not in `[Hosts]`.
+    pub fn resolve(&self, source: &AllowSource) -> Vec<IpNet> {
         match source {
-            AllowSource::Net(n) => Some(*n),
-            AllowSource::Host(h) => self.hosts.get(h).map(|n| IpNet::V6(*n)),
+            AllowSource::Net(n) => vec![*n],
+            AllowSource::Host(h) => self
+                .hosts
+                .get(h)
+                .map(|n| vec![IpNet::V6(*n), IpNet::V6(crate::address::node_prefix(*n))])
+                .unwrap_or_default(),
         }
     }
 }
@@ -424,7 +429,7 @@ impl HostConfig {
         }
         // `@HOST` may come before `[Hosts]`: check once everything is read.
         for (source, line) in cfg.mesh.allow_from.iter().zip(&allow_lines) {
-            if cfg.resolve(source).is_none() {
+            if cfg.resolve(source).is_empty() {
                 return Err(HostConfigError::Syntax {
                     path: origin.to_owned(),
                     line: *line,
@@ -560,11 +565,18 @@ mod tests {
             .mesh
             .allow_from
             .iter()
-            .map(|s| c.resolve(s).unwrap().to_string())
+            .flat_map(|s| c.resolve(s))
+            .map(|n| n.to_string())
             .collect();
+        // @nas: its machines' subnet and the /64 of its own node address.
         assert_eq!(
             nets,
-            ["300:aaaa:bbbb:cccc::/64", "192.0.2.0/24", "300:9::7/128"]
+            [
+                "300:aaaa:bbbb:cccc::/64",
+                "200:aaaa:bbbb:cccc::/64",
+                "192.0.2.0/24",
+                "300:9::7/128"
+            ]
         );
         assert!(parse("").unwrap().mesh.allow_from.is_empty());
         assert_eq!(parse("").unwrap().mesh.domain, "man8s");
