@@ -339,6 +339,13 @@ pub fn render_nspawn(m: &Machine, host_bridge: &str) -> Generated {
 
     o.push_str("\n[Files]\nPrivateUsersOwnership=map\n");
     let _ = writeln!(o, "BindReadOnly={INIT_BINARY}:{INIT_IN_MACHINE}");
+    // Machines by name (man8s-bridge writes the files; the generator makes the directory).
+    let _ = writeln!(
+        o,
+        "BindReadOnly={}:{}",
+        man8s::mesh::NAMES_DIR,
+        man8s::mesh::NAMES_IN_MACHINE
+    );
     // The image config, from the host-owned state dir (man8s-fetch makes it before nspawn runs).
     let _ = writeln!(
         o,
@@ -748,6 +755,10 @@ pub fn run(paths: &Paths, out: &Outputs, log: &mut dyn FnMut(&str)) -> Result<Re
     let mut dirs = DirCache::default();
     dirs.ensure_all(&out.unit_dir)?;
     dirs.ensure_all(&out.nspawn_dir)?;
+    // nspawn refuses to start when a bind source is missing: the names directory always exists.
+    if let Err(e) = fs::create_dir_all(paths.fs(man8s::mesh::NAMES_DIR)) {
+        log(&format!("{}: {e}", man8s::mesh::NAMES_DIR));
+    }
     // The host's bridge name, for machines that name none. A broken man8s.conf must not stop boot:
     // say so and use the default (man8s-bridge reports the same error in its own unit).
     let host_bridge = match man8s::hostconfig::HostConfig::load(paths) {
@@ -850,7 +861,13 @@ fn write_policy(
     machines.sort_by(|a, b| a.name.cmp(&b.name));
     let text = man8s::mesh::PolicyFile { machines }.render();
     let path = paths.fs(man8s::mesh::POLICY_FILE);
-    if let Err(e) = man8s::paths::write_if_changed(&path, &text) {
+    let changed = man8s::paths::write_if_changed(&path, &text).and_then(|changed| {
+        if changed {
+            fs::write(paths.fs(man8s::mesh::POLICY_CHANGED), "")?;
+        }
+        Ok(())
+    });
+    if let Err(e) = changed {
         log(&format!(
             "{}: {e}; man8s-bridge keeps the filter it has",
             path.display()

@@ -343,12 +343,15 @@ fn policy_file_lists_good_machines_for_the_filter() {
     assert_eq!(
         policy,
         serde_json::json!({"machines": [
-            {"name": "quiet", "address": "none", "expose": [], "allow_from": []},
+            {"name": "quiet", "address": "none", "expose": [], "allow_from": [], "links": []},
             {"name": "web", "address": "auto", "expose": ["tcp:80", "udp:53"],
-             "allow_from": ["@nas", "300:1:2:3::/64"]},
+             "allow_from": ["@nas", "300:1:2:3::/64"], "links": []},
         ]})
     );
-    // Unchanged on a second run (man8s-bridge.path would otherwise reload for nothing).
+    // A change is flagged for man8s-bridge.path; an unchanged second run flags nothing.
+    let flag = t.path().join("run/man8s/policy.changed");
+    assert!(flag.exists());
+    fs::remove_file(&flag).unwrap();
     let before = fs::metadata(t.path().join("run/man8s/policy.json"))
         .unwrap()
         .modified()
@@ -360,6 +363,7 @@ fn policy_file_lists_good_machines_for_the_filter() {
         .modified()
         .unwrap();
     assert_eq!(before, after);
+    assert!(!flag.exists());
 }
 
 /// The drop-in records the fingerprint of the declaration files it was generated from (what

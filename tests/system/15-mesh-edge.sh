@@ -66,9 +66,15 @@ HOST=mb declare_machine pong <<'DECL'
 Image=127.0.0.1:5000/test/web:1
 After=ping
 DECL
+# ma knows mb by name: machine web links db on mb (Link=db.mb) and finds it in its /etc/hosts.
+host_write_on ma /etc/man8s/man8s.conf <<CONF
+[Hosts]
+mb=$sb
+CONF
 HOST=ma declare_machine web <<'DECL'
 [Machine]
 Image=127.0.0.1:5000/test/web:1
+Link=db.mb:database
 DECL
 in_host_on mb systemctl daemon-reload
 in_host_on ma systemctl daemon-reload
@@ -109,6 +115,13 @@ fetch() { HOST=ma machine_http_get web "$addr_db" 80 /; }
 wait_for 60 fetch >/dev/null || fail "machine web on ma (the fleet) cannot fetch from db on mb at [$addr_db]"
 [ "$(in_host_net_on ma curl -fsS --max-time 5 "http://[$addr_db]/")" = "man8s web ok" ] \
     || fail "host ma (the fleet, its own 200: address) cannot fetch from db at [$addr_db]"
+
+# Names: web's /etc/hosts (merged by man8s-init from man8s-bridge's file) has db.mb, db.mb.man8s and the alias,
+# all at db's computed address; the image's own localhost line stays.
+hosts=$(HOST=ma in_machine web cat /etc/hosts)
+assert_contains "$hosts" "$addr_db	db.mb db.mb.man8s" "web's /etc/hosts"
+assert_contains "$hosts" "$addr_db	database" "web's /etc/hosts"
+assert_contains "$hosts" "$(expected_ygg_address web "$sa")	web web.man8s" "web's /etc/hosts"
 
 # mbctl shows it.
 st=$(in_host_on mb mbctl machines status db)

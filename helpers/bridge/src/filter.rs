@@ -16,7 +16,7 @@ use std::net::Ipv6Addr;
 use ipnet::{IpNet, Ipv6Net};
 use man8s::hostconfig::HostConfig;
 use man8s::machine::Protocol;
-use man8s::mesh::{AddressPolicy, Exposed, PolicyFile};
+use man8s::mesh::{AddressPolicy, Exposed, MachinePolicy, PolicyFile};
 use nftables::expr::{
     CT, Expression, Meta, MetaKey, NamedExpression, Payload, PayloadField, Prefix, RT, RTKey,
     SetItem, TcpOption,
@@ -74,10 +74,8 @@ pub fn spec(
         .collect();
     let mut machines = Vec::new();
     for m in &policy.machines {
-        let address = match (m.address, subnet) {
-            (AddressPolicy::Fixed(a), _) => a,
-            (AddressPolicy::Auto, Some(subnet)) => man8s::address::machine_address(subnet, &m.name),
-            (AddressPolicy::None, _) | (AddressPolicy::Auto, None) => continue,
+        let Some(address) = machine_address(m, subnet) else {
+            continue;
         };
         let mut allow_from = Vec::new();
         for source in &m.allow_from {
@@ -114,6 +112,17 @@ pub fn spec(
         clamp_mss: true,
     };
     (spec, warnings)
+}
+
+/// A machine's Yggdrasil address, when it has one (`subnet` is `None` without yggdrasil).
+pub fn machine_address(m: &MachinePolicy, subnet: Option<Ipv6Net>) -> Option<Ipv6Addr> {
+    match (m.address, subnet) {
+        (AddressPolicy::Fixed(a), _) => Some(a),
+        (AddressPolicy::Auto, Some(subnet)) => {
+            Some(man8s::address::machine_address(subnet, &m.name))
+        }
+        (AddressPolicy::None, _) | (AddressPolicy::Auto, None) => None,
+    }
 }
 
 /// One nft transaction that replaces the table with `spec` as a whole: `add` (so that the
@@ -399,7 +408,6 @@ pub fn describe(spec: &FilterSpec, machine: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use man8s::mesh::MachinePolicy;
 
     fn sample() -> (FilterSpec, Vec<String>) {
         let cfg = HostConfig::parse(
@@ -422,18 +430,21 @@ mod tests {
                         "@gone".parse().unwrap(),
                         "10.0.0.0/8".parse().unwrap(),
                     ],
+                    links: vec![],
                 },
                 MachinePolicy {
                     name: "db".into(),
                     address: AddressPolicy::Fixed("300:2e98:a4b0:1789::db".parse().unwrap()),
                     expose: vec![],
                     allow_from: vec![],
+                    links: vec![],
                 },
                 MachinePolicy {
                     name: "quiet".into(),
                     address: AddressPolicy::None,
                     expose: vec!["22".parse().unwrap()],
                     allow_from: vec![],
+                    links: vec![],
                 },
             ],
         };
@@ -494,12 +505,14 @@ mod tests {
                     address: AddressPolicy::Auto,
                     expose: vec![],
                     allow_from: vec![],
+                    links: vec![],
                 },
                 MachinePolicy {
                     name: "db".into(),
                     address: AddressPolicy::Fixed("300::db".parse().unwrap()),
                     expose: vec![],
                     allow_from: vec![],
+                    links: vec![],
                 },
             ],
         };

@@ -12,6 +12,7 @@
 pub mod apply;
 pub mod filter;
 pub mod firewall;
+pub mod names;
 pub mod networkd;
 pub mod nft;
 pub mod reload;

@@ -148,9 +148,25 @@ fn main() -> ExitCode {
         }
     };
     report(&r);
+    let subnet = r.yggdrasil.as_ref().ok().map(|s| s.subnet);
+    // Taken up now: man8s-bridge.path fires again only when the generator changes the policy.
+    let _ = std::fs::remove_file(paths.fs(man8s::mesh::POLICY_CHANGED));
+    let names = HostConfig::load(&paths)
+        .map_err(|e| e.to_string())
+        .and_then(|cfg| {
+            let policy = firewall::read_policy(&paths)?;
+            man8s_bridge::names::write_all(&paths, &policy, &cfg, subnet).map_err(|e| e.to_string())
+        });
+    match names {
+        Ok(written) => {
+            for p in written {
+                log(INFO, &format!("wrote {}", p.display()));
+            }
+        }
+        Err(e) => log(WARNING, &format!("machines' names not written: {e}")),
+    }
     // A relocated tree is not this host: leave its kernel alone unless asked.
     if args.filter || paths.root() == std::path::Path::new("/") {
-        let subnet = r.yggdrasil.as_ref().ok().map(|s| s.subnet);
         let status = HostConfig::load(&paths)
             .map_err(|e| e.to_string())
             .and_then(|cfg| firewall::apply(&paths, &cfg, subnet).map_err(|e| e.to_string()));

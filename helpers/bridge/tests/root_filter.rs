@@ -78,6 +78,7 @@ fn spec() -> filter::FilterSpec {
             address: AddressPolicy::Auto,
             expose: vec!["80".parse().unwrap(), "udp:53".parse().unwrap()],
             allow_from: vec!["300:1:2:3::/64".parse().unwrap()],
+            links: vec![],
         }],
     };
     filter::spec(
@@ -197,6 +198,7 @@ fn root_binary_filters_from_the_policy_file_and_stop_removes_it() {
             address: AddressPolicy::Fixed("300:2e98:a4b0:1789::db".parse().unwrap()),
             expose: vec!["5432".parse().unwrap()],
             allow_from: vec!["@nowhere".parse().unwrap()],
+            links: vec![],
         }],
     };
     std::fs::write(r.join("run/man8s/policy.json"), policy.render()).unwrap();

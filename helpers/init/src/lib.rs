@@ -13,6 +13,7 @@ pub mod dhcp;
 pub mod env;
 pub mod exec;
 pub mod forward;
+pub mod hosts;
 pub mod image;
 pub mod net;
 pub mod netlink;
@@ -182,6 +183,9 @@ fn prepare(args: &args::Args) -> Result<Launch, Failure> {
     } else {
         Some(configure_network(args, &app_env)?)
     };
+    // Machines by name: this machine's names file from man8s-bridge (nspawn sets the hostname to
+    // the machine name), merged into /etc/hosts. Never fatal: the app starts without names.
+    merge_names();
     // The Python tool's networking script exported the uplink's name for the app.
     if let Some(link) = outcome.as_ref().and_then(|o| o.link.as_ref()) {
         app_env.set("MAN8S_HOST_IFACE", &link.name);
@@ -370,6 +374,28 @@ fn copy_protected_dirs() {
     }
     if !copied.is_empty() {
         log("protected dirs", &copied.join("; "));
+    }
+}
+
+fn merge_names() {
+    let Ok(host) = nix::unistd::gethostname() else {
+        return;
+    };
+    let file =
+        Path::new(man8s::mesh::NAMES_IN_MACHINE).join(format!("{}.hosts", host.to_string_lossy()));
+    match hosts::install(Path::new("/etc"), &file) {
+        Ok(true) => log(
+            "names",
+            &format!("/etc/hosts: machines' names from {}", file.display()),
+        ),
+        Ok(false) => {}
+        Err(e) => log(
+            "names",
+            &format!(
+                "warning: /etc/hosts not updated from {}: {e}",
+                file.display()
+            ),
+        ),
     }
 }
 

@@ -16,8 +16,20 @@ use serde::{Deserialize, Serialize};
 
 use crate::machine::Protocol;
 
+/// Per-machine hosts(5) files by `man8s-bridge` (`NAME.hosts`); the generator binds the directory
+/// read-only into every machine at [`NAMES_IN_MACHINE`], and man8s-init merges its file into
+/// `/etc/hosts`.
+pub const NAMES_DIR: &str = "/run/man8s/names";
+/// Where [`NAMES_DIR`] appears inside machines.
+pub const NAMES_IN_MACHINE: &str = "/run/host/man8s/names";
+
 /// The policy file the generator writes and `man8s-bridge` reads (canonical path).
 pub const POLICY_FILE: &str = "/run/man8s/policy.json";
+
+/// Created by the generator whenever it changed [`POLICY_FILE`], removed by `man8s-bridge` when
+/// it reads the policy. `man8s-bridge.path` triggers on its existence (`PathExists=`), which
+/// systemd also checks after a daemon-reload: a change event during the reload would be lost.
+pub const POLICY_CHANGED: &str = "/run/man8s/policy.changed";
 
 /// What restores the openness of man8s before filtering (every Yggdrasil address, `200::/7`).
 pub const WHOLE_MESH: &str = "200::/7";
@@ -142,7 +154,8 @@ impl From<AllowSource> for String {
 /// `Link=NAME[:ALIAS]`: the machine resolves `NAME` (a machine of this host, or `MACHINE.HOST` of
 /// a host in `[Hosts]`), and `ALIAS` too, for apps that expect a fixed host name. Which of the two
 /// a dotted name is gets decided where `[Hosts]` is known.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct Link {
     /// The machine (`redis`) or `MACHINE.HOST` (`db.nas`).
     pub target: crate::MachineName,
@@ -162,6 +175,19 @@ impl FromStr for Link {
             .map(|a| crate::MachineName::new(a).map_err(|e| format!("alias: {e}")))
             .transpose()?;
         Ok(Self { target, alias })
+    }
+}
+
+impl TryFrom<String> for Link {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl From<Link> for String {
+    fn from(l: Link) -> String {
+        l.to_string()
     }
 }
 
@@ -201,6 +227,9 @@ pub struct MachinePolicy {
     /// `AllowFrom=`.
     #[serde(default)]
     pub allow_from: Vec<AllowSource>,
+    /// `Link=` (for the names files).
+    #[serde(default)]
+    pub links: Vec<Link>,
 }
 
 impl MachinePolicy {
@@ -218,6 +247,7 @@ impl MachinePolicy {
             address,
             expose: m.network.expose.clone(),
             allow_from: m.network.allow_from.clone(),
+            links: m.links.clone(),
         }
     }
 }
@@ -303,6 +333,7 @@ mod tests {
                 address: AddressPolicy::Fixed("300::5".parse().unwrap()),
                 expose: vec!["443".parse().unwrap()],
                 allow_from: vec!["@nas".parse().unwrap(), "200::/7".parse().unwrap()],
+                links: vec!["db.nas:database".parse().unwrap()],
             }],
         };
         let text = p.render();
