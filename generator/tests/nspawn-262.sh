@@ -65,6 +65,8 @@ for t in sh ls cat sed sleep id touch basename; do ln -s busybox "$m/bin/$t"; do
 printf 'root:x:0:0:root:/root:/bin/sh\n' > "$m/etc/passwd"
 touch "$m/etc/os-release"
 mkdir -p "$root/var/lib/man8machine_configs/vt" "$root/var/lib/man8machine_storage/vt/data"
+# What man8s-fetch (emptied above) would make: the host-owned state dir whose image config nspawn binds.
+mkdir -p "$root/var/lib/man8s/machines/vt/image"
 printf 'MAN8S_CONTAINER_NAME=vt\n' > "$root/var/lib/man8machine_configs/vt/man8env.env"
 chmod 600 "$root/var/lib/man8machine_configs/vt/man8env.env"
 printf 'FROMFILE=1\n' > "$root/etc/vt.env"; chmod 600 "$root/etc/vt.env"
