@@ -134,6 +134,9 @@ pub struct Runtime {
     pub timezone: Option<String>,
     /// `AddDevice=HOST[:CONTAINER][:PERMISSIONS]`, in order.
     pub devices: Vec<Device>,
+    /// `Label=KEY=VALUE…`: the machine's labels (metadata for people and tools; `mbctl machines
+    /// status` and `list --json` show them), in the order first given.
+    pub labels: Vec<(String, String)>,
 }
 
 /// `Tmpfs=PATH[:OPTIONS]`.

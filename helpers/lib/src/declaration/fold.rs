@@ -56,6 +56,7 @@ const SECTIONS: &[(&str, &[&str])] = &[
             "Hostname",
             "Timezone",
             "AddDevice",
+            "Label",
             // Day two (health, readiness, unattended updates); folded by `fold_day_two`.
             "HealthCmd",
             "HealthInterval",

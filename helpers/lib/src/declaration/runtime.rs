@@ -23,6 +23,7 @@ pub const KEYS: &[&str] = &[
     "Hostname",
     "Timezone",
     "AddDevice",
+    "Label",
 ];
 
 /// Apply `key=value` to `rt`. `key` is one of [`KEYS`]; an empty value resets the key (for
@@ -100,6 +101,17 @@ pub fn fold(key: &str, value: &str, rt: &mut Runtime) -> Result<(), String> {
                 rt.devices.clear();
             } else {
                 rt.devices.push(parse_device(value)?);
+            }
+        }
+        "Label" => {
+            if empty {
+                rt.labels.clear();
+            }
+            for (k, v) in super::values::split_labels(value)? {
+                match rt.labels.iter_mut().find(|(x, _)| *x == k) {
+                    Some(slot) => slot.1 = v,
+                    None => rt.labels.push((k, v)),
+                }
             }
         }
         other => return Err(format!("internal: {other}= is not a run-time key")),
@@ -568,6 +580,42 @@ mod tests {
         ] {
             let e = folded(&[(k, v)]).unwrap_err();
             assert!(e.contains(why), "{k}={v}: {e}");
+        }
+    }
+
+    #[test]
+    fn labels_as_quadlet() {
+        let rt = folded(&[
+            (
+                "Label",
+                "org.opencontainers.image.title=pg \"tier=data base\"",
+            ),
+            ("Label", "tier=db owner="),
+        ])
+        .unwrap();
+        assert_eq!(
+            rt.labels,
+            [
+                ("org.opencontainers.image.title".to_owned(), "pg".to_owned()),
+                ("tier".to_owned(), "db".to_owned()),
+                ("owner".to_owned(), String::new()),
+            ]
+        );
+        assert!(
+            folded(&[("Label", "a=1"), ("Label", ""), ("Label", "b=2")])
+                .unwrap()
+                .labels
+                .iter()
+                .all(|(k, _)| k == "b")
+        );
+        for (v, why) in [
+            ("novalue", "KEY=VALUE"),
+            ("=x", "empty label key"),
+            ("\"a=b", "unterminated"),
+            ("a=\\x07", "control character"),
+        ] {
+            let e = folded(&[("Label", v)]).unwrap_err();
+            assert!(e.contains(why), "Label={v}: {e}");
         }
     }
 }

@@ -23,6 +23,25 @@ pub fn split_environment(value: &str) -> Result<Vec<(String, String)>, String> {
     Ok(out)
 }
 
+/// Split a `Label=` value as Quadlet does (as `Environment=`): whitespace-separated
+/// `KEY=VALUE` words with systemd quoting; a key is any non-empty text without control characters.
+pub fn split_labels(value: &str) -> Result<Vec<(String, String)>, String> {
+    let mut out = Vec::new();
+    for word in split_words(value)? {
+        let Some((key, val)) = word.split_once('=') else {
+            return Err(format!("{word:?} is not KEY=VALUE"));
+        };
+        if key.is_empty() {
+            return Err(format!("{word:?} has an empty label key"));
+        }
+        if word.chars().any(char::is_control) {
+            return Err(format!("label {key:?} contains a control character"));
+        }
+        out.push((key.to_owned(), val.to_owned()));
+    }
+    Ok(out)
+}
+
 fn is_env_name(name: &str) -> bool {
     let mut bytes = name.bytes();
     matches!(bytes.next(), Some(b) if b.is_ascii_alphabetic() || b == b'_')

@@ -45,6 +45,9 @@ pub struct MachineInfo {
     pub volumes: Vec<VolumeInfo>,
     /// Forwarded ports (`tcp:8080:80`).
     pub ports: Vec<String>,
+    /// `Label=` of the declaration (left out of JSON when there are none).
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: std::collections::BTreeMap<String, String>,
     /// Problems with the declaration (`FILE:LINE: …`), one per entry.
     pub errors: Vec<String>,
     /// The host's filter: `filtered`, `unfiltered` (nftables missing or refusing: every port is
@@ -133,6 +136,7 @@ pub fn from_files(paths: &Paths, name: &MachineName) -> Option<MachineInfo> {
         rootfs_present: paths.rootfs(name).is_dir(),
         volumes: Vec::new(),
         ports: Vec::new(),
+        labels: Default::default(),
         errors: Vec::new(),
         filter: None,
         filter_notes: Vec::new(),
@@ -155,6 +159,7 @@ pub fn from_files(paths: &Paths, name: &MachineName) -> Option<MachineInfo> {
             }
             info.volumes = volume_info(&m);
             info.ports = m.ports.iter().map(ToString::to_string).collect();
+            info.labels = m.runtime.labels.iter().cloned().collect();
         }
         Err(LoadError::NotFound(_)) => {
             let legacy = paths.nspawn_etc(name);
@@ -517,6 +522,9 @@ pub fn status_text(m: &MachineInfo, colour: bool) -> String {
     }
     if !m.ports.is_empty() {
         row("Ports", m.ports.join(" "));
+    }
+    for (i, (k, v)) in m.labels.iter().enumerate() {
+        row(if i == 0 { "Labels" } else { "" }, format!("{k}={v}"));
     }
     if let Some(f) = &m.filter {
         row("Filter", f.clone());
