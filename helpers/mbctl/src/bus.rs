@@ -15,6 +15,7 @@ const SYSTEMD: &str = "org.freedesktop.systemd1";
 const SYSTEMD_PATH: &str = "/org/freedesktop/systemd1";
 const MANAGER: &str = "org.freedesktop.systemd1.Manager";
 const UNIT: &str = "org.freedesktop.systemd1.Unit";
+const SERVICE: &str = "org.freedesktop.systemd1.Service";
 const MACHINED: &str = "org.freedesktop.machine1";
 const MACHINED_PATH: &str = "/org/freedesktop/machine1";
 const MACHINED_MANAGER: &str = "org.freedesktop.machine1.Manager";
@@ -125,6 +126,12 @@ impl Bus {
             sub: get("SubState")?,
             file: get("UnitFileState")?,
         })
+    }
+
+    /// The cgroup of a running `unit` (`/machine.slice/man8@NAME.service`), empty when it has none.
+    pub fn unit_control_group(&self, unit: &str) -> Result<String> {
+        let path = self.unit_path(unit)?;
+        self.string_property(SYSTEMD, path.as_str(), SERVICE, "ControlGroup")
     }
 
     /// Start (`StartUnit`), stop or restart `unit` (mode `replace`) and wait for the job to finish.

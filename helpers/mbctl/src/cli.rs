@@ -144,6 +144,17 @@ pub enum MachinesCommand {
         after_help = "Example:\n  mbctl machines kill redis --signal HUP\n  mbctl machines kill pg --stop            # its StopSignal, 10 s, then SIGKILL"
     )]
     Kill(KillArgs),
+    /// Run a program in a running machine (argv, no shell), as the image's user in its working
+    /// directory with its environment, like `podman exec`; the exit status is the program's.
+    #[command(
+        after_help = "Exit status: the program's; 126 when it cannot be run, 127 when it is not found.\n\nExample:\n  mbctl machines exec pg -- psql -c 'select 1'\n  mbctl machines exec --user root --workdir /etc web -- ls -l\n  mbctl machines exec -e LANG=C app -- env"
+    )]
+    Exec(ExecArgs),
+    /// CPU, memory, tasks and network bytes of running machines, once (like `podman stats --no-stream`).
+    #[command(
+        after_help = "CPU % is measured over one second.\n\nExample:\n  mbctl machines stats\n  mbctl machines stats pg web --json"
+    )]
+    Stats(StatsArgs),
     /// Pull the image again per the declaration, snapshot the volumes, swap the rootfs, restart;
     /// roll back image and volumes if it fails to start.
     #[command(
@@ -262,6 +273,40 @@ pub struct KillArgs {
     /// The unit's main process (nspawn), as ExecStop= passes `$MAINPID`; default: ask machined.
     #[arg(long, hide = true, default_value = "")]
     pub main_pid: String,
+}
+
+/// `machines exec`
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// Machine name.
+    pub name: String,
+    /// User (`NAME`, `UID`, `NAME:GROUP`, `UID:GID`, resolved in the machine's /etc/passwd);
+    /// default: the declaration's User=, else the image's, else root.
+    #[arg(long, short = 'u')]
+    pub user: Option<String>,
+    /// Working directory inside the machine; default: the declaration's WorkingDirectory=, else
+    /// the image's WorkingDir, else /.
+    #[arg(long, short = 'w')]
+    pub workdir: Option<String>,
+    /// Set a variable for the program (repeatable), over the image's Env and Environment=.
+    #[arg(long = "env", short = 'e', value_name = "NAME=VALUE")]
+    pub env: Vec<String>,
+    /// The program and its arguments (after `--`); a name without `/` is looked up in PATH.
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
+    /// Enter the namespaces of this PID instead of asking machined for the leader (tests).
+    #[arg(long, hide = true)]
+    pub leader_pid: Option<i32>,
+}
+
+/// `machines stats`
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    /// Machine names; default: every running machine.
+    pub names: Vec<String>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `machines update`

@@ -375,7 +375,7 @@ fn run_entered(user: &str, env: &[String], argv: &[String], out: OwnedFd) -> i32
     let say = |m: String| {
         let _ = nix::unistd::write(&out, format!("{m}\n").as_bytes());
     };
-    let read_small = |p: &str| read_bounded_in_machine(p).unwrap_or_default();
+    let read_small = |p: &str| crate::nsenter::read_bounded_in_machine(p).unwrap_or_default();
     let creds = match man8s_init::passwd::resolve(
         user,
         &man8s_init::passwd::parse_passwd(&read_small("/etc/passwd")),
@@ -419,7 +419,7 @@ fn run_entered(user: &str, env: &[String], argv: &[String], out: OwnedFd) -> i32
             if let Ok(null) = File::open("/dev/null") {
                 let _ = nix::unistd::dup2_stdin(&null);
             }
-            if let Err(e) = become_user(&creds) {
+            if let Err(e) = crate::nsenter::become_user(&creds) {
                 say(format!("cannot become user {user:?}: {e}"));
                 std::process::exit(125);
             }
@@ -450,37 +450,6 @@ fn run_entered(user: &str, env: &[String], argv: &[String], out: OwnedFd) -> i32
             125
         }
     }
-}
-
-/// Drop to the check's user. Unlike the init's switch, a refused `setgroups` (a user namespace
-/// with setgroups denied) leaves the groups as they are: the check still runs as uid/gid.
-fn become_user(creds: &man8s_init::passwd::Credentials) -> nix::Result<()> {
-    use nix::unistd::{Gid, Uid, setgroups, setresgid, setresuid};
-    let groups: Vec<Gid> = creds.groups.iter().map(|g| Gid::from_raw(*g)).collect();
-    match setgroups(&groups) {
-        Ok(()) | Err(nix::errno::Errno::EPERM) => {}
-        Err(e) => return Err(e),
-    }
-    let (g, u) = (Gid::from_raw(creds.gid), Uid::from_raw(creds.uid));
-    setresgid(g, g, g)?;
-    setresuid(u, u, u)
-}
-
-/// A small file of the machine (`/etc/passwd`), read after entering its root: never blocks
-/// (a FIFO there is opened non-blocking) and never reads more than 1 MiB.
-fn read_bounded_in_machine(path: &str) -> Option<String> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY)
-        .open(path)
-        .ok()?;
-    if !f.metadata().ok()?.is_file() {
-        return None;
-    }
-    let mut text = String::new();
-    f.take(1 << 20).read_to_string(&mut text).ok()?;
-    Some(text)
 }
 
 /// Collect the child's output until it exits or `timeout` passes (then kill its group).

@@ -156,6 +156,157 @@ pub fn enter_machine(machine: &str, leader: i32) -> Result<()> {
     Ok(())
 }
 
+/// A program for `machines exec`: what the app's own start would use, per program.
+#[derive(Debug, Clone)]
+pub struct Program {
+    /// argv; a first word without `/` is looked up in the environment's `PATH`.
+    pub argv: Vec<String>,
+    /// Docker user spec, resolved in the machine's /etc/passwd (empty: root).
+    pub user: String,
+    /// Working directory inside the machine.
+    pub workdir: String,
+    /// Environment before the `HOME`/`PATH` fallbacks of [`man8s_init::env::finish`].
+    pub env: man8s_init::env::Env,
+    /// The app's bounding set: the program never has more capabilities than the app.
+    pub capabilities: Vec<u8>,
+    /// `NoNewPrivileges=` of the machine.
+    pub no_new_privileges: bool,
+}
+
+/// Exit status when the program cannot be run (user, directory, permissions), as `docker exec`.
+pub const EXIT_CANNOT_RUN: u8 = 126;
+/// Exit status when the program does not exist.
+pub const EXIT_NOT_FOUND: u8 = 127;
+
+/// Enter the namespaces and root of `leader`, run `program` there, wait for it and return its
+/// exit status (128+signal when killed; [`EXIT_CANNOT_RUN`], [`EXIT_NOT_FOUND`] with a message
+/// on stderr when it cannot start). Must be called from a single-threaded process.
+pub fn exec_in_machine(machine: &str, leader: i32, program: &Program) -> Result<u8> {
+    enter_machine(machine, leader)?;
+    let say = |code: u8, msg: String| -> Result<u8> {
+        eprintln!("mbctl: machine {machine}: {msg}");
+        Ok(code)
+    };
+    let read = |p: &str| read_bounded_in_machine(p).unwrap_or_default();
+    let user = if program.user.is_empty() {
+        "0"
+    } else {
+        program.user.as_str()
+    };
+    let creds = match man8s_init::passwd::resolve(
+        user,
+        &man8s_init::passwd::parse_passwd(&read("/etc/passwd")),
+        &man8s_init::passwd::parse_group(&read("/etc/group")),
+    ) {
+        Ok(c) => c,
+        Err(e) => return say(EXIT_CANNOT_RUN, format!("user {user:?}: {e}")),
+    };
+    let mut env = program.env.clone();
+    man8s_init::env::finish(&mut env, creds.home.as_deref(), creds.uid, &[]);
+    let path_var = env.get("PATH").unwrap_or_default().to_owned();
+    let Some(argv0) = program.argv.first() else {
+        bail!("no program given");
+    };
+    let workdir = std::path::Path::new(&program.workdir);
+    let path = match man8s_init::exec::find_program(argv0, &path_var, workdir) {
+        Ok(p) => p,
+        Err(e) if e.contains("not an executable") => return say(EXIT_CANNOT_RUN, e),
+        Err(e) => return say(EXIT_NOT_FOUND, e),
+    };
+    let env = env.to_strings();
+    fork_and_wait(|| {
+        let fail = |msg: String| -> ! {
+            eprintln!("mbctl: machine {machine}: {msg}");
+            std::process::exit(i32::from(EXIT_CANNOT_RUN));
+        };
+        if let Err(e) = man8s_init::exec::prepare_signals() {
+            fail(format!("cannot reset signal dispositions: {e}"));
+        }
+        if program.no_new_privileges {
+            // SAFETY: prctl with integer arguments only.
+            if unsafe { nix::libc::prctl(nix::libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+                fail(format!(
+                    "cannot set no_new_privs: {}",
+                    std::io::Error::last_os_error()
+                ));
+            }
+        }
+        if let Err(e) = man8s_init::exec::limit_bounding_set(&program.capabilities) {
+            fail(e);
+        }
+        if let Err(e) = become_user(&creds) {
+            fail(format!("cannot become user {user:?}: {e}"));
+        }
+        if let Err(e) = std::env::set_current_dir(workdir) {
+            fail(format!("cannot change to {}: {e}", program.workdir));
+        }
+        fail(format!(
+            "cannot run {}",
+            man8s_init::exec::exec(&path, &program.argv, &env)
+        ));
+    })
+}
+
+/// Drop to `creds`. Unlike the init's switch, a refused `setgroups` (a user namespace with
+/// setgroups denied) leaves the groups as they are: the program still runs as uid/gid.
+pub fn become_user(creds: &man8s_init::passwd::Credentials) -> nix::Result<()> {
+    use nix::unistd::{setgroups, setresgid, setresuid};
+    let groups: Vec<Gid> = creds.groups.iter().map(|g| Gid::from_raw(*g)).collect();
+    match setgroups(&groups) {
+        Ok(()) | Err(nix::errno::Errno::EPERM) => {}
+        Err(e) => return Err(e),
+    }
+    let (g, u) = (Gid::from_raw(creds.gid), Uid::from_raw(creds.uid));
+    setresgid(g, g, g)?;
+    setresuid(u, u, u)
+}
+
+/// A small file of the machine (`/etc/passwd`), read after entering its root: never blocks
+/// (a FIFO there is opened non-blocking) and never reads more than 1 MiB.
+pub fn read_bounded_in_machine(path: &str) -> Option<String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY)
+        .open(path)
+        .ok()?;
+    if !f.metadata().ok()?.is_file() {
+        return None;
+    }
+    let mut text = String::new();
+    f.take(1 << 20).read_to_string(&mut text).ok()?;
+    Some(text)
+}
+
+/// Fork (into the entered PID namespace), run `child` there (it execs, or returns an exit
+/// status), wait for it; its exit status, or
+/// 128+N when a signal killed it. ^C and ^\ are for the child, not for us.
+fn fork_and_wait(child: impl FnOnce() -> i32) -> Result<u8> {
+    // SAFETY: the process is single-threaded (checked when entering), so the child may run any code.
+    match unsafe { fork() }.context("cannot fork into the machine's PID namespace")? {
+        ForkResult::Child => std::process::exit(child()),
+        ForkResult::Parent { child } => {
+            // SAFETY: SigIgn installs no handler code.
+            unsafe {
+                let _ = signal(Signal::SIGINT, SigHandler::SigIgn);
+                let _ = signal(Signal::SIGQUIT, SigHandler::SigIgn);
+            }
+            loop {
+                match waitpid(child, None) {
+                    Ok(WaitStatus::Exited(_, code)) => return Ok(u8::try_from(code).unwrap_or(1)),
+                    Ok(WaitStatus::Signaled(_, sig, _)) => {
+                        return Ok(128u8.saturating_add(sig as u8));
+                    }
+                    Ok(_) => continue,
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    Err(e) => bail!("cannot wait for the program: {e}"),
+                }
+            }
+        }
+    }
+}
+
 /// In the entered machine: fork and exec the shell or command, wait for it.
 fn run_entered(machine: &str, what: Run<'_>) -> Result<u8> {
     let has_shell = std::path::Path::new(SHELL).exists();
@@ -183,49 +334,25 @@ fn run_entered(machine: &str, what: Run<'_>) -> Result<u8> {
         .collect::<Result<_, _>>()
         .context("TERM contains a NUL byte")?;
     let path = argv[0].clone();
-
-    // SAFETY: the process is single-threaded (checked above), so the child may run any code.
-    match unsafe { fork() }.context("cannot fork into the machine's PID namespace")? {
-        ForkResult::Child => {
-            // Root of the machine: uid/gid 0 of its user namespace. setgroups may be denied
-            // in a user namespace; the supplementary groups are then already empty or unmapped.
-            let _ = nix::unistd::setgroups(&[]);
-            if let Err(e) =
-                nix::unistd::setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0))
-                    .and_then(|_| {
-                        nix::unistd::setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0))
-                    })
-            {
-                eprintln!("mbctl: cannot become root of machine {machine}: {e}");
-                std::process::exit(1);
-            }
-            let e = nix::unistd::execve(&path, &argv, &env).unwrap_err();
-            eprintln!(
-                "mbctl: cannot run {} in machine {machine}: {e}",
-                path.to_string_lossy()
-            );
-            std::process::exit(127);
+    fork_and_wait(|| {
+        // Root of the machine: uid/gid 0 of its user namespace. setgroups may be denied
+        // in a user namespace; the supplementary groups are then already empty or unmapped.
+        let _ = nix::unistd::setgroups(&[]);
+        if let Err(e) = nix::unistd::setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0))
+            .and_then(|_| {
+                nix::unistd::setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0))
+            })
+        {
+            eprintln!("mbctl: cannot become root of machine {machine}: {e}");
+            std::process::exit(1);
         }
-        ForkResult::Parent { child } => {
-            // The shell owns the terminal now; ^C is for it, not for us.
-            // SAFETY: SigIgn installs no handler code.
-            unsafe {
-                let _ = signal(Signal::SIGINT, SigHandler::SigIgn);
-                let _ = signal(Signal::SIGQUIT, SigHandler::SigIgn);
-            }
-            loop {
-                match waitpid(child, None) {
-                    Ok(WaitStatus::Exited(_, code)) => return Ok(u8::try_from(code).unwrap_or(1)),
-                    Ok(WaitStatus::Signaled(_, sig, _)) => {
-                        return Ok(128u8.saturating_add(sig as u8));
-                    }
-                    Ok(_) => continue,
-                    Err(nix::errno::Errno::EINTR) => continue,
-                    Err(e) => bail!("cannot wait for the shell: {e}"),
-                }
-            }
-        }
-    }
+        let e = nix::unistd::execve(&path, &argv, &env).unwrap_err();
+        eprintln!(
+            "mbctl: cannot run {} in machine {machine}: {e}",
+            path.to_string_lossy()
+        );
+        std::process::exit(127);
+    })
 }
 
 #[cfg(test)]

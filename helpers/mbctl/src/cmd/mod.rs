@@ -12,6 +12,7 @@ pub mod pull;
 pub mod remove;
 pub mod shell;
 pub mod snapshot;
+pub mod stats;
 pub mod verify;
 
 use anyhow::Result;
@@ -76,6 +77,8 @@ fn machines(command: MachinesCommand) -> Result<u8> {
             };
             shell::shell(&a.name, what, a.leader_pid)
         }
+        MachinesCommand::Exec(a) => shell::exec(&a),
+        MachinesCommand::Stats(a) => stats::stats(&a.names, a.json),
         MachinesCommand::Remove(a) => remove::remove(&a.name, a.purge, a.force),
         MachinesCommand::List(a) if a.tree => info::tree(),
         MachinesCommand::List(a) => info::list(a.json),

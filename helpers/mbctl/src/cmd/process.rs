@@ -23,9 +23,12 @@ fn leader_of(name: &MachineName) -> Result<i32> {
     }
 }
 
-/// The StopSignal of the image installed for `name`, if it names one, from the host-owned state
-/// (never from the rootfs, which the machine's root can rewrite).
-pub fn image_stop_signal(paths: &Paths, name: &MachineName) -> Result<Option<Signal>> {
+/// The runtime part of the image config installed for `name`, from the host-owned state (never
+/// from the rootfs, which the machine's root can rewrite); `None` before the first install.
+pub fn image_runtime_config(
+    paths: &Paths,
+    name: &MachineName,
+) -> Result<Option<man8s_oci::manifest::RuntimeConfig>> {
     let state = man8s_provision::state::MachineState::new(paths, name);
     let Some(text) = state.image_config() else {
         return Ok(None);
@@ -36,14 +39,19 @@ pub fn image_stop_signal(paths: &Paths, name: &MachineName) -> Result<Option<Sig
         #[serde(default)]
         config: Option<man8s_oci::manifest::RuntimeConfig>,
     }
-    let where_ = || format!("image config of machine {name}");
-    let config: ConfigOnly = serde_json::from_slice(&text).with_context(where_)?;
-    let Some(sig) = config.config.and_then(|c| c.stop_signal) else {
+    let config: ConfigOnly =
+        serde_json::from_slice(&text).with_context(|| format!("image config of machine {name}"))?;
+    Ok(Some(config.config.unwrap_or_default()))
+}
+
+/// The StopSignal of the image installed for `name`, if it names one.
+pub fn image_stop_signal(paths: &Paths, name: &MachineName) -> Result<Option<Signal>> {
+    let Some(sig) = image_runtime_config(paths, name)?.and_then(|c| c.stop_signal) else {
         return Ok(None);
     };
     Signal::parse(&sig)
         .map(Some)
-        .with_context(|| format!("{}: StopSignal", where_()))
+        .with_context(|| format!("image config of machine {name}: StopSignal"))
 }
 
 fn parse_signal(text: &str) -> Result<Option<Signal>> {
