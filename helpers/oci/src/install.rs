@@ -59,34 +59,47 @@ fn unpack_layers_when_ready(
     progress: &dyn Progress,
     ready: &dyn Fn(usize) -> Result<()>,
 ) -> Result<()> {
-    let name = image.reference.to_string();
     let n = image.manifest.layers.len();
     // `max_total_size` is the image's budget; each layer gets what the ones before left.
     let mut left = opts.max_total_size;
-    for (index, layer) in image.manifest.layers.iter().enumerate() {
+    for index in 0..n {
         ready(index)?;
         progress.event(Event::Unpacking { index, layers: n });
-        let path = cache
-            .blob_path(&layer.digest)
-            .ok_or_else(|| Error::Other(format!("bad digest {}", layer.digest)))?;
-        let file = File::open(&path).at(&path)?;
-        let unpack_err = |reason: String| Error::Unpack {
-            image: name.clone(),
-            index,
-            digest: layer.digest.clone(),
-            reason,
-        };
-        let mut stream = Pipelined::start(file)
-            .map_err(|e| unpack_err(format!("cannot start decompression: {e}")))?;
         let layer_opts = UnpackOptions {
             max_total_size: left,
             ..opts.clone()
         };
-        let applied = apply_layer(root, &mut stream, &layer_opts);
-        if let Ok(stats) = &applied {
-            left = left.saturating_sub(stats.bytes);
-        }
-        if let Err(e) = applied {
+        let stats = unpack_layer(root, image, index, cache, &layer_opts)?;
+        left = left.saturating_sub(stats.bytes);
+    }
+    Ok(())
+}
+
+/// Apply layer `index` of `image` (from the cache) onto `root`, checking its diff_id.
+pub(crate) fn unpack_layer(
+    root: &Path,
+    image: &ResolvedImage,
+    index: usize,
+    cache: &BlobCache,
+    opts: &UnpackOptions,
+) -> Result<crate::unpack::LayerStats> {
+    let name = image.reference.to_string();
+    let layer = &image.manifest.layers[index];
+    let path = cache
+        .blob_path(&layer.digest)
+        .ok_or_else(|| Error::Other(format!("bad digest {}", layer.digest)))?;
+    let file = File::open(&path).at(&path)?;
+    let unpack_err = |reason: String| Error::Unpack {
+        image: name.clone(),
+        index,
+        digest: layer.digest.clone(),
+        reason,
+    };
+    let mut stream = Pipelined::start(file)
+        .map_err(|e| unpack_err(format!("cannot start decompression: {e}")))?;
+    let stats = match apply_layer(root, &mut stream, opts) {
+        Ok(stats) => stats,
+        Err(e) => {
             if let crate::unpack::UnpackError::Io { source, .. } = &e
                 && source.raw_os_error() == Some(nix::libc::ENOSPC)
             {
@@ -97,23 +110,23 @@ fn unpack_layers_when_ready(
             }
             return Err(unpack_err(e.to_string()));
         }
-        let (actual, _) = stream
-            .finish()
-            .map_err(|e| unpack_err(format!("cannot decompress: {e}")))?;
-        let expected = &image.config.rootfs.diff_ids[index];
-        if &actual != expected {
-            // The blob matched its digest, so the image itself is inconsistent; never reuse it silently.
-            cache.remove_blob(&layer.digest);
-            return Err(Error::DiffId {
-                image: name,
-                index,
-                digest: layer.digest.clone(),
-                expected: expected.clone(),
-                actual,
-            });
-        }
+    };
+    let (actual, _) = stream
+        .finish()
+        .map_err(|e| unpack_err(format!("cannot decompress: {e}")))?;
+    let expected = &image.config.rootfs.diff_ids[index];
+    if &actual != expected {
+        // The blob matched its digest, so the image itself is inconsistent; never reuse it silently.
+        cache.remove_blob(&layer.digest);
+        return Err(Error::DiffId {
+            image: name,
+            index,
+            digest: layer.digest.clone(),
+            expected: expected.clone(),
+            actual,
+        });
     }
-    Ok(())
+    Ok(stats)
 }
 
 /// What `/.man8s/source.json` records.
@@ -269,6 +282,21 @@ pub fn pull_and_install(
     image: &ResolvedImage,
     opts: &InstallOptions,
 ) -> Result<Option<PathBuf>> {
+    pull_while(puller, image, &|ready| {
+        install_tree_when_ready(target, image, puller.cache, opts, puller.progress, ready)
+    })
+}
+
+/// Waits until layer `i` is in the cache (see [`pull_while`]).
+pub type Ready<'a> = &'a dyn Fn(usize) -> Result<()>;
+
+/// Run `work` while the layers `image` lacks download on another thread; `work` waits for layer
+/// `i` with `ready(i)`. A failed download ends `work` at the next `ready`, and is the error returned.
+pub fn pull_while<T>(
+    puller: &crate::pull::Puller<'_>,
+    image: &ResolvedImage,
+    work: &dyn Fn(Ready<'_>) -> Result<T>,
+) -> Result<T> {
     use std::sync::atomic::{AtomicBool, Ordering};
     let cancel = AtomicBool::new(false);
     let (tx, rx) = std::sync::mpsc::channel::<usize>();
@@ -291,17 +319,16 @@ pub fn pull_and_install(
             }
             Ok(())
         };
-        let installed =
-            install_tree_when_ready(target, image, puller.cache, opts, puller.progress, &ready);
-        if installed.is_err() {
+        let done = work(&ready);
+        if done.is_err() {
             cancel.store(true, Ordering::Relaxed);
         }
         drop(rx);
         let downloaded = downloads
             .join()
             .map_err(|_| Error::Other("download thread panicked".into()))?;
-        match (installed, downloaded) {
-            (Ok(prev), _) => Ok(prev),
+        match (done, downloaded) {
+            (Ok(v), _) => Ok(v),
             // The unpacker stopped because a download failed: that failure is the news.
             (Err(_), Err(download_err)) => Err(download_err),
             (Err(e), Ok(_)) => Err(e),

@@ -12,6 +12,7 @@ pub mod cache;
 pub mod decompress;
 pub mod error;
 pub mod install;
+pub mod layers;
 pub mod manifest;
 pub mod platform;
 pub mod progress;

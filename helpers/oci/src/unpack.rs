@@ -60,7 +60,15 @@ pub struct UnpackOptions {
     /// Most bytes of file data this layer may write in all (the installer passes what is left of the
     /// image's `MaxUnpackedSize=`). A GNU sparse file counts by its full size, which is what it occupies.
     pub max_total_size: u64,
+    /// Unpack a layer alone, for overlayfs (the layer store): whiteouts become 0:0 character devices and
+    /// opaque markers the `trusted.overlay.opaque` xattr, instead of deleting lower content; the layer's own
+    /// `trusted.overlay.*`/`user.overlay.*` xattrs are dropped (counted as skipped), so no image can steer
+    /// overlayfs (redirects, metacopy) with them.
+    pub overlay: bool,
 }
+
+/// The xattr that marks a directory opaque for overlayfs.
+pub const OVERLAY_OPAQUE_XATTR: &[u8] = b"trusted.overlay.opaque";
 
 impl Default for UnpackOptions {
     fn default() -> Self {
@@ -71,6 +79,7 @@ impl Default for UnpackOptions {
             max_file_size: 64 << 30,
             max_metadata_size: 1 << 20,
             max_total_size: u64::MAX,
+            overlay: false,
         }
     }
 }
@@ -557,6 +566,12 @@ impl Unpacker<'_> {
         set: impl Fn(&[u8], &[u8]) -> std::io::Result<()>,
     ) -> Result<(), UnpackError> {
         for (key, value) in &meta.xattrs {
+            if self.opts.overlay
+                && (key.starts_with(b"trusted.overlay.") || key.starts_with(b"user.overlay."))
+            {
+                self.stats.xattrs_skipped += 1;
+                continue;
+            }
             let user = key.starts_with(b"user.");
             match set(key, value) {
                 Ok(()) => {}
@@ -751,6 +766,12 @@ impl Unpacker<'_> {
     /// Hides lower-layer content of `dir`: everything in it that this layer did not write goes.
     fn opaque(&mut self, dir: &RelPath) -> std::io::Result<()> {
         self.parent_cache = None;
+        if self.opts.overlay {
+            // A layer alone has no lower content to remove: mark the directory for overlayfs.
+            let fd = self.root.dir_creating(dir)?;
+            self.about_to_change(&fd, dir)?;
+            return fsetxattr(&open_subdir(&fd, b".")?, OVERLAY_OPAQUE_XATTR, b"y");
+        }
         let Some(fd) = self.root.existing_dir(dir)? else {
             return Ok(());
         };
@@ -787,6 +808,15 @@ impl Unpacker<'_> {
         let Some((parent, file_name)) = target.split_last() else {
             return Ok(());
         };
+        if self.opts.overlay {
+            // overlayfs's whiteout: a character device 0:0 hides the name in lower layers.
+            let dir = self.root.dir_creating(&parent)?;
+            self.about_to_change(&dir, &parent)?;
+            return match mknodat(&dir, file_name, SFlag::S_IFCHR, Mode::empty(), 0) {
+                Ok(()) | Err(Errno::EEXIST) => Ok(()),
+                Err(e) => Err(e.into()),
+            };
+        }
         match self.root.existing_dir(&parent)? {
             Some(dir) => {
                 self.about_to_change(&dir, &parent)?;
