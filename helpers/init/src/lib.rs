@@ -206,8 +206,8 @@ fn prepare(args: &args::Args) -> Result<Launch, Failure> {
             exec: args.exec.as_deref(),
             entrypoint: args.entrypoint.as_deref(),
             application_args: app_env.get("MAN8S_APPLICATION_ARGS"),
-            image_entrypoint: image.entrypoint.as_deref().unwrap_or_default(),
-            image_cmd: image.cmd.as_deref().unwrap_or_default(),
+            image_entrypoint: &image.entrypoint,
+            image_cmd: &image.cmd,
         },
         has_shell,
     )
@@ -215,7 +215,7 @@ fn prepare(args: &args::Args) -> Result<Launch, Failure> {
     let workdir = args
         .workdir
         .clone()
-        .or_else(|| image.working_dir.clone())
+        .or_else(|| Some(image.working_dir.clone()))
         .filter(|w| !w.is_empty())
         .unwrap_or_else(|| "/".into());
     enter_workdir(&workdir)?;
@@ -272,7 +272,7 @@ fn prepare(args: &args::Args) -> Result<Launch, Failure> {
     })
 }
 
-fn load_image_config() -> Result<image::ContainerConfig, Failure> {
+fn load_image_config() -> Result<image::RuntimeConfig, Failure> {
     for path in [image::IMAGE_CONFIG_BOUND, image::IMAGE_CONFIG_PATH] {
         let fail = |e: &dyn std::fmt::Display| Failure::new("image config", format!("{path}: {e}"));
         match fs::read_to_string(path) {
@@ -281,15 +281,15 @@ fn load_image_config() -> Result<image::ContainerConfig, Failure> {
             Err(e) => return Err(fail(&e)),
         }
     }
-    Ok(image::ContainerConfig::default())
+    Ok(image::RuntimeConfig::default())
 }
 
 fn load_environment(
     args: &args::Args,
-    image: &image::ContainerConfig,
+    image: &image::RuntimeConfig,
     inherited: &[(String, String)],
 ) -> Result<env::Env, Failure> {
-    let image_env = image.env.clone().unwrap_or_default();
+    let image_env = image.env.clone();
     let before_man8env = env::compose(&env::Sources {
         inherited,
         image: &image_env,
@@ -329,13 +329,9 @@ fn load_environment(
 
 fn resolve_user(
     args: &args::Args,
-    image: &image::ContainerConfig,
+    image: &image::RuntimeConfig,
 ) -> Result<passwd::Credentials, Failure> {
-    let spec = args
-        .user
-        .clone()
-        .or_else(|| image.user.clone())
-        .unwrap_or_default();
+    let spec = args.user.clone().unwrap_or_else(|| image.user.clone());
     let read_or_empty = |p: &str| fs::read_to_string(p).unwrap_or_default();
     passwd::resolve(
         &spec,

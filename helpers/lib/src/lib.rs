@@ -9,6 +9,7 @@ pub mod declaration;
 pub mod envfile;
 pub mod health;
 pub mod hostconfig;
+pub mod image_config;
 pub mod ini;
 pub mod machine;
 pub mod mesh;

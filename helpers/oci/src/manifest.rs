@@ -1,7 +1,5 @@
 //! Manifests, indexes and image configs: pure parsing of untrusted registry JSON.
 
-use std::collections::BTreeMap;
-
 use serde::Deserialize;
 
 use crate::platform::{Candidate, Platform};
@@ -198,70 +196,9 @@ pub fn select_from_index<'a>(
     }
 }
 
-/// The parts of an image config that man8s uses. The full JSON is kept verbatim in the rootfs.
-#[derive(Clone, Debug, Default, Deserialize)]
-pub struct ImageConfig {
-    /// Architecture the image was built for.
-    #[serde(default)]
-    pub architecture: String,
-    /// OS.
-    #[serde(default)]
-    pub os: String,
-    /// Variant.
-    #[serde(default)]
-    pub variant: String,
-    /// Runtime settings.
-    #[serde(default)]
-    pub config: Option<RuntimeConfig>,
-    /// Layer diff_ids.
-    pub rootfs: RootFs,
-}
-
-/// `rootfs` of an image config.
-#[derive(Clone, Debug, Default, Deserialize)]
-pub struct RootFs {
-    /// `layers`.
-    #[serde(rename = "type", default)]
-    pub kind: String,
-    /// One per layer, bottom first.
-    #[serde(default)]
-    pub diff_ids: Vec<String>,
-}
-
-/// `config` of an image config (Docker's capitalised keys).
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct RuntimeConfig {
-    /// `KEY=VALUE` strings.
-    #[serde(default, deserialize_with = "null_default")]
-    pub env: Vec<String>,
-    /// Entrypoint argv.
-    #[serde(default, deserialize_with = "null_default")]
-    pub entrypoint: Vec<String>,
-    /// Cmd argv.
-    #[serde(default, deserialize_with = "null_default")]
-    pub cmd: Vec<String>,
-    /// Declared volumes (keys are paths).
-    #[serde(default, deserialize_with = "null_default")]
-    pub volumes: BTreeMap<String, serde_json::Value>,
-    /// Working directory.
-    #[serde(default, deserialize_with = "null_default")]
-    pub working_dir: String,
-    /// User.
-    #[serde(default, deserialize_with = "null_default")]
-    pub user: String,
-    /// The signal that stops the app (`SIGTERM` when unset), as the image spells it.
-    #[serde(default)]
-    pub stop_signal: Option<String>,
-}
-
-fn null_default<'de, D, T>(d: D) -> Result<T, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: Default + Deserialize<'de>,
-{
-    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
-}
+/// The image config type is the shared one (`man8s::image_config`): fetch, the init and `mbctl`
+/// read the same keys the same way.
+pub use man8s::image_config::{ImageConfig, RootFs, RuntimeConfig};
 
 /// Parse an image config and check it against the manifest and the wanted platform.
 pub fn parse_config(body: &[u8], layers: usize, want: &Platform) -> Result<ImageConfig, String> {

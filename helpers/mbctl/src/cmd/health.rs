@@ -72,28 +72,16 @@ pub fn image_bits(rootfs: &Path) -> Result<ImageBits> {
     parse_image_bits(&text)
 }
 
-/// The bits of an image config JSON that a check needs.
+/// The bits of an image config JSON that a check needs (the type fetch and the init read it
+/// into). A config that is not valid JSON gives none of them, as a missing one does.
 fn parse_image_bits(text: &[u8]) -> Result<ImageBits> {
-    let v: serde_json::Value = serde_json::from_slice(text).unwrap_or_default();
-    let config = &v["config"];
-    let healthcheck = match &config["Healthcheck"] {
-        serde_json::Value::Null => None,
-        h => Some(
-            serde_json::from_value::<DockerHealthcheck>(h.clone())
-                .map_err(|e| anyhow::anyhow!("image config Healthcheck is malformed: {e}"))?,
-        ),
-    };
-    let strings = |v: &serde_json::Value| -> Vec<String> {
-        v.as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|s| s.as_str().map(str::to_owned))
-            .collect()
+    let Ok(config) = man8s::image_config::parse_runtime(text) else {
+        return Ok(ImageBits::default());
     };
     Ok(ImageBits {
-        healthcheck,
-        env: strings(&config["Env"]),
-        user: config["User"].as_str().unwrap_or_default().to_owned(),
+        healthcheck: config.healthcheck().map_err(anyhow::Error::msg)?,
+        env: config.env,
+        user: config.user,
     })
 }
 

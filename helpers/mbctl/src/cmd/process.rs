@@ -28,20 +28,14 @@ fn leader_of(name: &MachineName) -> Result<i32> {
 pub fn image_runtime_config(
     paths: &Paths,
     name: &MachineName,
-) -> Result<Option<man8s_oci::manifest::RuntimeConfig>> {
+) -> Result<Option<man8s::image_config::RuntimeConfig>> {
     let state = man8s_provision::state::MachineState::new(paths, name);
     let Some(text) = state.image_config() else {
         return Ok(None);
     };
-    /// Only the runtime part of an image config (an installed config needs nothing else).
-    #[derive(serde::Deserialize)]
-    struct ConfigOnly {
-        #[serde(default)]
-        config: Option<man8s_oci::manifest::RuntimeConfig>,
-    }
-    let config: ConfigOnly =
-        serde_json::from_slice(&text).with_context(|| format!("image config of machine {name}"))?;
-    Ok(Some(config.config.unwrap_or_default()))
+    man8s::image_config::parse_runtime(&text)
+        .map(Some)
+        .with_context(|| format!("image config of machine {name}"))
 }
 
 /// The StopSignal of the image installed for `name`, if it names one.
