@@ -7,19 +7,8 @@ use std::process::{Command, Stdio};
 use man8s::hostconfig::HostConfig;
 use man8s::mesh::{AddressPolicy, MachinePolicy, PolicyFile};
 use man8s_bridge::{filter, nft};
+use man8s_testsupport::require_root;
 use serde_json::Value;
-
-fn require_root() {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let uid = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .unwrap()
-        .split_whitespace()
-        .nth(1)
-        .unwrap();
-    assert_eq!(uid, "0", "root-tier test: run as root (make test-root)");
-}
 
 /// Someone else's table, as another firewall would have it.
 const OTHER: &str = "table ip other {\n chain filt {\n  type filter hook forward priority 10; policy accept;\n  tcp dport 22 counter accept\n }\n}\n";

@@ -12,21 +12,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use man8s::Paths;
 use man8s_bridge::yggdrasil::{AdminEndpoint, SelfInfo, query_getself};
+use man8s_testsupport::require_root;
 use serde_json::Value;
 
 const BOOKWORM_YGGDRASIL: &str = "/usr/sbin/yggdrasil";
-
-fn require_root() {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let uid = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .unwrap()
-        .split_whitespace()
-        .nth(1)
-        .unwrap();
-    assert_eq!(uid, "0", "root-tier test: run as root (make test-root)");
-}
 
 /// Debian sid's yggdrasil 0.5, fetched once into target/ by tests/sid-yggdrasil.sh.
 fn sid_yggdrasil() -> PathBuf {

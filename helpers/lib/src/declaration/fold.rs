@@ -15,59 +15,50 @@ use crate::MachineName;
 use crate::ini::{diag, lex};
 use crate::machine::{Credential, Machine, PullPolicy, SourceFiles, Template, YggdrasilAddress};
 
+/// The keys of `[Machine]` folded here; with the run-time keys ([`super::runtime::KEYS`]) and
+/// the day-two keys ([`DAY_TWO_KEYS`]) they make the section's schema.
+const MACHINE_KEYS: &[&str] = &[
+    "Image",
+    "Exec",
+    "Environment",
+    "EnvironmentFile",
+    "EnvironmentCompat",
+    "WorkingDirectory",
+    "User",
+    "Volume",
+    "Port",
+    "Template",
+    "Pull",
+    "LoadCredential",
+    "LoadCredentialEncrypted",
+    "SetCredential",
+    "SetCredentialEncrypted",
+    "Requires",
+    "Wants",
+    "After",
+    "Link",
+];
+
+/// Day two (health, readiness, unattended updates); folded by `fold_day_two`.
+const DAY_TWO_KEYS: &[&str] = &[
+    "HealthCmd",
+    "HealthInterval",
+    "HealthTimeout",
+    "HealthRetries",
+    "HealthStartPeriod",
+    "HealthOnFailure",
+    "Notify",
+    "AutoUpdate",
+];
+
+/// Every key of `[Machine]`, each list written once (the lexer takes a const table).
+const ALL_MACHINE_KEYS: [&str;
+    MACHINE_KEYS.len() + super::runtime::KEYS.len() + DAY_TWO_KEYS.len()] =
+    concat(&[MACHINE_KEYS, super::runtime::KEYS, DAY_TWO_KEYS]);
+
 /// The sections of a declaration, each with its keys.
 const SECTIONS: &[(&str, &[&str])] = &[
-    (
-        "Machine",
-        &[
-            "Image",
-            "Exec",
-            "Environment",
-            "EnvironmentFile",
-            "EnvironmentCompat",
-            "WorkingDirectory",
-            "User",
-            "Volume",
-            "Port",
-            "Template",
-            "Pull",
-            "LoadCredential",
-            "LoadCredentialEncrypted",
-            "SetCredential",
-            "SetCredentialEncrypted",
-            "Requires",
-            "Wants",
-            "After",
-            "Link",
-            // Run-time keys (declaration::runtime::KEYS).
-            "Entrypoint",
-            "StopSignal",
-            "StopTimeout",
-            "ReloadSignal",
-            "AddCapability",
-            "DropCapability",
-            "NoNewPrivileges",
-            "SystemCallFilter",
-            "ReadOnly",
-            "Tmpfs",
-            "ShmSize",
-            "Ulimit",
-            "Sysctl",
-            "Hostname",
-            "Timezone",
-            "AddDevice",
-            "Label",
-            // Day two (health, readiness, unattended updates); folded by `fold_day_two`.
-            "HealthCmd",
-            "HealthInterval",
-            "HealthTimeout",
-            "HealthRetries",
-            "HealthStartPeriod",
-            "HealthOnFailure",
-            "Notify",
-            "AutoUpdate",
-        ],
-    ),
+    ("Machine", &ALL_MACHINE_KEYS),
     (
         "Network",
         &[
@@ -81,6 +72,23 @@ const SECTIONS: &[(&str, &[&str])] = &[
     ("Resources", &["MemoryMax", "CPUQuota", "TasksMax"]),
     ("Install", &["WantedBy"]),
 ];
+
+/// The key lists `parts`, one after the other, at compile time (`N` is their total length).
+const fn concat<const N: usize>(parts: &[&[&'static str]]) -> [&'static str; N] {
+    let mut out = [""; N];
+    let (mut i, mut n) = (0, 0);
+    while i < parts.len() {
+        let mut j = 0;
+        while j < parts[i].len() {
+            out[n] = parts[i][j];
+            n += 1;
+            j += 1;
+        }
+        i += 1;
+    }
+    assert!(n == N, "N is the total length of the parts");
+    out
+}
 
 /// Parse the declaration of `name` from its files (main file first, then drop-ins in order), each
 /// given as (canonical path, text). Pure: no file-system access.
@@ -268,11 +276,7 @@ pub fn parse(name: &MachineName, files: &[(PathBuf, String)]) -> Result<Machine,
                 ("Machine", key) if super::runtime::KEYS.contains(&key) => {
                     super::runtime::fold(key, v, &mut m.runtime)?;
                 }
-                (
-                    "Machine",
-                    key @ ("HealthCmd" | "HealthInterval" | "HealthTimeout" | "HealthRetries"
-                    | "HealthStartPeriod" | "HealthOnFailure" | "Notify" | "AutoUpdate"),
-                ) => fold_day_two(&mut m, key, v)?,
+                ("Machine", key) if DAY_TWO_KEYS.contains(&key) => fold_day_two(&mut m, key, v)?,
                 ("Network", "Bridge") => {
                     if empty {
                         m.network.bridge = None;
