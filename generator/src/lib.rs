@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use man8s::declaration::{self, LoadError};
 use man8s::machine::{Machine, Template, YggdrasilAddress};
 use man8s::paths::{ENV_FILE_IN_MACHINE, INIT_BINARY, INIT_IN_MACHINE, NSPAWN_RUN_DIR};
+use man8s::words::systemd::{escape_specifiers, quote_exec_word, quote_retained};
 use man8s::{MachineName, Paths};
 
 /// First line of every file we generate; files without it are never touched.
@@ -57,31 +58,9 @@ pub struct Report {
 // ---------------------------------------------------------------------------------------------
 // Quoting
 
-/// Quote one argument for nspawn's `Parameters=` (`extract_first_word` with `EXTRACT_UNQUOTE |
-/// EXTRACT_RETAIN_ESCAPE`: quotes are removed, backslashes are literal, adjacent quoted pieces join
-/// into one word). Double quotes go in single-quoted pieces, everything else in double-quoted ones.
-pub fn quote_nspawn_word(word: &str) -> String {
-    let mut out = String::with_capacity(word.len() + 2);
-    out.push('"');
-    for c in word.chars() {
-        if c == '"' {
-            out.push_str("\"'\"'\"");
-        } else {
-            out.push(c);
-        }
-    }
-    out.push('"');
-    out
-}
-
 /// Escape a path for nspawn's `Bind=` (`:` separates fields, `\` escapes).
 fn escape_bind_path(path: &str) -> String {
     path.replace('\\', "\\\\").replace(':', "\\:")
-}
-
-/// Escape text for a unit-file value that is specifier-expanded (`%` → `%%`).
-fn escape_specifiers(s: &str) -> String {
-    s.replace('%', "%%")
 }
 
 /// The part after `ID:` of a credential setting. systemd C-unescapes `SetCredential=` values, so
@@ -169,25 +148,6 @@ fn render_file_knobs(o: &mut String, rt: &man8s::machine::Runtime) {
     for d in &rt.devices {
         let _ = writeln!(o, "Bind={}:{}", d.host, d.container);
     }
-}
-
-/// Quote one word of a unit-file command line: a double-quoted C string with `%` and `$` doubled.
-fn quote_exec_word(word: &str) -> String {
-    let mut out = String::from("\"");
-    for c in word.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '%' => out.push_str("%%"),
-            '$' => out.push_str("$$"),
-            '\n' => out.push_str("\\n"),
-            '\t' => out.push_str("\\t"),
-            c if c.is_control() => {}
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 /// A comment block (every line prefixed with `# `).
@@ -319,7 +279,7 @@ pub fn render_nspawn(m: &Machine, host_bridge: &str) -> Generated {
     o.push_str("\n[Exec]\nBoot=no\nProcessTwo=yes\n");
     let params: Vec<String> = init_arguments(m)
         .iter()
-        .map(|a| quote_nspawn_word(a))
+        .map(|a| quote_retained(a))
         .collect();
     let _ = writeln!(o, "Parameters={}", params.join(" "));
     let _ = writeln!(o, "Environment=PATH={DEFAULT_PATH}");
@@ -1028,77 +988,7 @@ fn remove_stale(out: &Outputs, keep: &Keep, log: &mut dyn FnMut(&str)) {
 
 #[cfg(test)]
 mod tests {
-    use proptest::prelude::*;
-
     use super::*;
-
-    /// nspawn's `Parameters=` split (`EXTRACT_UNQUOTE|EXTRACT_RETAIN_ESCAPE`).
-    fn nspawn_split(value: &str) -> Vec<String> {
-        let mut words = Vec::new();
-        let mut chars = value.chars().peekable();
-        loop {
-            while chars.peek().is_some_and(|c| *c == ' ' || *c == '\t') {
-                chars.next();
-            }
-            if chars.peek().is_none() {
-                return words;
-            }
-            let (mut word, mut quote) = (String::new(), None);
-            for c in chars.by_ref() {
-                match (c, quote) {
-                    ('"' | '\'', None) => quote = Some(c),
-                    (c, Some(q)) if c == q => quote = None,
-                    (' ' | '\t', None) => break,
-                    (c, _) => word.push(c),
-                }
-            }
-            words.push(word);
-        }
-    }
-
-    /// A unit file's command-line word (`EXTRACT_UNQUOTE|EXTRACT_CUNESCAPE`, `%%` and `$$`).
-    fn unit_unquote(word: &str) -> String {
-        let inner = word
-            .strip_prefix('"')
-            .and_then(|w| w.strip_suffix('"'))
-            .expect("quoted");
-        let mut out = String::new();
-        let mut chars = inner.chars();
-        while let Some(c) = chars.next() {
-            match c {
-                '\\' => out.push(match chars.next().expect("escape") {
-                    'n' => '\n',
-                    't' => '\t',
-                    other => other,
-                }),
-                '%' | '$' => {
-                    assert_eq!(chars.next(), Some(c), "lone {c} in {word}");
-                    out.push(c);
-                }
-                '"' => panic!("unescaped quote in {word}"),
-                c => out.push(c),
-            }
-        }
-        out
-    }
-
-    proptest! {
-        #![proptest_config(ProptestConfig::with_cases(3000))]
-
-        #[test]
-        fn nspawn_quoting_round_trips(words in proptest::collection::vec("[^\n\r\0]*", 1..6)) {
-            let line = words.iter().map(|w| quote_nspawn_word(w)).collect::<Vec<_>>().join(" ");
-            prop_assert_eq!(nspawn_split(&line), words);
-        }
-
-        #[test]
-        fn unit_quoting_round_trips(word in "[^\0\r]*") {
-            let quoted = quote_exec_word(&word);
-            prop_assert!(!quoted.contains('\n'));
-            let expected: String = word.chars().filter(|c| matches!(c, '\n' | '\t') || !c.is_control()).collect();
-            prop_assert_eq!(unit_unquote(&quoted), expected);
-        }
-    }
 
     #[test]
     fn bind_paths_escape_colons_and_backslashes() {

@@ -14,6 +14,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use man8s::words::systemd::{self, Escapes};
+
 const GEN: &str = env!("CARGO_BIN_EXE_man8s-generator");
 
 /// path relative to the root → file contents or `-> target` for symlinks.
@@ -108,65 +110,20 @@ fn ini(text: &str) -> BTreeMap<(String, String), Vec<String>> {
 
 /// nspawn's `Parameters=` split: `extract_first_word(EXTRACT_UNQUOTE|EXTRACT_RETAIN_ESCAPE)`.
 fn split_parameters(value: &str) -> Vec<String> {
-    let mut words = Vec::new();
-    let mut chars = value.chars().peekable();
-    loop {
-        while chars.peek().is_some_and(|c| c.is_whitespace()) {
-            chars.next();
-        }
-        if chars.peek().is_none() {
-            return words;
-        }
-        let mut word = String::new();
-        let mut quote = None;
-        for c in chars.by_ref() {
-            match (c, quote) {
-                ('"' | '\'', None) => quote = Some(c),
-                (c, Some(q)) if c == q => quote = None,
-                (c, None) if c.is_whitespace() => break,
-                (c, _) => word.push(c),
-            }
-        }
-        assert!(quote.is_none(), "unterminated quote in Parameters={value}");
-        words.push(word);
-    }
+    systemd::split(value, Escapes::Retain).unwrap_or_else(|e| panic!("Parameters={value}: {e}"))
 }
 
-/// A unit file's `Environment=` split (`EXTRACT_UNQUOTE|EXTRACT_CUNESCAPE`, specifiers: `%%` → `%`),
-/// enough of it for what the generator writes.
+/// A unit file's `Environment=` split (`EXTRACT_UNQUOTE|EXTRACT_CUNESCAPE`, then specifiers:
+/// `%%` → `%`).
 fn split_unit_words(value: &str) -> Vec<String> {
-    let mut words = Vec::new();
-    let mut chars = value.chars().peekable();
-    loop {
-        while chars.peek().is_some_and(|c| c.is_whitespace()) {
-            chars.next();
-        }
-        if chars.peek().is_none() {
-            return words;
-        }
-        let mut word = String::new();
-        let mut quote = None;
-        while let Some(c) = chars.next() {
-            match (c, quote) {
-                ('\\', _) => match chars.next() {
-                    Some('n') => word.push('\n'),
-                    Some('t') => word.push('\t'),
-                    Some(other) => word.push(other),
-                    None => panic!("trailing backslash in {value}"),
-                },
-                ('%', _) => {
-                    assert_eq!(chars.next(), Some('%'), "lone % in {value}");
-                    word.push('%');
-                }
-                ('"' | '\'', None) => quote = Some(c),
-                (c, Some(q)) if c == q => quote = None,
-                (c, None) if c.is_whitespace() => break,
-                (c, _) => word.push(c),
-            }
-        }
-        assert!(quote.is_none(), "unterminated quote in {value}");
-        words.push(word);
-    }
+    systemd::split(value, Escapes::CUnescape)
+        .and_then(|words| {
+            words
+                .iter()
+                .map(|w| systemd::unescape_specifiers(w))
+                .collect()
+        })
+        .unwrap_or_else(|e| panic!("{value}: {e}"))
 }
 
 /// Words of an assertion line: whitespace-separated, `"…"` groups, `\t`, `\\`, `\"` escapes.

@@ -9,7 +9,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::passwd::Credentials;
-use crate::shell;
+use man8s::words::shell;
 
 /// Where the command came from (for messages).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,7 +84,7 @@ pub fn plan_argv(
             let line = if entrypoint.is_empty() {
                 format!("exec {command}")
             } else {
-                format!("exec {} {command}", shell::quote(entrypoint))
+                format!("exec {} {command}", shell::join(entrypoint))
             };
             return Ok((vec!["/bin/sh".into(), "-c".into(), line], source));
         }
@@ -356,7 +356,7 @@ mod tests {
         let s = spec(Some("run"), None, &odd, &cmd);
         assert_eq!(
             plan_argv(&s, true).unwrap().0[2],
-            r"exec '/my entry' 'it'\''s' run"
+            r#"exec '/my entry' 'it'"'"'s' run"#
         );
         // Entrypoint= replaces it; alone, it drops the image's Cmd (docker run --entrypoint).
         let mine = v(&["/bin/tini", "--"]);

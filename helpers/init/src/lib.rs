@@ -20,7 +20,6 @@ pub mod netlink;
 pub mod notify;
 pub mod passwd;
 pub mod protected;
-pub mod shell;
 pub mod stdio;
 
 use std::fs;
@@ -29,6 +28,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use man8s::envfile::{self, EnvFile};
+use man8s::words::shell;
 
 /// A failed step: printed as `man8s-init: STEP: CAUSE`.
 #[derive(Debug)]
@@ -246,7 +246,7 @@ fn prepare(args: &args::Args) -> Result<Launch, Failure> {
         "exec",
         &format!(
             "{} (from {source}) as {}:{} in {workdir} after {:.1} ms",
-            shell::quote(&argv),
+            shell::join(&argv),
             creds.uid,
             creds.gid,
             started.elapsed().as_secs_f64() * 1000.0
@@ -489,8 +489,8 @@ mod tests {
     #[test]
     fn quoting_for_logs() {
         assert_eq!(
-            shell::quote(&["/bin/sh".into(), "-c".into(), "exec it's".into()]),
-            r"/bin/sh -c 'exec it'\''s'"
+            shell::join(&["/bin/sh".into(), "-c".into(), "exec it's".into()]),
+            r#"/bin/sh -c 'exec it'"'"'s'"#
         );
     }
 }

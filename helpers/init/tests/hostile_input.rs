@@ -2,7 +2,8 @@
 //! the kernel, command strings and environment files written by users) never panic, and the
 //! shell splitter undoes shell quoting.
 
-use man8s_init::{dhcp, netlink, passwd, shell};
+use man8s::words::shell;
+use man8s_init::{dhcp, netlink, passwd};
 use proptest::prelude::*;
 
 /// Quote a word for `sh` with single quotes.

@@ -18,6 +18,7 @@ pub mod paths;
 pub mod reference;
 pub mod signal;
 pub mod untrusted;
+pub mod words;
 pub mod yggdrasil;
 
 pub use name::MachineName;

@@ -40,26 +40,7 @@ fn plain(key: &'static str, value: &str) -> Result<String, RenderError> {
 
 /// `NAME=VALUE` quoted for `Environment=` (systemd.exec quoting, C escapes for control bytes).
 pub fn quote_environment(name: &str, value: &str) -> String {
-    let mut out = String::from("\"");
-    for c in name
-        .chars()
-        .chain(std::iter::once('='))
-        .chain(value.chars())
-    {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\t' => out.push_str("\\t"),
-            '\r' => out.push_str("\\r"),
-            c if c.is_ascii_control() => {
-                let _ = write!(out, "\\x{:02x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
+    man8s::words::systemd::quote(&format!("{name}={value}"))
 }
 
 /// The declaration text of `m`, with a comment header naming who wrote it.

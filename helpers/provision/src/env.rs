@@ -32,19 +32,6 @@ fn yggdrasil_address(machine: &Machine, subnet: Option<ipnet::Ipv6Net>) -> Optio
         .map(|a| a.to_string())
 }
 
-/// Quote one word for `/bin/sh` (like Python's `shlex.quote`, which the old tool used).
-pub fn shell_quote(word: &str) -> String {
-    let safe = !word.is_empty()
-        && word
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"@%+=:,./-_".contains(&b));
-    if safe {
-        word.to_owned()
-    } else {
-        format!("'{}'", word.replace('\'', "'\"'\"'"))
-    }
-}
-
 /// Names an image's `Env` may not set: man8s's own (`MAN8S_*`), whose values man8s computes
 /// (an image must not choose its mesh address, or another machine's name).
 pub fn is_reserved(key: &str) -> bool {
@@ -74,7 +61,7 @@ pub fn initial_env(
         .entrypoint
         .iter()
         .chain(&rc.cmd)
-        .map(|a| shell_quote(a))
+        .map(|a| man8s::words::shell::quote(a))
         .collect();
     let args = args.join(" ");
     let mut vars: Vec<(String, String)> = vec![
@@ -177,16 +164,6 @@ pub fn ensure_env_file(
 mod tests {
     use super::*;
     use man8s::MachineName;
-
-    #[test]
-    fn quoting_matches_shlex() {
-        assert_eq!(shell_quote("redis-server"), "redis-server");
-        assert_eq!(shell_quote("--port=6379"), "--port=6379");
-        assert_eq!(shell_quote("a b"), "'a b'");
-        assert_eq!(shell_quote("it's"), "'it'\"'\"'s'");
-        assert_eq!(shell_quote(""), "''");
-        assert_eq!(shell_quote("$HOME"), "'$HOME'");
-    }
 
     #[test]
     fn initial_env_contents() {

@@ -5,11 +5,13 @@ use std::path::PathBuf;
 
 use crate::machine::{Credential, Port, Protocol, Volume, VolumeSource};
 use crate::reference::ImageRef;
+use crate::words::systemd::{self, Escapes};
+
 /// Split an `Environment=` value the way systemd.exec does: whitespace-separated words, each
 /// `NAME=VALUE`, with `"…"`/`'…'` quoting and C-style backslash escapes.
 pub fn split_environment(value: &str) -> Result<Vec<(String, String)>, String> {
     let mut out = Vec::new();
-    for word in split_words(value)? {
+    for word in systemd::split(value, Escapes::CUnescape)? {
         let Some((name, val)) = word.split_once('=') else {
             return Err(format!("{word:?} is not NAME=VALUE"));
         };
@@ -27,7 +29,7 @@ pub fn split_environment(value: &str) -> Result<Vec<(String, String)>, String> {
 /// `KEY=VALUE` words with systemd quoting; a key is any non-empty text without control characters.
 pub fn split_labels(value: &str) -> Result<Vec<(String, String)>, String> {
     let mut out = Vec::new();
-    for word in split_words(value)? {
+    for word in systemd::split(value, Escapes::CUnescape)? {
         let Some((key, val)) = word.split_once('=') else {
             return Err(format!("{word:?} is not KEY=VALUE"));
         };
@@ -46,59 +48,6 @@ fn is_env_name(name: &str) -> bool {
     let mut bytes = name.bytes();
     matches!(bytes.next(), Some(b) if b.is_ascii_alphabetic() || b == b'_')
         && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
-}
-
-/// systemd's `extract_first_word(EXTRACT_UNQUOTE|EXTRACT_CUNESCAPE)`, repeated.
-fn split_words(value: &str) -> Result<Vec<String>, String> {
-    let mut words = Vec::new();
-    let mut chars = value.chars().peekable();
-    loop {
-        while chars.peek().is_some_and(|c| c.is_whitespace()) {
-            chars.next();
-        }
-        if chars.peek().is_none() {
-            return Ok(words);
-        }
-        let mut word = String::new();
-        let mut quote: Option<char> = None;
-        while let Some(c) = chars.next() {
-            match (c, quote) {
-                ('\\', _) => word.push(unescape(&mut chars)?),
-                (q, None) if q == '"' || q == '\'' => quote = Some(q),
-                (q, Some(open)) if q == open => quote = None,
-                (w, None) if w.is_whitespace() => break,
-                (other, _) => word.push(other),
-            }
-        }
-        if let Some(q) = quote {
-            return Err(format!("unterminated {q} quote"));
-        }
-        words.push(word);
-    }
-}
-
-fn unescape(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) -> Result<char, String> {
-    let c = chars.next().ok_or("trailing backslash")?;
-    Ok(match c {
-        'a' => '\x07',
-        'b' => '\x08',
-        'f' => '\x0c',
-        'n' => '\n',
-        'r' => '\r',
-        't' => '\t',
-        'v' => '\x0b',
-        's' => ' ',
-        '\\' | '"' | '\'' => c,
-        'x' => {
-            let hex: String = [chars.next(), chars.next()].into_iter().flatten().collect();
-            let v = u8::from_str_radix(&hex, 16).map_err(|_| format!("bad escape \\x{hex}"))?;
-            if v == 0 || v > 0x7f {
-                return Err(format!("escape \\x{hex} is not a non-NUL ASCII character"));
-            }
-            char::from(v)
-        }
-        other => return Err(format!("unknown escape \\{other}")),
-    })
 }
 
 /// Values that end up on one line of a generated file cannot hold line breaks or NUL.

@@ -369,7 +369,7 @@ pub fn render_dropin(t: &Translation, settings_kept: &str) -> Option<String> {
         // man8@.service expands the variable unquoted: one word per option.
         o.push_str(&format!(
             "Environment={}\n",
-            quote_word(&format!(
+            man8s::words::systemd::quote_unit_value(&format!(
                 "{NSPAWN_EXTRA_ARGS_VAR}={}",
                 t.nspawn_args.join(" ")
             ))
@@ -398,23 +398,6 @@ fn env_bind_source(settings: &str) -> Option<String> {
 
 /// The variable of `man8@.service` whose words are appended to nspawn's command line.
 pub const NSPAWN_EXTRA_ARGS_VAR: &str = "MAN8S_NSPAWN_EXTRA_ARGS";
-
-/// Quote an assignment for a unit file's `Environment=`: double quotes, C escapes, `%%`.
-fn quote_word(w: &str) -> String {
-    let mut o = String::from("\"");
-    for c in w.chars() {
-        match c {
-            '"' | '\\' => {
-                o.push('\\');
-                o.push(c);
-            }
-            '%' => o.push_str("%%"),
-            _ => o.push(c),
-        }
-    }
-    o.push('"');
-    o
-}
 
 /// The man8env.env lines whose meaning differs between the two modes, as printable lines.
 pub fn env_mode_report(

@@ -1,10 +1,11 @@
-//! Shell-style word splitting for images that have no `/bin/sh`.
+//! POSIX `sh` words: splitting one simple command (for images that have no `/bin/sh`) and
+//! quoting words for `sh` (command lines, man8env.env, log lines).
 //!
-//! Follows POSIX `sh` quoting for one simple command: blanks separate words; `'…'` is literal;
-//! `"…"` keeps blanks and lets a backslash escape only `$`, `` ` ``, `"`, `\` and a newline;
-//! outside quotes a backslash escapes any character (and a backslash-newline disappears).
-//! There is no expansion of any kind: `$HOME` stays `$HOME`, because without a shell nobody
-//! could expand it and silently dropping it would be worse.
+//! Splitting follows `sh` quoting: blanks separate words; `'…'` is literal; `"…"` keeps blanks
+//! and lets a backslash escape only `$`, `` ` ``, `"`, `\` and a newline; outside quotes a
+//! backslash escapes any character (and a backslash-newline disappears). There is no expansion
+//! of any kind: `$HOME` stays `$HOME`, because without a shell nobody could expand it and
+//! silently dropping it would be worse.
 
 use std::fmt;
 
@@ -31,21 +32,23 @@ impl fmt::Display for SplitError {
 
 impl std::error::Error for SplitError {}
 
-/// Quote words for `/bin/sh` (and for log lines): safe words as they are, others in single quotes.
-pub fn quote(argv: &[String]) -> String {
-    argv.iter()
-        .map(|a| {
-            if !a.is_empty()
-                && a.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"/-_.=:,@+%".contains(&b))
-            {
-                a.clone()
-            } else {
-                format!("'{}'", a.replace('\'', r"'\''"))
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
+/// Quote one word for `sh`: a safe word as it is, others in single quotes (`'` as `'"'"'`), as
+/// Python's `shlex.quote` does (the old tool wrote man8env.env with it).
+pub fn quote(word: &str) -> String {
+    let safe = !word.is_empty()
+        && word
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"@%+=:,./-_".contains(&b));
+    if safe {
+        word.to_owned()
+    } else {
+        format!("'{}'", word.replace('\'', "'\"'\"'"))
+    }
+}
+
+/// Words quoted for `sh` ([`quote`]), joined by blanks.
+pub fn join(argv: &[String]) -> String {
+    argv.iter().map(|a| quote(a)).collect::<Vec<_>>().join(" ")
 }
 
 /// Split `command` into words the way `sh` would, without expansions.
@@ -175,6 +178,18 @@ mod tests {
                 .to_string()
                 .contains("offset 6")
         );
+    }
+
+    #[test]
+    fn quoting_matches_shlex() {
+        assert_eq!(quote("redis-server"), "redis-server");
+        assert_eq!(quote("--port=6379"), "--port=6379");
+        assert_eq!(quote("a b"), "'a b'");
+        assert_eq!(quote("it's"), "'it'\"'\"'s'");
+        assert_eq!(quote(""), "''");
+        assert_eq!(quote("$HOME"), "'$HOME'");
+        let argv: Vec<String> = ["/bin/sh", "-c", "exec it's", ""].map(String::from).into();
+        assert_eq!(split(&join(&argv)).unwrap(), argv);
     }
 
     #[test]
