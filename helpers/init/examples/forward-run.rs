@@ -1,4 +1,4 @@
-//! Benchmark helper (bench/net): run the init's IPv4-only forwarder in the foreground.
+//! Benchmark helper (bench/net): run the IPv4-only forwarder in the foreground.
 //!
 //! `forward-run YGG_ADDRESS PORT...` relays TCP `[YGG_ADDRESS]:PORT` to the IPv4 listener on PORT,
 //! exactly as `man8s-init` does inside a machine.
