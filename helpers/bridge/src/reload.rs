@@ -2,6 +2,16 @@
 
 const NETWORKD: &str = "org.freedesktop.network1";
 
+/// networkd's manager (the one call the bridge makes).
+#[zbus::proxy(
+    interface = "org.freedesktop.network1.Manager",
+    default_service = "org.freedesktop.network1",
+    default_path = "/org/freedesktop/network1"
+)]
+trait NetworkManager {
+    fn reload(&self) -> zbus::Result<()>;
+}
+
 /// What became of the reload request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Reloaded {
@@ -34,29 +44,21 @@ pub fn reload_networkd() -> Result<Reloaded, ReloadError> {
         .map_err(ReloadError::Runtime)?;
     rt.block_on(async {
         let conn = zbus::Connection::system().await.map_err(ReloadError::Bus)?;
-        let has_owner = conn
-            .call_method(
-                Some("org.freedesktop.DBus"),
-                "/org/freedesktop/DBus",
-                Some("org.freedesktop.DBus"),
-                "NameHasOwner",
-                &(NETWORKD,),
-            )
+        let running = zbus::fdo::DBusProxy::new(&conn)
             .await
-            .map_err(ReloadError::Call)?;
-        let running: bool = has_owner.body().deserialize().map_err(ReloadError::Call)?;
+            .map_err(ReloadError::Call)?
+            .name_has_owner(NETWORKD.try_into().map_err(ReloadError::Call)?)
+            .await
+            .map_err(|e| ReloadError::Call(e.into()))?;
         if !running {
             return Ok(Reloaded::NotRunning);
         }
-        conn.call_method(
-            Some(NETWORKD),
-            "/org/freedesktop/network1",
-            Some("org.freedesktop.network1.Manager"),
-            "Reload",
-            &(),
-        )
-        .await
-        .map_err(ReloadError::Call)?;
+        NetworkManagerProxy::new(&conn)
+            .await
+            .map_err(ReloadError::Call)?
+            .reload()
+            .await
+            .map_err(ReloadError::Call)?;
         Ok(Reloaded::Done)
     })
 }

@@ -8,19 +8,89 @@
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow, bail};
-use zbus::{Connection, OwnedObjectPath, OwnedVariant};
+use anyhow::{Context, Result, bail};
+use zbus::proxy::CacheProperties;
+use zbus::{Connection, OwnedObjectPath};
 
-const SYSTEMD: &str = "org.freedesktop.systemd1";
-const SYSTEMD_PATH: &str = "/org/freedesktop/systemd1";
-const MANAGER: &str = "org.freedesktop.systemd1.Manager";
-const UNIT: &str = "org.freedesktop.systemd1.Unit";
-const SERVICE: &str = "org.freedesktop.systemd1.Service";
-const MACHINED: &str = "org.freedesktop.machine1";
-const MACHINED_PATH: &str = "/org/freedesktop/machine1";
-const MACHINED_MANAGER: &str = "org.freedesktop.machine1.Manager";
-const MACHINE: &str = "org.freedesktop.machine1.Machine";
-const PROPERTIES: &str = "org.freedesktop.DBus.Properties";
+use proxies::{MachineManagerProxy, MachineProxy, ServiceProxy, SystemdManagerProxy, UnitProxy};
+
+/// The D-Bus interfaces mbctl calls, as typed proxies (zbus derives names and signatures).
+mod proxies {
+    use zbus::OwnedObjectPath;
+
+    /// A change `EnableUnitFiles`/`DisableUnitFiles` made: (type, file, destination).
+    pub type Change = (String, String, String);
+
+    #[zbus::proxy(
+        interface = "org.freedesktop.systemd1.Manager",
+        default_service = "org.freedesktop.systemd1",
+        default_path = "/org/freedesktop/systemd1"
+    )]
+    pub trait SystemdManager {
+        fn load_unit(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
+        fn start_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
+        fn stop_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
+        fn restart_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
+        fn freeze_unit(&self, name: &str) -> zbus::Result<()>;
+        fn thaw_unit(&self, name: &str) -> zbus::Result<()>;
+        fn enable_unit_files(
+            &self,
+            files: &[&str],
+            runtime: bool,
+            force: bool,
+        ) -> zbus::Result<(bool, Vec<Change>)>;
+        fn disable_unit_files(&self, files: &[&str], runtime: bool) -> zbus::Result<Vec<Change>>;
+        fn reload(&self) -> zbus::Result<()>;
+    }
+
+    #[zbus::proxy(
+        interface = "org.freedesktop.systemd1.Unit",
+        default_service = "org.freedesktop.systemd1"
+    )]
+    pub trait Unit {
+        #[zbus(property)]
+        fn load_state(&self) -> zbus::Result<String>;
+        #[zbus(property)]
+        fn active_state(&self) -> zbus::Result<String>;
+        #[zbus(property)]
+        fn sub_state(&self) -> zbus::Result<String>;
+        #[zbus(property)]
+        fn unit_file_state(&self) -> zbus::Result<String>;
+        /// (job id, job path); id 0 when no job is pending.
+        #[zbus(property)]
+        fn job(&self) -> zbus::Result<(u32, OwnedObjectPath)>;
+    }
+
+    #[zbus::proxy(
+        interface = "org.freedesktop.systemd1.Service",
+        default_service = "org.freedesktop.systemd1"
+    )]
+    pub trait Service {
+        #[zbus(property)]
+        fn control_group(&self) -> zbus::Result<String>;
+    }
+
+    #[zbus::proxy(
+        interface = "org.freedesktop.machine1.Manager",
+        default_service = "org.freedesktop.machine1",
+        default_path = "/org/freedesktop/machine1"
+    )]
+    pub trait MachineManager {
+        fn get_machine(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
+        fn terminate_machine(&self, name: &str) -> zbus::Result<()>;
+        /// (address family, address bytes).
+        fn get_machine_addresses(&self, name: &str) -> zbus::Result<Vec<(i32, Vec<u8>)>>;
+    }
+
+    #[zbus::proxy(
+        interface = "org.freedesktop.machine1.Machine",
+        default_service = "org.freedesktop.machine1"
+    )]
+    pub trait Machine {
+        #[zbus(property)]
+        fn leader(&self) -> zbus::Result<u32>;
+    }
+}
 
 /// How long [`Bus::wait_for_job`] waits for systemd to finish a start/stop job.
 pub const JOB_TIMEOUT: Duration = Duration::from_secs(300);
@@ -72,78 +142,99 @@ impl Bus {
         Ok(Self { rt, conn })
     }
 
-    fn call<B, R>(
+    /// One call on systemd's manager.
+    fn systemd<R>(
         &self,
-        dest: &str,
-        path: &str,
-        iface: &str,
-        method: &str,
-        body: &B,
-    ) -> zbus::Result<R>
-    where
-        B: serde::Serialize + zbus::DynamicType,
-        R: for<'d> serde::Deserialize<'d> + zbus::Type,
-    {
+        call: impl AsyncFnOnce(&SystemdManagerProxy<'static>) -> zbus::Result<R>,
+    ) -> zbus::Result<R> {
         self.rt.block_on(async {
-            let reply = self
-                .conn
-                .call_method(Some(dest), path, Some(iface), method, body)
-                .await?;
-            reply.body().deserialize::<R>()
+            let proxy = SystemdManagerProxy::new(&self.conn).await?;
+            call(&proxy).await
         })
     }
 
-    fn property(
+    /// One call on machined's manager.
+    fn machined<R>(
         &self,
-        dest: &str,
-        path: &str,
-        iface: &str,
-        name: &str,
-    ) -> zbus::Result<OwnedVariant> {
-        self.call(dest, path, PROPERTIES, "Get", &(iface, name))
+        call: impl AsyncFnOnce(&MachineManagerProxy<'static>) -> zbus::Result<R>,
+    ) -> zbus::Result<R> {
+        self.rt.block_on(async {
+            let proxy = MachineManagerProxy::new(&self.conn).await?;
+            call(&proxy).await
+        })
     }
 
-    fn string_property(&self, dest: &str, path: &str, iface: &str, name: &str) -> Result<String> {
-        let v = self
-            .property(dest, path, iface, name)
-            .with_context(|| format!("cannot read {iface}.{name}"))?;
-        String::try_from(v).map_err(|e| anyhow!("{iface}.{name} has an unexpected type: {e}"))
+    /// Read from the object at `path` through proxy `P`. Properties are asked for every time
+    /// (no cache: a job's state changes between reads).
+    fn object<'p, P, R>(
+        &self,
+        path: &'p OwnedObjectPath,
+        read: impl AsyncFnOnce(&P) -> zbus::Result<R>,
+    ) -> zbus::Result<R>
+    where
+        P: From<zbus::Proxy<'p>> + zbus::proxy::Defaults,
+    {
+        self.rt.block_on(async {
+            let proxy = zbus::proxy::Builder::<P>::new(&self.conn)
+                .path(path)
+                .cache_properties(CacheProperties::No)
+                .build()
+                .await?;
+            read(&proxy).await
+        })
+    }
+
+    /// Read from the unit object at `path`.
+    fn unit<R>(
+        &self,
+        path: &OwnedObjectPath,
+        read: impl AsyncFnOnce(&UnitProxy<'_>) -> zbus::Result<R>,
+    ) -> zbus::Result<R> {
+        self.object::<UnitProxy, R>(path, read)
     }
 
     /// The object path of a unit, loading it if needed.
     fn unit_path(&self, unit: &str) -> Result<OwnedObjectPath> {
-        self.call(SYSTEMD, SYSTEMD_PATH, MANAGER, "LoadUnit", &(unit,))
+        self.systemd(async |m| m.load_unit(unit).await)
             .with_context(|| format!("systemd cannot load {unit}"))
     }
 
     /// The state of `unit`.
     pub fn unit_state(&self, unit: &str) -> Result<UnitState> {
         let path = self.unit_path(unit)?;
-        let get = |p| self.string_property(SYSTEMD, path.as_str(), UNIT, p);
+        let cannot = |p: &str| format!("cannot read org.freedesktop.systemd1.Unit.{p}");
         Ok(UnitState {
-            load: get("LoadState")?,
-            active: get("ActiveState")?,
-            sub: get("SubState")?,
-            file: get("UnitFileState")?,
+            load: self
+                .unit(&path, async |u| u.load_state().await)
+                .with_context(|| cannot("LoadState"))?,
+            active: self
+                .unit(&path, async |u| u.active_state().await)
+                .with_context(|| cannot("ActiveState"))?,
+            sub: self
+                .unit(&path, async |u| u.sub_state().await)
+                .with_context(|| cannot("SubState"))?,
+            file: self
+                .unit(&path, async |u| u.unit_file_state().await)
+                .with_context(|| cannot("UnitFileState"))?,
         })
     }
 
     /// The cgroup of a running `unit` (`/machine.slice/man8@NAME.service`), empty when it has none.
     pub fn unit_control_group(&self, unit: &str) -> Result<String> {
         let path = self.unit_path(unit)?;
-        self.string_property(SYSTEMD, path.as_str(), SERVICE, "ControlGroup")
+        self.object::<ServiceProxy, _>(&path, async |s| s.control_group().await)
+            .context("cannot read org.freedesktop.systemd1.Service.ControlGroup")
     }
 
     /// Start (`StartUnit`), stop or restart `unit` (mode `replace`) and wait for the job to finish.
     /// Returns the unit's state afterwards.
     pub fn unit_job(&self, method: UnitJob, unit: &str) -> Result<UnitState> {
-        let m = match method {
-            UnitJob::Start => "StartUnit",
-            UnitJob::Stop => "StopUnit",
-            UnitJob::Restart => "RestartUnit",
-        };
-        let _job: OwnedObjectPath = self
-            .call(SYSTEMD, SYSTEMD_PATH, MANAGER, m, &(unit, "replace"))
+        let _job = self
+            .systemd(async |m| match method {
+                UnitJob::Start => m.start_unit(unit, "replace").await,
+                UnitJob::Stop => m.stop_unit(unit, "replace").await,
+                UnitJob::Restart => m.restart_unit(unit, "replace").await,
+            })
             .with_context(|| format!("systemd refused to {} {unit}", method.verb()))?;
         self.wait_for_job(unit, JOB_TIMEOUT)?;
         self.unit_state(unit)
@@ -152,13 +243,13 @@ impl Bus {
     /// Freeze every process of `unit` (`FreezeUnit`: cgroup v2 `cgroup.freeze`), so its files
     /// hold still while they are copied. [`Bus::thaw`] undoes it.
     pub fn freeze(&self, unit: &str) -> Result<()> {
-        self.call::<_, ()>(SYSTEMD, SYSTEMD_PATH, MANAGER, "FreezeUnit", &(unit,))
+        self.systemd(async |m| m.freeze_unit(unit).await)
             .with_context(|| format!("systemd cannot freeze {unit}"))
     }
 
     /// Let the processes of a frozen `unit` run again (`ThawUnit`).
     pub fn thaw(&self, unit: &str) -> Result<()> {
-        self.call::<_, ()>(SYSTEMD, SYSTEMD_PATH, MANAGER, "ThawUnit", &(unit,))
+        self.systemd(async |m| m.thaw_unit(unit).await)
             .with_context(|| format!("systemd cannot thaw {unit}"))
     }
 
@@ -167,12 +258,9 @@ impl Bus {
         let path = self.unit_path(unit)?;
         let start = Instant::now();
         loop {
-            let v = self
-                .property(SYSTEMD, path.as_str(), UNIT, "Job")
+            let (id, _) = self
+                .unit(&path, async |u| u.job().await)
                 .context("cannot read the unit's job")?;
-            let (id, _): (u32, OwnedObjectPath) = v
-                .try_into()
-                .map_err(|e| anyhow!("Unit.Job has an unexpected type: {e}"))?;
             if id == 0 {
                 return Ok(());
             }
@@ -189,47 +277,29 @@ impl Bus {
     /// Enable `unit` (`EnableUnitFiles`, persistent, not forced); returns the changes as
     /// `(type, file, destination)`.
     pub fn enable(&self, unit: &str) -> Result<Vec<(String, String, String)>> {
-        let (_carries, changes): (bool, Vec<(String, String, String)>) = self
-            .call(
-                SYSTEMD,
-                SYSTEMD_PATH,
-                MANAGER,
-                "EnableUnitFiles",
-                &(vec![unit], false, false),
-            )
+        let (_carries, changes) = self
+            .systemd(async |m| m.enable_unit_files(&[unit], false, false).await)
             .with_context(|| format!("systemd cannot enable {unit}"))?;
         Ok(changes)
     }
 
     /// Disable `unit` (`DisableUnitFiles`, persistent).
     pub fn disable(&self, unit: &str) -> Result<Vec<(String, String, String)>> {
-        let changes: Vec<(String, String, String)> = self
-            .call(
-                SYSTEMD,
-                SYSTEMD_PATH,
-                MANAGER,
-                "DisableUnitFiles",
-                &(vec![unit], false),
-            )
+        let changes = self
+            .systemd(async |m| m.disable_unit_files(&[unit], false).await)
             .with_context(|| format!("systemd cannot disable {unit}"))?;
         Ok(changes)
     }
 
     /// `systemctl daemon-reload`: re-runs generators, so new declarations become units.
     pub fn reload(&self) -> Result<()> {
-        self.call::<_, ()>(SYSTEMD, SYSTEMD_PATH, MANAGER, "Reload", &())
+        self.systemd(async |m| m.reload().await)
             .context("systemd daemon-reload failed")
     }
 
     /// machined's object for machine `name`, or `None` when it is not registered (not running).
     fn machine_path(&self, name: &str) -> Result<Option<OwnedObjectPath>> {
-        match self.call::<_, OwnedObjectPath>(
-            MACHINED,
-            MACHINED_PATH,
-            MACHINED_MANAGER,
-            "GetMachine",
-            &(name,),
-        ) {
+        match self.machined(async |m| m.get_machine(name).await) {
             Ok(p) => Ok(Some(p)),
             Err(zbus::Error::MethodError(err, _, _))
                 if err.as_str() == "org.freedesktop.machine1.NoSuchMachine" =>
@@ -247,25 +317,17 @@ impl Bus {
         let Some(path) = self.machine_path(name)? else {
             return Ok(None);
         };
-        let v = self
-            .property(MACHINED, path.as_str(), MACHINE, "Leader")
+        let pid = self
+            .object::<MachineProxy, _>(&path, async |m| m.leader().await)
             .context("cannot read the machine's leader")?;
-        let pid =
-            u32::try_from(v).map_err(|e| anyhow!("Machine.Leader has an unexpected type: {e}"))?;
         Ok(Some(pid))
     }
 
     /// Ask machined to terminate machine `name` (whatever started it: `machinectl start`, a
     /// manual `systemd-nspawn`) and wait up to `timeout` for it to be gone.
     pub fn terminate_machine(&self, name: &str, timeout: Duration) -> Result<()> {
-        self.call::<_, ()>(
-            MACHINED,
-            MACHINED_PATH,
-            MACHINED_MANAGER,
-            "TerminateMachine",
-            &(name,),
-        )
-        .with_context(|| format!("machined cannot terminate {name}"))?;
+        self.machined(async |m| m.terminate_machine(name).await)
+            .with_context(|| format!("machined cannot terminate {name}"))?;
         let start = Instant::now();
         while self.machine_path(name)?.is_some() {
             if start.elapsed() > timeout {
@@ -284,14 +346,8 @@ impl Bus {
         if self.machine_path(name)?.is_none() {
             return Ok(Vec::new());
         }
-        let raw: Vec<(i32, Vec<u8>)> = self
-            .call(
-                MACHINED,
-                MACHINED_PATH,
-                MACHINED_MANAGER,
-                "GetMachineAddresses",
-                &(name,),
-            )
+        let raw = self
+            .machined(async |m| m.get_machine_addresses(name).await)
             .with_context(|| format!("machined cannot list the addresses of {name}"))?;
         Ok(raw
             .into_iter()
