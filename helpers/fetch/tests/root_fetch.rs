@@ -2,46 +2,33 @@
 //! `docker-registry` on 127.0.0.1.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Output;
 
-use man8s_testsupport::{
-    self as ts, Compression, Format, Image, LayerBuilder, Registry, require_root,
-};
+use man8s_testsupport::{self as ts, Compression, Image, LayerBuilder, Registry, Root, stderr};
 use serde_json::json;
 
-struct Host {
-    root: tempfile::TempDir,
-    layout: PathBuf,
+/// A relocated host that `man8s-fetch` runs on, with the OCI layout its images are written to.
+struct Host(Root);
+
+impl std::ops::Deref for Host {
+    type Target = Root;
+    fn deref(&self) -> &Root {
+        &self.0
+    }
 }
 
 impl Host {
     fn new() -> Self {
-        require_root();
-        let root = tempfile::tempdir().unwrap();
-        let layout = root.path().join("_layout");
-        Self { root, layout }
-    }
-
-    fn p(&self, rel: &str) -> PathBuf {
-        self.root.path().join(rel.trim_start_matches('/'))
-    }
-
-    fn declare(&self, name: &str, text: &str) {
-        let d = self.p("etc/man8s/machines");
-        std::fs::create_dir_all(&d).unwrap();
-        std::fs::write(d.join(format!("{name}.machine")), text).unwrap();
+        Self(Root::new())
     }
 
     fn fetch_env(&self, args: &[&str], notify: Option<&Path>) -> Output {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_man8s-fetch"));
+        let mut c = self.command(env!("CARGO_BIN_EXE_man8s-fetch"));
         c.args(args)
-            .env("MAN8S_ROOT", self.root.path())
-            .env("HOME", self.root.path())
-            .env("RUST_BACKTRACE", "0")
+            .env("HOME", self.path())
             .env_remove("REGISTRY_AUTH_FILE")
-            .env_remove("XDG_RUNTIME_DIR")
-            .env_remove("NOTIFY_SOCKET");
+            .env_remove("XDG_RUNTIME_DIR");
         if let Some(n) = notify {
             c.env("NOTIFY_SOCKET", n);
         }
@@ -53,15 +40,8 @@ impl Host {
     }
 
     fn push(&self, reg: &Registry, img: &Image, repo: &str, tag: &str) -> ts::Written {
-        let w = img.write(&self.layout);
-        ts::tag(&self.layout, &w, tag, false);
-        reg.push(&self.layout, tag, repo, tag, Format::Oci);
-        w
+        reg.push_image(&self.at("/_layout"), img, repo, tag)
     }
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 fn app(version: &str) -> Image {
@@ -80,6 +60,25 @@ fn app(version: &str) -> Image {
     .runtime(json!({"Env": ["PATH=/usr/bin", "GREETING=hello world"], "Entrypoint": ["/bin/app"], "Cmd": ["--port", "80"]}))
 }
 
+/// A layer with only `/version`.
+fn version_layer(version: &str) -> (Vec<u8>, Compression) {
+    (
+        LayerBuilder::new()
+            .file("version", 0o644, version.as_bytes())
+            .tar(),
+        Compression::Gzip,
+    )
+}
+
+/// An image of `first` and a second layer of `len` incompressible bytes (slow enough to
+/// interrupt, large enough to corrupt in the middle).
+fn big_second_layer(first: (Vec<u8>, Compression), len: usize, seed: u64) -> Image {
+    let big = LayerBuilder::new()
+        .file("big", 0o644, &ts::noise(len, seed))
+        .tar();
+    Image::new(vec![first, (big, Compression::Gzip)])
+}
+
 #[test]
 fn root_fetch_installs_machine_with_env_and_volumes() {
     let h = Host::new();
@@ -90,22 +89,22 @@ fn root_fetch_installs_machine_with_env_and_volumes() {
         "web",
         &format!("[Machine]\nImage={image}\nVolume=/srv/data:data\nVolume=/etc/app:config\nVolume=/empty:data\n"),
     );
-    std::fs::create_dir_all(h.p("run/man8s")).unwrap();
+    std::fs::create_dir_all(h.at("run/man8s")).unwrap();
     std::fs::write(
-        h.p("run/man8s/yggdrasil.json"),
+        h.at("run/man8s/yggdrasil.json"),
         r#"{"address":"200::1","subnet":"300:2e98:a4b0:1789::/64"}"#,
     )
     .unwrap();
     let o = h.fetch(&["web"]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let rootfs = h.p("var/lib/man8machines/web");
+    let rootfs = h.at("var/lib/man8machines/web");
     assert_eq!(
         std::fs::read_to_string(rootfs.join("version")).unwrap(),
         "1"
     );
     assert!(rootfs.join(".man8s/image.json").is_file());
     for private in ["var/lib/man8machines", "var/cache/man8s"] {
-        let mode = std::fs::metadata(h.p(private))
+        let mode = std::fs::metadata(h.at(private))
             .unwrap()
             .permissions()
             .mode()
@@ -116,10 +115,10 @@ fn root_fetch_installs_machine_with_env_and_volumes() {
         );
     }
     assert_eq!(
-        std::fs::read_link(h.p("var/lib/machines/web")).unwrap(),
+        std::fs::read_link(h.at("var/lib/machines/web")).unwrap(),
         Path::new("/var/lib/man8machines/web")
     );
-    let env = std::fs::read_to_string(h.p("var/lib/man8machine_configs/web/man8env.env")).unwrap();
+    let env = std::fs::read_to_string(h.at("var/lib/man8machine_configs/web/man8env.env")).unwrap();
     let addr = man8s::address::machine_address("300:2e98:a4b0:1789::/64".parse().unwrap(), "web");
     assert_eq!(
         env,
@@ -129,23 +128,23 @@ fn root_fetch_installs_machine_with_env_and_volumes() {
         )
     );
     // Volumes seeded from the image, owners and modes kept.
-    let db = h.p("var/lib/man8machine_storage/web/srv/data/db");
+    let db = h.at("var/lib/man8machine_storage/web/srv/data/db");
     assert_eq!(std::fs::read(&db).unwrap(), b"seed-db");
     let m = std::fs::metadata(&db).unwrap();
     assert_eq!(
         (m.uid(), m.gid(), m.permissions().mode() & 0o7777),
         (1000, 1000, 0o600)
     );
-    let dm = std::fs::metadata(h.p("var/lib/man8machine_storage/web/srv/data")).unwrap();
+    let dm = std::fs::metadata(h.at("var/lib/man8machine_storage/web/srv/data")).unwrap();
     assert_eq!(dm.permissions().mode() & 0o7777, 0o750);
     assert_eq!(
-        std::fs::read_to_string(h.p("var/lib/man8machine_configs/web/etc/app/app.conf")).unwrap(),
+        std::fs::read_to_string(h.at("var/lib/man8machine_configs/web/etc/app/app.conf")).unwrap(),
         "listen=80\n"
     );
-    assert!(h.p("var/lib/man8machine_storage/web/empty").is_dir());
+    assert!(h.at("var/lib/man8machine_storage/web/empty").is_dir());
 
     // The user edits man8env.env and a volume; the registry goes away.
-    let env_path = h.p("var/lib/man8machine_configs/web/man8env.env");
+    let env_path = h.at("var/lib/man8machine_configs/web/man8env.env");
     std::fs::write(&env_path, "MAN8S_CONTAINER_NAME=web\nMINE=kept \"as is\"").unwrap();
     std::fs::write(&db, b"user-data").unwrap();
     reg.stop();
@@ -200,14 +199,14 @@ fn root_fetch_installs_machine_with_env_and_volumes() {
     let o = h.fetch(&["web2"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let env2 =
-        std::fs::read_to_string(h.p("var/lib/man8machine_configs/web2/man8env.env")).unwrap();
+        std::fs::read_to_string(h.at("var/lib/man8machine_configs/web2/man8env.env")).unwrap();
     assert!(!env2.contains("YGGDRASIL"), "{env2}");
     // Pull=never is fine while the cache has the image.
     h.declare("web3", &format!("[Machine]\nImage={image}\nPull=never\n"));
     let o = h.fetch(&["web3"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(
-        std::fs::read_to_string(h.p("var/lib/man8machines/web3/version")).unwrap(),
+        std::fs::read_to_string(h.at("var/lib/man8machines/web3/version")).unwrap(),
         "1"
     );
 }
@@ -221,7 +220,7 @@ fn root_fetch_pull_always_replaces_only_on_change_and_notifies_systemd() {
         "svc",
         &format!("[Machine]\nImage={}/app:stable\nPull=always\n", reg.host()),
     );
-    let sock_path = h.p("notify.sock");
+    let sock_path = h.at("notify.sock");
     let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
     sock.set_nonblocking(true).unwrap();
     let o = h.fetch_env(&["svc"], Some(&sock_path));
@@ -240,7 +239,7 @@ fn root_fetch_pull_always_replaces_only_on_change_and_notifies_systemd() {
         !stderr(&o).contains('\x1b'),
         "journal lines carry no escape codes"
     );
-    let rootfs = h.p("var/lib/man8machines/svc");
+    let rootfs = h.at("var/lib/man8machines/svc");
     let first = man8s_oci::install::read_source(&rootfs).unwrap();
     // Same tag, same content: kept.
     let o = h.fetch(&["svc"]);
@@ -261,7 +260,7 @@ fn root_fetch_pull_always_replaces_only_on_change_and_notifies_systemd() {
             .manifest_digest,
         w2.digest
     );
-    let leftovers: Vec<_> = std::fs::read_dir(h.p("var/lib/man8machines"))
+    let leftovers: Vec<_> = std::fs::read_dir(h.at("var/lib/man8machines"))
         .unwrap()
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
@@ -321,11 +320,11 @@ fn root_fetch_exit_codes_and_one_line_errors() {
         ),
         "{e}"
     );
-    assert!(!h.p("var/lib/man8machines/gone").exists());
+    assert!(!h.at("var/lib/man8machines/gone").exists());
 }
 
 fn tmp_debris(h: &Host) -> Vec<String> {
-    std::fs::read_dir(h.p("var/lib/man8machines"))
+    std::fs::read_dir(h.at("var/lib/man8machines"))
         .unwrap()
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
@@ -344,20 +343,9 @@ fn root_fetch_failed_update_keeps_the_running_rootfs() {
     );
     let o = h.fetch(&["upd"]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let rootfs = h.p("var/lib/man8machines/upd");
+    let rootfs = h.at("var/lib/man8machines/upd");
     // The tag moves to an image whose second layer is corrupt in the registry's storage.
-    let broken = Image::new(vec![
-        (
-            LayerBuilder::new().file("version", 0o644, b"2").tar(),
-            Compression::Gzip,
-        ),
-        (
-            LayerBuilder::new()
-                .file("big", 0o644, &ts::noise(2_000_000, 5))
-                .tar(),
-            Compression::Gzip,
-        ),
-    ]);
+    let broken = big_second_layer(version_layer("2"), 2_000_000, 5);
     let w = h.push(&reg, &broken, "app", "stable");
     let data = reg.blob_data_path(&w.layer_digests[1]);
     let mut bytes = std::fs::read(&data).unwrap();
@@ -403,15 +391,7 @@ fn root_fetch_failed_update_keeps_the_running_rootfs() {
         b.append(&hd, &b"x"[..]).unwrap();
         b.into_inner().unwrap()
     };
-    let bad = Image::new(vec![
-        (hostile, Compression::Gzip),
-        (
-            LayerBuilder::new()
-                .file("big", 0o644, &ts::noise(2_000_000, 6))
-                .tar(),
-            Compression::Gzip,
-        ),
-    ]);
+    let bad = big_second_layer((hostile, Compression::Gzip), 2_000_000, 6);
     h.push(&reg, &bad, "app", "stable");
     let o = h.fetch(&["upd"]);
     assert_eq!(o.status.code(), Some(1));
@@ -425,16 +405,16 @@ fn root_fetch_failed_update_keeps_the_running_rootfs() {
         "1"
     );
     assert!(tmp_debris(&h).is_empty());
-    assert!(!h.root.path().join("pwned").exists() && !Path::new("/pwned").exists());
+    assert!(!h.path().join("pwned").exists() && !Path::new("/pwned").exists());
 }
 
 #[test]
 fn root_fetch_machine_migrated_from_the_python_tool() {
     let h = Host::new();
     // A rootfs and man8env.env written by the Python mbctl: no /.man8s, no registry needed.
-    std::fs::create_dir_all(h.p("var/lib/man8machines/old/etc")).unwrap();
-    std::fs::create_dir_all(h.p("var/lib/man8machine_configs/old")).unwrap();
-    let env_path = h.p("var/lib/man8machine_configs/old/man8env.env");
+    std::fs::create_dir_all(h.at("var/lib/man8machines/old/etc")).unwrap();
+    std::fs::create_dir_all(h.at("var/lib/man8machine_configs/old")).unwrap();
+    let env_path = h.at("var/lib/man8machine_configs/old/man8env.env");
     std::fs::write(
         &env_path,
         "MAN8S_CONTAINER_NAME=old\nMAN8S_APPLICATION_ARGS=sleep 1\n",
@@ -444,9 +424,9 @@ fn root_fetch_machine_migrated_from_the_python_tool() {
         "old",
         "[Machine]\nImage=127.0.0.1:1/gone:1\nVolume=/data:data\n",
     );
-    std::fs::create_dir_all(h.p("run/man8s")).unwrap();
+    std::fs::create_dir_all(h.at("run/man8s")).unwrap();
     std::fs::write(
-        h.p("run/man8s/yggdrasil.json"),
+        h.at("run/man8s/yggdrasil.json"),
         r#"{"address":"200::1","subnet":"300:1:2:3::/64"}"#,
     )
     .unwrap();
@@ -459,9 +439,9 @@ fn root_fetch_machine_migrated_from_the_python_tool() {
             "MAN8S_CONTAINER_NAME=old\nMAN8S_APPLICATION_ARGS=sleep 1\nMAN8S_YGGDRASIL_ADDRESS={addr}\n"
         )
     );
-    assert!(h.p("var/lib/man8machine_storage/old/data").is_dir());
+    assert!(h.at("var/lib/man8machine_storage/old/data").is_dir());
     assert_eq!(
-        std::fs::read_link(h.p("var/lib/machines/old")).unwrap(),
+        std::fs::read_link(h.at("var/lib/machines/old")).unwrap(),
         Path::new("/var/lib/man8machines/old")
     );
 }
@@ -485,16 +465,16 @@ fn root_fetch_private_registry_with_etc_man8s_auth_json() {
         )) && last.contains("no credentials"),
         "{last}"
     );
-    std::fs::create_dir_all(h.p("etc/man8s")).unwrap();
+    std::fs::create_dir_all(h.at("etc/man8s")).unwrap();
     std::fs::write(
-        h.p("etc/man8s/auth.json"),
+        h.at("etc/man8s/auth.json"),
         json!({"auths": {reg.host(): {"username": "carol", "password": "hunter2"}}}).to_string(),
     )
     .unwrap();
     let o = h.fetch(&["priv"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(
-        std::fs::read_to_string(h.p("var/lib/man8machines/priv/version")).unwrap(),
+        std::fs::read_to_string(h.at("var/lib/man8machines/priv/version")).unwrap(),
         "1"
     );
 }
@@ -515,18 +495,7 @@ fn root_fetch_killed_mid_pull_leaves_old_rootfs_and_next_run_cleans_up() {
     let o = h.fetch(&["kil"]);
     assert!(o.status.success(), "{}", stderr(&o));
     // v2: the first layer unpacks into the temp dir while the second one's download hangs.
-    let v2 = Image::new(vec![
-        (
-            LayerBuilder::new().file("version", 0o644, b"2").tar(),
-            Compression::Gzip,
-        ),
-        (
-            LayerBuilder::new()
-                .file("big", 0o644, &ts::noise(1_000_000, 8))
-                .tar(),
-            Compression::Gzip,
-        ),
-    ]);
+    let v2 = big_second_layer(version_layer("2"), 1_000_000, 8);
     let w = h.push(&reg, &v2, "app", "stable");
     let stalled = ts::FaultProxy::start(
         reg.addr,
@@ -543,11 +512,10 @@ fn root_fetch_killed_mid_pull_leaves_old_rootfs_and_next_run_cleans_up() {
             stalled.host()
         ),
     );
-    let mut child = Command::new(env!("CARGO_BIN_EXE_man8s-fetch"))
+    let mut child = h
+        .command(env!("CARGO_BIN_EXE_man8s-fetch"))
         .arg("kil")
-        .env("MAN8S_ROOT", h.root.path())
-        .env("HOME", h.root.path())
-        .env_remove("NOTIFY_SOCKET")
+        .env("HOME", h.path())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
@@ -566,7 +534,7 @@ fn root_fetch_killed_mid_pull_leaves_old_rootfs_and_next_run_cleans_up() {
     std::thread::sleep(std::time::Duration::from_millis(300)); // let layer 1 land in the temp dir
     child.kill().unwrap(); // SIGKILL: no cleanup code runs
     child.wait().unwrap();
-    let rootfs = h.p("var/lib/man8machines/kil");
+    let rootfs = h.at("var/lib/man8machines/kil");
     assert_eq!(
         std::fs::read_to_string(rootfs.join("version")).unwrap(),
         "1",

@@ -7,36 +7,17 @@ use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
+
+use man8s_testsupport::{require_root, sh};
 
 const INIT: &str = env!("CARGO_BIN_EXE_man8s-init");
 const YGG: &str = "300:2e98:a4b0:1789:1d44:bc13:a177:c4d";
 
 /// The Bitwarden man8env.env from the Python tool's README (seed 000), verbatim.
 const BITWARDEN_ENV: &str = include_str!("data/bitwarden.man8env.env");
-
-fn assert_root() {
-    assert!(
-        nix::unistd::geteuid().is_root(),
-        "root tier: must run as root (network and mount namespaces)"
-    );
-}
-
-fn sh(cmd: &str) -> Output {
-    let out = Command::new("sh")
-        .arg("-ec")
-        .arg(cmd)
-        .output()
-        .expect("run sh");
-    assert!(
-        out.status.success(),
-        "{cmd}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
@@ -328,7 +309,7 @@ fn bitwarden_lines() -> Vec<&'static str> {
 
 #[test]
 fn root_boot_with_dhcp_slaac_yggdrasil_and_image_user() {
-    assert_root();
+    require_root();
     let rootfs = Rootfs::new(true);
     rootfs.image_config(
         r#"{"config":{"User":"m8bwuser","WorkingDir":"/srv/app","Env":["PATH=/usr/bin:/bin","IMAGE_ONLY=1","APP_UID=0"],
@@ -475,7 +456,7 @@ fn root_boot_with_dhcp_slaac_yggdrasil_and_image_user() {
 
 #[test]
 fn root_no_dhcp_answer_warns_and_continues() {
-    assert_root();
+    require_root();
     let rootfs = Rootfs::new(true);
     rootfs.script("/entrypoint.sh", "echo started > /out/started\n");
     let net = Net::new(&rootfs.dir, false);
@@ -511,7 +492,7 @@ fn root_no_dhcp_answer_warns_and_continues() {
 
 #[test]
 fn root_exact_environment_without_shell_and_ready_notification() {
-    assert_root();
+    require_root();
     let rootfs = Rootfs::new(false);
     assert!(!rootfs.root.join("bin/sh").exists());
     rootfs.image_config(r#"{"config":{"Env":["FROM_IMAGE=yes","B=image"],"User":"1654"}}"#);
@@ -587,7 +568,7 @@ fn root_exact_environment_without_shell_and_ready_notification() {
 fn root_dev_stdout_works_when_stdout_is_a_socket() {
     // The relay is a separate process: what is written by path in the last moment before the
     // machine ends can be lost (documented), hence the app's pause before it exits.
-    assert_root();
+    require_root();
     let rootfs = Rootfs::new(true);
     rootfs.script(
         "/entrypoint.sh",
@@ -619,7 +600,7 @@ fn root_dev_stdout_works_when_stdout_is_a_socket() {
 
 #[test]
 fn root_failures_are_one_line_naming_the_step() {
-    assert_root();
+    require_root();
     let cases: &[(&str, bool, &[&str], &str)] = &[
         (
             "",
@@ -689,7 +670,7 @@ fn root_failures_are_one_line_naming_the_step() {
 
 #[test]
 fn root_no_shell_falls_back_to_image_entrypoint() {
-    assert_root();
+    require_root();
     let rootfs = Rootfs::new(false);
     // No MAN8S_APPLICATION_ARGS, no --exec: Entrypoint+Cmd as argv.
     fs::write(rootfs.root.join("man8env.env"), "ONLY=this\n").unwrap();
@@ -726,7 +707,7 @@ fn root_no_shell_falls_back_to_image_entrypoint() {
 /// nspawn's. The debug build of the init is dynamic, so the host's libraries are bound in.
 #[test]
 fn root_under_nspawn_ready_stop_and_exit_status() {
-    assert_root();
+    require_root();
     let nspawn = |rootfs: &Rootfs, notify: Option<&Path>| {
         let mut cmd = Command::new("systemd-nspawn");
         cmd.args([
@@ -857,15 +838,43 @@ fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
     })
 }
 
+/// Inside the app's namespace: netlink, `host0` brought up (waiting for its carrier) and a DHCP
+/// client socket on it.
+fn host0_up() -> (
+    man8s_init::netlink::Netlink,
+    man8s_init::netlink::Link,
+    std::net::UdpSocket,
+) {
+    let mut nl = man8s_init::netlink::Netlink::open().unwrap();
+    let link = nl
+        .links()
+        .unwrap()
+        .into_iter()
+        .find(|l| l.name == "host0")
+        .unwrap();
+    nl.set_up(link.index).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !nl
+        .links()
+        .unwrap()
+        .iter()
+        .any(|l| l.index == link.index && l.oper_up)
+    {
+        assert!(Instant::now() < deadline, "host0 never came up");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let sock = man8s_init::dhcp::client_socket("host0", std::net::Ipv4Addr::UNSPECIFIED).unwrap();
+    (nl, link, sock)
+}
+
 /// The lease keeper's protocol steps against dnsmasq: a lease, its renewal by unicast (RENEWING)
 /// and by broadcast (REBINDING). (A NAK to a REQUEST with `ciaddr` goes to that address, which
 /// only a client holding it can receive; NAK parsing is covered by the unit tests.)
 #[test]
 fn root_dhcp_renew_and_rebind() {
     use man8s_init::dhcp::{self, Reply};
-    use man8s_init::netlink::Netlink;
     use std::net::Ipv4Addr;
-    assert_root();
+    require_root();
     let scratch = tempfile::Builder::new()
         .prefix("man8s-init-root.")
         .tempdir()
@@ -873,25 +882,7 @@ fn root_dhcp_renew_and_rebind() {
     let net = Net::new(scratch.path(), true);
     let subnet = net.net;
     in_netns(&net.app, || {
-        let mut nl = Netlink::open().unwrap();
-        let link = nl
-            .links()
-            .unwrap()
-            .into_iter()
-            .find(|l| l.name == "host0")
-            .unwrap();
-        nl.set_up(link.index).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while !nl
-            .links()
-            .unwrap()
-            .iter()
-            .any(|l| l.index == link.index && l.oper_up)
-        {
-            assert!(Instant::now() < deadline, "host0 never came up");
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        let sock = dhcp::client_socket("host0", Ipv4Addr::UNSPECIFIED).unwrap();
+        let (mut nl, link, sock) = host0_up();
         let lease = dhcp::acquire(&sock, &link.mac, Duration::from_secs(10)).unwrap();
         assert_eq!(lease.address.octets()[..3], [10, 77, subnet as u8]);
         assert_eq!(lease.server, Ipv4Addr::new(10, 77, subnet as u8, 1));
@@ -939,7 +930,7 @@ fn root_dhcp_renew_and_rebind() {
 /// of the veth.
 #[test]
 fn root_forward_reaches_an_ipv4_only_app_on_the_yggdrasil_address() {
-    assert_root();
+    require_root();
     let rootfs = Rootfs::new(true);
     for a in ["httpd", "mkdir"] {
         std::os::unix::fs::symlink("/bin/busybox", rootfs.root.join("usr/bin").join(a)).unwrap();
@@ -1003,9 +994,7 @@ fn root_forward_reaches_an_ipv4_only_app_on_the_yggdrasil_address() {
 #[test]
 fn root_lease_keeper_renews_before_expiry() {
     use man8s_init::dhcp;
-    use man8s_init::netlink::Netlink;
-    use std::net::Ipv4Addr;
-    assert_root();
+    require_root();
     let scratch = tempfile::Builder::new()
         .prefix("man8s-init-root.")
         .tempdir()
@@ -1013,25 +1002,7 @@ fn root_lease_keeper_renews_before_expiry() {
     let net = Net::new(scratch.path(), true);
     let app = net.app.clone();
     let (link, lease) = in_netns(&app, || {
-        let mut nl = Netlink::open().unwrap();
-        let link = nl
-            .links()
-            .unwrap()
-            .into_iter()
-            .find(|l| l.name == "host0")
-            .unwrap();
-        nl.set_up(link.index).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while !nl
-            .links()
-            .unwrap()
-            .iter()
-            .any(|l| l.index == link.index && l.oper_up)
-        {
-            assert!(Instant::now() < deadline, "host0 never came up");
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        let sock = dhcp::client_socket("host0", Ipv4Addr::UNSPECIFIED).unwrap();
+        let (mut nl, link, sock) = host0_up();
         let mut lease = dhcp::acquire(&sock, &link.mac, Duration::from_secs(10)).unwrap();
         (lease.lease_secs, lease.renew_secs, lease.rebind_secs) = (Some(4), None, None);
         nl.add_ipv4(
@@ -1069,7 +1040,7 @@ fn root_lease_keeper_renews_before_expiry() {
 /// one warning, the address stays, the app starts.
 #[test]
 fn root_unreachable_router_warns_and_continues() {
-    assert_root();
+    require_root();
     let rootfs = Rootfs::new(true);
     rootfs.script("/entrypoint.sh", "echo started > /out/started\n");
     let net = Net::with_router(&rootfs.dir, true, Some("192.0.2.1"));
@@ -1142,7 +1113,7 @@ fn comparable(out: &str) -> Vec<String> {
 
 #[test]
 fn root_python_mbctl_env_matches_the_old_loader() {
-    assert_root();
+    require_root();
     let rootfs = Rootfs::new(true);
     rootfs.script("/oracle.sh", PYTHON_MBCTL_ORACLE);
     rootfs.script(

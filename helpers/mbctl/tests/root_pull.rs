@@ -3,55 +3,38 @@
 //! list, images, update, oci download and remove on the same relocated tree (MAN8S_ROOT, so no
 //! systemd is asked).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use man8s_testsupport::{Compression, Format, Image, LayerBuilder, Registry, require_root};
+use man8s_testsupport::stdout_of_success as ok;
+use man8s_testsupport::{Compression, Image, LayerBuilder, Registry, Root};
 
 mod pty;
 use pty::OnPty;
 use serde_json::json;
 
-struct Tree {
-    dir: tempfile::TempDir,
+/// A relocated tree that mbctl runs in.
+struct Tree(Root);
+
+impl std::ops::Deref for Tree {
+    type Target = Root;
+    fn deref(&self) -> &Root {
+        &self.0
+    }
 }
 
 impl Tree {
     fn new() -> Self {
-        require_root();
-        Self {
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-    fn root(&self) -> &Path {
-        self.dir.path()
-    }
-    fn at(&self, canonical: &str) -> PathBuf {
-        self.root().join(canonical.trim_start_matches('/'))
+        Self(Root::new())
     }
     fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_mbctl"));
-        c.args(args)
-            .env("MAN8S_ROOT", self.root())
-            .env("RUST_BACKTRACE", "0")
-            .env("NO_COLOR", "1")
-            .env_remove("NOTIFY_SOCKET");
+        let mut c = self.command(env!("CARGO_BIN_EXE_mbctl"));
+        c.args(args).env("NO_COLOR", "1");
         c
     }
     fn run(&self, args: &[&str]) -> Output {
         self.cmd(args).stdin(Stdio::null()).output().unwrap()
     }
-}
-
-fn ok(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 /// An image with three volumes, content at two of them, an env and a command.
@@ -85,11 +68,7 @@ fn push(reg: &Registry, tree: &Tree, img: &Image, tag: &str) -> String {
 }
 
 fn push_written(reg: &Registry, tree: &Tree, img: &Image, tag: &str) -> man8s_testsupport::Written {
-    let layout = tree.root().join(format!("layout-{tag}"));
-    let w = img.write(&layout);
-    man8s_testsupport::tag(&layout, &w, tag, false);
-    reg.push(&layout, tag, "test/app", tag, Format::Oci);
-    w
+    reg.push_image(&tree.at(&format!("/layout-{tag}")), img, "test/app", tag)
 }
 
 #[test]
@@ -300,7 +279,7 @@ fn root_pull_yes_update_download_remove() {
     assert_eq!(std::fs::read_to_string(&env).unwrap(), env_text);
 
     // oci download: rootfs + config, no protected-dir renames.
-    let dl = tree.root().join("download");
+    let dl = tree.path().join("download");
     ok(&tree.run(&["oci", "download", &image, dl.to_str().unwrap()]));
     assert!(dl.join("bin/app").exists() && dl.join(".man8s/image.json").exists());
     let o = tree.run(&["oci", "download", &image, dl.to_str().unwrap()]);
@@ -308,11 +287,11 @@ fn root_pull_yes_update_download_remove() {
     // Without DIR (as the Python tool's README shows): ./NAME of the image.
     let o = tree
         .cmd(&["oci", "download", &image])
-        .current_dir(tree.root())
+        .current_dir(tree.path())
         .output()
         .unwrap();
     ok(&o);
-    assert!(tree.root().join("app/bin/app").exists());
+    assert!(tree.path().join("app/bin/app").exists());
 
     // remove keeps config and data, removes rootfs, previous rootfs, declaration and link.
     ok(&tree.run(&["machines", "remove", "web"]));
@@ -356,7 +335,7 @@ fn root_pull_yes_update_download_remove() {
 #[test]
 fn root_import_archives_and_make_a_machine() {
     let tree = Tree::new();
-    let layout = tree.root().join("layout");
+    let layout = tree.path().join("layout");
     let w = app_image("3").write(&layout);
     man8s_testsupport::tag(&layout, &w, "v3", false);
 
@@ -372,7 +351,7 @@ fn root_import_archives_and_make_a_machine() {
         "{out}"
     );
     // OCI layout tarball.
-    let oci_tar = tree.root().join("oci.tar");
+    let oci_tar = tree.path().join("oci.tar");
     let st = Command::new("tar")
         .arg("-C")
         .arg(&layout)
@@ -390,7 +369,7 @@ fn root_import_archives_and_make_a_machine() {
     ]));
     assert!(out.contains(&w.digest), "{out}");
     // docker save format, written by skopeo (legacy manifest.json, HEX.tar layers).
-    let save = tree.root().join("save.tar");
+    let save = tree.path().join("save.tar");
     let o = Command::new("skopeo")
         .args(["copy", "--quiet"])
         .arg(format!("oci:{}:v3", layout.display()))
@@ -409,7 +388,7 @@ fn root_import_archives_and_make_a_machine() {
     ]));
     assert!(out.contains("(docker save archive)"), "{out}");
     // docker export: a plain root file system tarball.
-    let rootfs_tar = tree.root().join("export.tar");
+    let rootfs_tar = tree.path().join("export.tar");
     let layer = LayerBuilder::new()
         .dir("bin", 0o755)
         .file("bin/tool", 0o755, b"x")
@@ -462,7 +441,7 @@ fn root_import_archives_and_make_a_machine() {
 
     // A new archive under the same reference, then `update`: the imported image replaces the rootfs
     // (no registry is asked: the machine is Pull=never).
-    let layout4 = tree.root().join("layout4");
+    let layout4 = tree.path().join("layout4");
     let w4 = app_image("4").write(&layout4);
     man8s_testsupport::tag(&layout4, &w4, "v4", false);
     ok(&tree.run(&[
@@ -527,7 +506,7 @@ fn root_remove_refuses_a_tree_with_mounts() {
         ])
         .arg(&proc_dir)
         .arg(env!("CARGO_BIN_EXE_mbctl"))
-        .env("MAN8S_ROOT", tree.root())
+        .env("MAN8S_ROOT", tree.path())
         .env("RUST_BACKTRACE", "0")
         .output()
         .unwrap();
@@ -642,12 +621,8 @@ impl Canary {
 }
 
 fn push_repo(reg: &Registry, tree: &Tree, img: &Image, repo: &str) -> String {
-    let layout = tree
-        .root()
-        .join(format!("layout-{}", repo.replace('/', "-")));
-    let w = img.write(&layout);
-    man8s_testsupport::tag(&layout, &w, "1", false);
-    reg.push(&layout, "1", repo, "1", Format::Oci);
+    let layout = tree.at(&format!("/layout-{}", repo.replace('/', "-")));
+    reg.push_image(&layout, img, repo, "1");
     format!("{}/{repo}:1", reg.host())
 }
 
@@ -760,7 +735,7 @@ fn root_hostile_special_files_stay_out_of_reach_of_other_users() {
         0o4755
     );
 
-    let dl = tree.root().join("dl");
+    let dl = tree.path().join("dl");
     let o = tree.run(&["oci", "download", &image, dl.to_str().unwrap()]);
     ok(&o);
     let err = String::from_utf8_lossy(&o.stderr);
@@ -771,7 +746,7 @@ fn root_hostile_special_files_stay_out_of_reach_of_other_users() {
     assert_eq!(mode(&dl.join("bin/sh-suid")), 0o755);
     assert_eq!(mode(&dl.join("bin/sgid")), 0o755);
     assert_eq!(mode(&dl.join("dev/mem")), 0o600);
-    let kept = tree.root().join("kept");
+    let kept = tree.path().join("kept");
     let o = tree.run(&[
         "oci",
         "download",
