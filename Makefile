@@ -55,6 +55,7 @@ install: all
 	install -Dm755 $(REL)/man8s-generator       $(DESTDIR)$(GENDIR)/man8s-generator
 	install -Dm755 $(REL)/man8s-fetch           $(DESTDIR)$(LIBEXECDIR)/man8s-fetch
 	install -Dm755 $(REL)/man8s-bridge          $(DESTDIR)$(LIBEXECDIR)/man8s-bridge
+	install -Dm755 $(REL)/man8s-dns             $(DESTDIR)$(LIBEXECDIR)/man8s-dns
 	install -Dm755 $(INIT_BIN)                  $(DESTDIR)$(LIBEXECDIR)/man8s-init
 	install -d $(DESTDIR)$(UNITDIR) $(DESTDIR)$(DATADIR)/networkd $(DESTDIR)$(PREFIX)/lib/man8s/machines
 	for u in units/*.service units/*.path units/*.target units/*.timer; do [ -e "$$u" ] || continue; \

@@ -6,7 +6,9 @@
 # - the fleet reaches everything: machine web on ma and the host ma itself fetch from db;
 # - Requires=db starts db first when only app is started; a dependency cycle is that machine's error in
 #   systemctl status; mbctl machines status shows the filter and who may reach the machine;
-# - stopping man8s-bridge removes the table inet man8s, and only it; starting it again puts it back.
+# - stopping man8s-bridge removes the table inet man8s, and only it; starting it again puts it back;
+# - the bridge, db's veth and its host0 run at the full MTU, and 20000-byte packets cross the mesh to db whole;
+# - names over DNS: a remote machine no Link= names and a machine declared after the asker started.
 ygg_host_up ma '^ylink' || fail "test host ma did not come up"
 ygg_host_up mb '^ylink$' || fail "test host mb did not come up"
 ygg_host_up ms '^ylink$' || fail "test host ms (the stranger) did not come up"
@@ -118,12 +120,39 @@ wait_for 60 fetch >/dev/null || fail "machine web on ma (the fleet) cannot fetch
 [ "$(in_host_net_on ma curl -fsS --max-time 5 "http://[$addr_db]/")" = "man8s web ok" ] \
     || fail "host ma (the fleet, its own 200: address) cannot fetch from db at [$addr_db]"
 
+# Full MTU: the bridge, db's veth port and db's host0 all run at MTUBytes= (default 65535, Yggdrasil's own), and
+# one 20000-byte ping from host ma reaches db and comes back unfragmented: IPv6 routers never fragment, and a
+# veth end below 20000 drops the frame.
+mtu_db=$(HOST=mb in_machine db /bin/busybox cat /sys/class/net/host0/mtu)
+mtus="srvgrp0 $(in_host_on mb cat /sys/class/net/srvgrp0/mtu), vb-db $(in_host_on mb cat /sys/class/net/vb-db/mtu), host0 $mtu_db"
+[ "$mtus" = "srvgrp0 65535, vb-db 65535, host0 65535" ] || fail "MTUs on mb are $mtus, expected 65535 for all three"
+in_host_on ma busybox ping -6 -c 1 -W 5 -s 20000 "$addr_db" >/dev/null \
+    || fail "a 20000-byte ping from host ma does not reach db at [$addr_db] in one piece (MTUs on mb: $mtus)"
+
 # Names: web's /etc/hosts (merged by man8s-init from man8s-bridge's file) has db.mb, db.mb.man8s and the alias,
 # all at db's computed address; the image's own localhost line stays.
 hosts=$(HOST=ma in_machine web cat /etc/hosts)
 assert_contains "$hosts" "$addr_db	db.mb db.mb.man8s" "web's /etc/hosts"
 assert_contains "$hosts" "$addr_db	database" "web's /etc/hosts"
 assert_contains "$hosts" "$(expected_ygg_address web "$sa")	web web.man8s" "web's /etc/hosts"
+
+# Names over DNS (man8s-dns on the bridge, the machines' DHCP name server): web resolves a machine on mb that no
+# Link= names (pub.mb.man8s) and one declared on ma after web started (late.man8s), which its /etc/hosts lacks.
+HOST=ma declare_machine late <<'DECL'
+[Machine]
+Image=127.0.0.1:5000/test/web:1
+DECL
+in_host_on ma systemctl daemon-reload
+assert_contains "$(HOST=ma in_machine web /bin/busybox cat /etc/resolv.conf)" "nameserver 172.17.0.1
+search man8s" "web's /etc/resolv.conf (from its DHCP lease)"
+lookup_in_web() { HOST=ma in_machine web /bin/busybox nslookup "$1" 2>&1; }
+addr_late=$(expected_ygg_address late "$sa")
+web_knows_late() { lookup_in_web late.man8s | grep -qF "$addr_late"; }
+wait_for 15 web_knows_late || fail "web cannot resolve late.man8s to $addr_late: $(lookup_in_web late.man8s)"
+assert_contains "$(lookup_in_web pub.mb.man8s)" "$addr_pub" "nslookup pub.mb.man8s in web"
+assert_contains "$(lookup_in_web nobody.man8s)" "NXDOMAIN" "nslookup nobody.man8s in web"
+# The host asks the same server (networkd gives systemd-resolved the bridge's DNS= with Domains=~man8s).
+assert_contains "$(in_host_on mb busybox nslookup db.man8s 172.17.0.1 2>&1)" "$addr_db" "nslookup db.man8s on host mb"
 
 # mbctl shows it.
 st=$(in_host_on mb mbctl machines status db)

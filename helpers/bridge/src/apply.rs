@@ -86,9 +86,10 @@ pub fn apply(paths: &Paths) -> Result<Report, ApplyError> {
         ipv4: cfg.bridge.ipv4_address,
         ula,
         yggdrasil: ygg.as_ref().ok().map(|s| s.subnet),
-        dns: cfg.bridge.dns.clone(),
+        domain: cfg.mesh.domain.clone(),
         ntp: cfg.bridge.ntp.clone(),
         timezone: cfg.bridge.timezone.clone(),
+        mtu: cfg.bridge.mtu,
     };
 
     let mut written = Vec::new();
@@ -101,6 +102,10 @@ pub fn apply(paths: &Paths) -> Result<Report, ApplyError> {
         (netdev.as_path(), networkd::render_netdev(&spec)),
         (network.as_path(), networkd::render_network(&spec)),
         (dropin, render_networkd_conf_dropin()),
+        (
+            Path::new(networkd::PORT_DROPIN),
+            networkd::render_port_dropin(&spec),
+        ),
     ] {
         if write_if_changed(&paths.fs(canonical), &text)? {
             written.push(canonical.to_owned());

@@ -4,12 +4,15 @@
 //! - [`networkd`]: render the bridge's `.netdev`/`.network` (pure);
 //! - [`state`]: `/run/man8s/yggdrasil.json`, read by the fetch helper and `mbctl`;
 //! - [`apply`]: one run of `man8s-bridge` (write what changed, report collisions);
+//! - [`dns`]: answers for machines' names (`NAME.man8s`, `MACHINE.HOST.man8s`), for the stub;
+//! - [`stub`]: `man8s-dns`, the machines' name server on the bridge (the zone, else relayed);
 //! - [`reload`]: `org.freedesktop.network1.Manager.Reload` over D-Bus.
 //!
 //! Other crates that need the host's subnet call [`host_yggdrasil`].
 #![deny(missing_docs)]
 
 pub mod apply;
+pub mod dns;
 pub mod filter;
 pub mod firewall;
 pub mod names;
@@ -17,6 +20,7 @@ pub mod networkd;
 pub mod nft;
 pub mod reload;
 pub mod state;
+pub mod stub;
 pub mod yggdrasil;
 
 use man8s::Paths;

@@ -34,12 +34,9 @@ pub fn known_names(
 ) -> BTreeMap<Ipv6Addr, Vec<String>> {
     let domain = &cfg.mesh.domain;
     let mut out: BTreeMap<Ipv6Addr, Vec<String>> = BTreeMap::new();
-    for m in &policy.machines {
-        if let Some(addr) = crate::filter::machine_address(m, subnet) {
-            out.entry(addr)
-                .or_default()
-                .extend([m.name.clone(), format!("{}.{domain}", m.name)]);
-        }
+    for (name, addr) in local_addresses(policy, subnet) {
+        let full = format!("{name}.{domain}");
+        out.entry(addr).or_default().extend([name, full]);
     }
     for link in policy.machines.iter().flat_map(|m| &m.links) {
         if let Some((addr, name)) = remote(link, cfg) {
@@ -54,13 +51,33 @@ pub fn known_names(
     out
 }
 
+/// This host's machines that have an address, by name.
+pub fn local_addresses(policy: &PolicyFile, subnet: Option<Ipv6Net>) -> BTreeMap<String, Ipv6Addr> {
+    policy
+        .machines
+        .iter()
+        .filter_map(|m| Some((m.name.clone(), crate::filter::machine_address(m, subnet)?)))
+        .collect()
+}
+
+/// The address of machine `machine` on host `host` of `[Hosts]`: computed from the name and that
+/// host's subnet. `None` for a host not listed or a name no machine can have.
+pub fn remote_address(
+    hosts: &BTreeMap<String, Ipv6Net>,
+    machine: &str,
+    host: &str,
+) -> Option<Ipv6Addr> {
+    let subnet = hosts.get(&host.to_ascii_lowercase())?;
+    let name = man8s::name::MachineName::new(machine).ok()?;
+    Some(man8s::address::machine_address(*subnet, name.as_str()))
+}
+
 /// `MACHINE.HOST` of a host in `[Hosts]`: its computed address and the name.
 fn remote(link: &Link, cfg: &HostConfig) -> Option<(Ipv6Addr, String)> {
     let target = link.target.as_str();
     let (machine, host) = target.rsplit_once('.')?;
-    let subnet = cfg.hosts.get(&host.to_ascii_lowercase())?;
     Some((
-        man8s::address::machine_address(*subnet, machine),
+        remote_address(&cfg.hosts, machine, host)?,
         target.to_owned(),
     ))
 }

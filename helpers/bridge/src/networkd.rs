@@ -17,7 +17,7 @@
 //! Yggdrasil, and the peers would no longer see who is talking.
 
 use std::fmt::Write as _;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::Ipv6Addr;
 
 use ipnet::{Ipv4Net, Ipv6Net};
 use man8s::address::bridge_address;
@@ -33,12 +33,14 @@ pub struct BridgeSpec {
     pub ula: Ipv6Net,
     /// The host's Yggdrasil subnet, when yggdrasil answered.
     pub yggdrasil: Option<Ipv6Net>,
-    /// DHCP `DNS=`; empty passes on the host's servers.
-    pub dns: Vec<IpAddr>,
+    /// The machines' domain (`man8s`): the bridge's name server answers it.
+    pub domain: String,
     /// DHCP `NTP=`; empty passes on the host's servers.
     pub ntp: Vec<String>,
     /// DHCP `Timezone=`; `None` passes on the host's.
     pub timezone: Option<String>,
+    /// MTU of the bridge, the machines' veths (host side) and, through DHCP, their `host0`.
+    pub mtu: u32,
 }
 
 /// The canonical directory the files go to: generated state belongs in `/run` (rewritten at every
@@ -61,12 +63,17 @@ fn header(out: &mut String, what: &str) {
 
 /// The `.netdev`: a bridge.
 pub fn render_netdev(spec: &BridgeSpec) -> String {
-    let mut out = String::new();
-    header(
-        &mut out,
+    with_header(
         "The bridge machines are attached to (man8s-bridge(8)).",
-    );
-    let _ = write!(out, "\n[NetDev]\nName={}\nKind=bridge\n", spec.name);
+        &format!("\n[NetDev]\nName={}\nKind=bridge\n", spec.name),
+    )
+}
+
+/// A small file: the header, then `body`.
+fn with_header(what: &str, body: &str) -> String {
+    let mut out = String::new();
+    header(&mut out, what);
+    out.push_str(body);
     out
 }
 
@@ -81,6 +88,7 @@ pub fn render_network(spec: &BridgeSpec) -> String {
     // A bridge has no carrier until a machine is attached; the host's own addresses must exist
     // before that (services may bind them), and the bridge must not hold up network-online.
     o.push_str("\n[Link]\nRequiredForOnline=no\n");
+    let _ = writeln!(o, "MTUBytes={}", spec.mtu);
     o.push_str("\n[Network]\n");
     o.push_str("ConfigureWithoutCarrier=yes\n");
     o.push_str("LinkLocalAddressing=ipv6\n");
@@ -91,6 +99,10 @@ pub fn render_network(spec: &BridgeSpec) -> String {
     o.push_str("IPMasquerade=ipv4\n");
     o.push_str("IPv4Forwarding=yes\n");
     o.push_str("IPv6Forwarding=yes\n");
+    // The host asks man8s-dns on the bridge for machines' names, and only for them (a routing
+    // domain of systemd-resolved, as a VPN's).
+    let _ = writeln!(o, "DNS={}", spec.ipv4.addr());
+    let _ = writeln!(o, "Domains=~{}", spec.domain);
 
     // IPv6 addresses without duplicate address detection: nothing else on this host-only segment
     // can hold `::1`, and DAD would hold the addresses back (tentative) for a second or more
@@ -126,11 +138,12 @@ pub fn render_network(spec: &BridgeSpec) -> String {
         RULE_PRIORITY + 1
     );
 
+    // Machines' name server: man8s-dns on the bridge's own address, which answers machines'
+    // names and relays the rest to the host's resolvers (or [Bridge] DNS=); option 15 makes the
+    // domain their search domain, so bare names resolve too.
     o.push_str("\n[DHCPServer]\n");
-    o.push_str("EmitDNS=yes\n");
-    for d in &spec.dns {
-        let _ = writeln!(o, "DNS={d}");
-    }
+    o.push_str("EmitDNS=yes\nDNS=_server_address\n");
+    let _ = writeln!(o, "SendOption=15:string:{}", spec.domain);
     o.push_str("EmitNTP=yes\n");
     for n in &spec.ntp {
         let _ = writeln!(o, "NTP={n}");
@@ -139,6 +152,9 @@ pub fn render_network(spec: &BridgeSpec) -> String {
     if let Some(tz) = &spec.timezone {
         let _ = writeln!(o, "Timezone={tz}");
     }
+    // Option 26, Interface MTU: man8s-init sets host0 to it (networkd's server has no key of its
+    // own for it); both ends of each veth must agree or the larger frames are dropped.
+    let _ = writeln!(o, "SendOption=26:uint16:{}", spec.mtu);
 
     o.push_str("\n[IPv6SendRA]\nEmitDNS=yes\n");
 
@@ -151,6 +167,20 @@ pub fn render_network(spec: &BridgeSpec) -> String {
         );
     }
     o
+}
+
+/// The drop-in for systemd's own `80-container-vb.network`, which manages the host side of every
+/// veth that nspawn puts on a bridge (`vb-*`, `KeepMaster=yes`): nspawn makes them at 1500, and
+/// a port below the bridge's MTU drops the larger frames.
+pub const PORT_DROPIN: &str = "/run/systemd/network/80-container-vb.network.d/10-man8s-mtu.conf";
+
+/// The text of [`PORT_DROPIN`]. It reaches every nspawn machine's bridge port, not only ours: a
+/// larger MTU on a port costs nothing, as the other end still decides what it sends.
+pub fn render_port_dropin(spec: &BridgeSpec) -> String {
+    with_header(
+        "The host side of machines' veths at the bridge's MTU (man8s-bridge(8)).",
+        &format!("\n[Link]\nMTUBytes={}\n", spec.mtu),
+    )
 }
 
 /// Priority of the routing policy rules for IPv6 forwarded from the bridge (before `main`, 32766).
@@ -183,9 +213,10 @@ mod tests {
             ipv4: "172.17.0.1/16".parse().unwrap(),
             ula: "fd4b:1c2d:3e4f::/64".parse().unwrap(),
             yggdrasil: Some("300:2e98:a4b0:1789::/64".parse().unwrap()),
-            dns: vec![],
+            domain: "man8s".into(),
             ntp: vec![],
             timezone: None,
+            mtu: 65535,
         }
     }
 
@@ -216,6 +247,7 @@ mod tests {
              \n\
              [Link]\n\
              RequiredForOnline=no\n\
+             MTUBytes=65535\n\
              \n\
              [Network]\n\
              ConfigureWithoutCarrier=yes\n\
@@ -227,6 +259,8 @@ mod tests {
              IPMasquerade=ipv4\n\
              IPv4Forwarding=yes\n\
              IPv6Forwarding=yes\n\
+             DNS=172.17.0.1\n\
+             Domains=~man8s\n\
              \n\
              [Address]\n\
              Address=fd4b:1c2d:3e4f::1/64\n\
@@ -250,8 +284,11 @@ mod tests {
              \n\
              [DHCPServer]\n\
              EmitDNS=yes\n\
+             DNS=_server_address\n\
+             SendOption=15:string:man8s\n\
              EmitNTP=yes\n\
              EmitTimezone=yes\n\
+             SendOption=26:uint16:65535\n\
              \n\
              [IPv6SendRA]\n\
              EmitDNS=yes\n\
@@ -271,10 +308,7 @@ mod tests {
         s.yggdrasil = None;
         s.name = "m8br".into();
         s.ipv4 = "10.77.0.1/24".parse().unwrap();
-        s.dns = vec![
-            "192.0.2.53".parse().unwrap(),
-            "2001:db8::53".parse().unwrap(),
-        ];
+        s.domain = "home.arpa".into();
         s.ntp = vec!["ntp.example".into()];
         s.timezone = Some("Europe/Berlin".into());
         let n = render_network(&s);
@@ -293,8 +327,24 @@ mod tests {
         );
         assert_eq!(n.matches("[Address]").count(), 1, "{n}");
         assert!(!n.contains("300:"), "{n}");
-        assert!(n.contains("[DHCPServer]\nEmitDNS=yes\nDNS=192.0.2.53\nDNS=2001:db8::53\nEmitNTP=yes\nNTP=ntp.example\nEmitTimezone=yes\nTimezone=Europe/Berlin\n"), "{n}");
+        assert!(n.contains("DNS=10.77.0.1\nDomains=~home.arpa\n"), "{n}");
+        assert!(n.contains("[DHCPServer]\nEmitDNS=yes\nDNS=_server_address\nSendOption=15:string:home.arpa\nEmitNTP=yes\nNTP=ntp.example\nEmitTimezone=yes\nTimezone=Europe/Berlin\nSendOption=26:uint16:65535\n"), "{n}");
         assert_eq!(n.matches("[IPv6Prefix]").count(), 1);
+    }
+
+    #[test]
+    fn the_mtu_reaches_bridge_ports_and_dhcp() {
+        let mut s = spec();
+        s.mtu = 9000;
+        let n = render_network(&s);
+        assert!(
+            n.contains("[Link]\nRequiredForOnline=no\nMTUBytes=9000\n"),
+            "{n}"
+        );
+        assert!(n.contains("SendOption=26:uint16:9000\n"), "{n}");
+        let d = render_port_dropin(&s);
+        assert!(d.starts_with("# Generated by man8s-bridge"), "{d}");
+        assert!(d.ends_with("\n[Link]\nMTUBytes=9000\n"), "{d}");
     }
 
     #[test]

@@ -291,6 +291,18 @@ fn root_bridge_writes_files_and_state_then_only_changes() {
         "{n}"
     );
     assert!(n.contains("Address=172.17.0.1/16\n"), "{n}");
+    // The full MTU on the bridge, its machines' veth ports and (by DHCP) their host0.
+    assert!(
+        n.contains("MTUBytes=65535\n") && n.contains("SendOption=26:uint16:65535\n"),
+        "{n}"
+    );
+    assert!(
+        std::fs::read_to_string(
+            r.join("run/systemd/network/80-container-vb.network.d/10-man8s-mtu.conf")
+        )
+        .unwrap()
+        .ends_with("[Link]\nMTUBytes=65535\n")
+    );
     assert!(
         std::fs::read_to_string(&netdev)
             .unwrap()

@@ -5,7 +5,9 @@
 use std::path::Path;
 
 use man8s_bridge::apply::render_networkd_conf_dropin;
-use man8s_bridge::networkd::{BridgeSpec, derive_ula, render_netdev, render_network};
+use man8s_bridge::networkd::{
+    BridgeSpec, derive_ula, render_netdev, render_network, render_port_dropin,
+};
 
 fn check(name: &str, want: &str) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -31,11 +33,16 @@ fn shipped_examples_match_the_renderer() {
         // The machine ID of machine-id(5)'s example.
         ula: derive_ula("b08dfa6083e7567a1921a715000001fb", "srvgrp0"),
         yggdrasil: Some("300:2e98:a4b0:1789::/64".parse().unwrap()),
-        dns: vec![],
+        domain: "man8s".into(),
         ntp: vec![],
         timezone: None,
+        mtu: man8s::hostconfig::DEFAULT_MTU,
     };
     check("10-man8s-srvgrp0.netdev", &render_netdev(&spec));
+    check(
+        "80-container-vb.network.d-10-man8s-mtu.conf",
+        &render_port_dropin(&spec),
+    );
     check("10-man8s-srvgrp0.network", &render_network(&spec));
     check(
         "networkd.conf.d-10-man8s.conf",
@@ -77,7 +84,11 @@ fn units_pass_systemd_analyze_verify() {
         .unwrap()
         .to_owned();
     let mut files = Vec::new();
-    for name in ["man8s-bridge.service", "man8s-bridge.path"] {
+    for name in [
+        "man8s-bridge.service",
+        "man8s-bridge.path",
+        "man8s-dns.service",
+    ] {
         let text = std::fs::read_to_string(units.join(name))
             .unwrap()
             .replace("@LIBEXECDIR@", &bin_dir);

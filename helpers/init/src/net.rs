@@ -172,16 +172,14 @@ pub fn configure(cfg: &NetConfig, log: &mut dyn FnMut(String)) -> Result<NetOutc
     // warning, and the machine goes on with IPv6.
     let applied = acquired.and_then(|l| {
         apply_lease(&mut nl, &link, &l)
-            .map(|route_warning| (l, route_warning))
+            .map(|warnings| (l, warnings))
             .map_err(|e| dhcp::DhcpError::Io(io::Error::other(format!("applying the lease: {e}"))))
     });
     match applied {
-        Ok((l, route_warning)) => {
-            if let Some(w) = route_warning {
-                log(w);
-            }
+        Ok((l, warnings)) => {
+            warnings.into_iter().for_each(&mut *log);
             log(format!(
-                "{}: {}/{}{} from {} (lease {}, DHCP {:.1} ms){}",
+                "{}: {}/{}{} from {} (lease {}, DHCP {:.1} ms){}{}",
                 link.name,
                 l.address,
                 l.prefix_len,
@@ -196,6 +194,7 @@ pub fn configure(cfg: &NetConfig, log: &mut dyn FnMut(String)) -> Result<NetOutc
                 } else {
                     format!(", DNS {:?}", l.dns)
                 },
+                l.mtu.map(|m| format!(", MTU {m}")).unwrap_or_default(),
             ));
             if let Some(Err(e)) =
                 dhcp::resolv_conf(&l).map(|text| write_resolv_conf(Path::new("/etc"), &text))
@@ -308,22 +307,34 @@ fn wait_slaac(
     }
 }
 
-/// Put a lease on the link. The address failing is an error; the default route failing (a router
-/// the kernel cannot reach, …) only costs the way out, so it comes back as a warning.
-fn apply_lease(nl: &mut Netlink, link: &Link, l: &Lease) -> Result<Option<String>, String> {
+/// Put a lease on the link. The address failing is an error; the MTU or the default route failing
+/// (a router the kernel cannot reach, …) only costs speed or the way out: warnings.
+fn apply_lease(nl: &mut Netlink, link: &Link, l: &Lease) -> Result<Vec<String>, String> {
+    // The lease's MTU first: the bridge's side already runs at it, and a host0 left at 1500 would
+    // drop the larger frames the host sends (both ends of a veth must agree). A refusal keeps
+    // 1500, which still works, only slower across the mesh.
+    let mtu_warning = l.mtu.and_then(|mtu| {
+        nl.set_mtu(link.index, mtu.into()).err().map(|e| {
+            format!(
+                "warning: could not set the MTU of {} to {mtu} from the lease ({e}); it stays as it was",
+                link.name
+            )
+        })
+    });
     nl.add_ipv4(link.index, l.address, l.prefix_len, l.lease_secs)
         .map_err(io_err(&format!(
             "adding {}/{} to {}",
             l.address, l.prefix_len, link.name
         )))?;
-    Ok(l.router.and_then(|router| {
+    let route_warning = l.router.and_then(|router| {
         nl.add_default_route_v4(link.index, router).err().map(|e| {
             format!(
                 "warning: no default route via {router} on {} ({e}); IPv4 reaches only {}/{}",
                 link.name, l.address, l.prefix_len
             )
         })
-    }))
+    });
+    Ok(mtu_warning.into_iter().chain(route_warning).collect())
 }
 
 /// The lease keeper: renews at T1 (unicast), rebinds at T2 (broadcast), starts over after expiry.
@@ -380,7 +391,7 @@ pub fn keep_lease(link: Link, mut lease: Lease, mut obtained: Instant) {
         match Netlink::open()
             .map_err(|e| e.to_string())
             .and_then(|mut nl| apply_lease(&mut nl, &link, &fresh))
-            .map(|route_warning| route_warning.into_iter().for_each(log))
+            .map(|warnings| warnings.into_iter().for_each(log))
         {
             Ok(()) => {
                 if fresh.address != lease.address {

@@ -104,13 +104,24 @@ pub struct BridgeConfig {
     pub ipv4_address: Ipv4Net,
     /// `ULAPrefix=`: the /64 advertised for SLAAC; `None` derives one from the machine ID.
     pub ula_prefix: Option<Ipv6Net>,
-    /// `DNS=`: servers handed out by DHCP; empty lets networkd pass on the host's.
+    /// `DNS=`: the servers man8s-dns relays machines' queries to (other than their names);
+    /// empty: the host's own (`/etc/resolv.conf`).
     pub dns: Vec<IpAddr>,
     /// `NTP=`: servers handed out by DHCP; empty lets networkd pass on the host's.
     pub ntp: Vec<String>,
     /// `Timezone=`: handed out by DHCP; `None` lets networkd pass on the host's.
     pub timezone: Option<String>,
+    /// `MTUBytes=`: the MTU of the bridge, the machines' veths and `host0` (given to machines by
+    /// DHCP), as networkd's key of that name.
+    pub mtu: u32,
 }
+
+/// The bridge's default MTU: Yggdrasil's own interface MTU. At Ethernet's 1500 a remote node's
+/// segments to a machine shrink to ~1.4 kB and the machine gets a tenth of the mesh throughput
+/// (docs/performance.md).
+pub const DEFAULT_MTU: u32 = 65535;
+/// The smallest MTU accepted: IPv6's minimum link MTU.
+pub const MIN_MTU: u32 = 1280;
 
 impl Default for BridgeConfig {
     fn default() -> Self {
@@ -121,6 +132,7 @@ impl Default for BridgeConfig {
             dns: Vec::new(),
             ntp: Vec::new(),
             timezone: None,
+            mtu: DEFAULT_MTU,
         }
     }
 }
@@ -249,7 +261,15 @@ impl HostConfig {
 const SCHEMA: crate::ini::Schema = &[
     (
         "Bridge",
-        &["Name", "IPv4Address", "ULAPrefix", "DNS", "NTP", "Timezone"],
+        &[
+            "Name",
+            "IPv4Address",
+            "ULAPrefix",
+            "DNS",
+            "NTP",
+            "Timezone",
+            "MTUBytes",
+        ],
     ),
     ("Yggdrasil", &["AdminEndpoint", "ConfigFile", "WaitSec"]),
     ("Mesh", &["AllowFrom", "Domain"]),
@@ -355,6 +375,18 @@ impl HostConfig {
                     } else {
                         cfg.bridge.timezone = Some(value.to_owned());
                     }
+                }
+                ("Bridge", "MTUBytes") => {
+                    cfg.bridge.mtu = if value.is_empty() {
+                        DEFAULT_MTU
+                    } else {
+                        // As networkd's MTUBytes=: bytes, or with a 1024-based K suffix.
+                        parse_size(value)
+                            .ok()
+                            .and_then(|m| u32::try_from(m).ok())
+                            .filter(|m| (MIN_MTU..=65535).contains(m))
+                            .ok_or_else(|| bad("not an MTU from 1280 to 65535 bytes"))?
+                    };
                 }
                 ("Yggdrasil", "AdminEndpoint") => {
                     if value.is_empty() {
@@ -521,6 +553,7 @@ mod tests {
         assert_eq!(c, HostConfig::default());
         assert_eq!(c.bridge.name, "srvgrp0");
         assert_eq!(c.bridge.ipv4_address.to_string(), "172.17.0.1/16");
+        assert_eq!(c.bridge.mtu, 65535);
         assert_eq!(
             c.yggdrasil.config_file,
             Path::new("/etc/yggdrasil/yggdrasil.conf")
@@ -532,6 +565,7 @@ mod tests {
         let c = parse(
             "# host settings\n[Bridge]\nName=br-m8\nIPv4Address=10.77.0.1/24\nULAPrefix=fd00:1:2:3:4::/64\n\
              DNS=192.0.2.1 2001:db8::53\nDNS=192.0.2.2\nNTP=ntp.example\nTimezone=Europe/Berlin\n\
+             MTUBytes=9K\n\
              X-Mine=whatever\n\n; comment\n[Yggdrasil]\nAdminEndpoint=tcp://127.0.0.1:9001\n\
              ConfigFile=/etc/yggdrasil.conf\nWaitSec=2.5\n",
         )
@@ -543,6 +577,7 @@ mod tests {
         assert_eq!(c.bridge.dns.len(), 3);
         assert_eq!(c.bridge.ntp, vec!["ntp.example"]);
         assert_eq!(c.bridge.timezone.as_deref(), Some("Europe/Berlin"));
+        assert_eq!(c.bridge.mtu, 9216);
         assert_eq!(
             c.yggdrasil.admin_endpoint.as_deref(),
             Some("tcp://127.0.0.1:9001")
@@ -670,6 +705,12 @@ mod tests {
                 "[Yggdrasil]\nAdminEndpoint=/run/y.sock\n",
                 "must start with unix:// or tcp://",
             ),
+            (
+                "[Bridge]\nMTUBytes=1000\n",
+                "MTUBytes=1000: not an MTU from 1280",
+            ),
+            ("[Bridge]\nMTUBytes=64K\n", "not an MTU from 1280 to 65535"),
+            ("[Bridge]\nMTUBytes=jumbo\n", "not an MTU"),
             ("[Yggdrasil]\nConfigFile=relative.conf\n", "absolute path"),
             ("[Yggdrasil]\nWaitSec=-1\n", "between 0 and 600"),
         ] {
