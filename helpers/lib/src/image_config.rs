@@ -9,6 +9,8 @@
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
+use serde::de::IgnoredAny;
+use serde_json::value::RawValue;
 
 use crate::health::DockerHealthcheck;
 
@@ -55,9 +57,9 @@ pub struct RuntimeConfig {
     /// Cmd argv (arguments to the entrypoint, or the command).
     #[serde(default, deserialize_with = "null_default")]
     pub cmd: Vec<String>,
-    /// Declared volumes (keys are paths).
+    /// Declared volumes (keys are paths; the values are always `{}`).
     #[serde(default, deserialize_with = "null_default")]
-    pub volumes: BTreeMap<String, serde_json::Value>,
+    pub volumes: BTreeMap<String, IgnoredAny>,
     /// Working directory.
     #[serde(default, deserialize_with = "null_default")]
     pub working_dir: String,
@@ -70,7 +72,18 @@ pub struct RuntimeConfig {
     /// Docker's `Healthcheck`, kept as JSON: only the health monitor reads it
     /// ([`RuntimeConfig::healthcheck`]), so a malformed one fails the check, not the pull or start.
     #[serde(default)]
-    pub healthcheck: Option<serde_json::Value>,
+    pub healthcheck: Option<RawJson>,
+}
+
+/// A JSON value kept as its text (no `serde_json::Value` tree: the static init links this type).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(transparent)]
+pub struct RawJson(Box<RawValue>);
+
+impl PartialEq for RawJson {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.get() == other.0.get()
+    }
 }
 
 fn null_default<'de, D, T>(d: D) -> Result<T, D::Error>
@@ -103,12 +116,12 @@ impl RuntimeConfig {
 
     /// The image's `Healthcheck`, when it has one (`null` is none).
     pub fn healthcheck(&self) -> Result<Option<DockerHealthcheck>, String> {
-        match &self.healthcheck {
-            None | Some(serde_json::Value::Null) => Ok(None),
-            Some(h) => serde_json::from_value(h.clone())
-                .map(Some)
-                .map_err(|e| format!("image config Healthcheck is malformed: {e}")),
-        }
+        let Some(h) = &self.healthcheck else {
+            return Ok(None);
+        };
+        serde_json::from_str(h.0.get())
+            .map(Some)
+            .map_err(|e| format!("image config Healthcheck is malformed: {e}"))
     }
 }
 
