@@ -127,15 +127,7 @@ impl Rootfs {
         ]);
         cmd.args(args);
         // What nspawn hands its payload, plus things that must not reach the app.
-        cmd.env_clear()
-            .env(
-                "PATH",
-                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-            )
-            .env("container", "systemd-nspawn")
-            .env("container_uuid", "0123456789abcdef0123456789abcdef")
-            .env("TERM", "vt220")
-            .env("HOME", "/root")
+        nspawn_environment(&mut cmd)
             .env("LISTEN_FDS", "1")
             .env("LISTEN_PID", "2")
             .env("RUST_BACKTRACE", "0");
@@ -144,6 +136,19 @@ impl Rootfs {
         }
         cmd
     }
+}
+
+/// Only the environment nspawn gives its payload (the init, or the oracle in its place).
+fn nspawn_environment(cmd: &mut Command) -> &mut Command {
+    cmd.env_clear()
+        .env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        )
+        .env("container", "systemd-nspawn")
+        .env("container_uuid", "0123456789abcdef0123456789abcdef")
+        .env("TERM", "vt220")
+        .env("HOME", "/root")
 }
 
 /// Two network namespaces joined by a veth pair: `host0` in `app`, `peer` in `srv` with
@@ -1133,20 +1138,11 @@ fn root_python_mbctl_env_matches_the_old_loader() {
         let (code, out, err) = run_init(text, &compat);
         assert_eq!(code, 0, "corpus {i}: {err}");
         // The oracle, in the same rootfs, with what nspawn gives its payload.
-        let oracle = Command::new("chroot")
+        let mut oracle = Command::new("chroot");
+        oracle
             .arg(&rootfs.root)
-            .args(["/bin/sh", "/oracle.sh", "/man8env.env"])
-            .env_clear()
-            .env(
-                "PATH",
-                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-            )
-            .env("container", "systemd-nspawn")
-            .env("container_uuid", "0123456789abcdef0123456789abcdef")
-            .env("TERM", "vt220")
-            .env("HOME", "/root")
-            .output()
-            .unwrap();
+            .args(["/bin/sh", "/oracle.sh", "/man8env.env"]);
+        let oracle = nspawn_environment(&mut oracle).output().unwrap();
         let oracle_err = String::from_utf8_lossy(&oracle.stderr);
         assert!(oracle.status.success(), "corpus {i}: oracle: {oracle_err}");
         let want = comparable(&String::from_utf8_lossy(&oracle.stdout));

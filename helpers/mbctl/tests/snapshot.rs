@@ -7,6 +7,8 @@ use std::os::unix::fs::symlink;
 use std::path::Path;
 use std::process::{Command, Output};
 
+use man8s_testsupport::stdout_of_success as ok;
+
 fn mbctl(args: &[&str], root: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_mbctl"))
         .args(args)
@@ -15,16 +17,6 @@ fn mbctl(args: &[&str], root: &Path) -> Output {
         .env("NO_COLOR", "1")
         .output()
         .expect("run mbctl")
-}
-
-fn ok(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "stdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 fn listing(root: &Path) -> BTreeMap<String, Vec<u8>> {
