@@ -332,11 +332,17 @@ pub fn render_nspawn(m: &Machine, host_bridge: &str) -> Generated {
     }
     for v in &m.volumes {
         let key = if v.read_only { "BindReadOnly" } else { "Bind" };
-        let host = v.host_path(&m.name);
+        let source = match &v.source {
+            // nspawn's `+`: inside the root (stored unshifted like every volume, so idmapped the
+            // same way). man8s-fetch checks before every start that no symlink is on the way:
+            // nspawn would follow it on the host.
+            man8s::machine::VolumeSource::Root(p) => format!("+{p}"),
+            _ => v.host_path(&m.name).to_string_lossy().into_owned(),
+        };
         let _ = writeln!(
             o,
             "{key}={}:{}:idmap",
-            escape_bind_path(&host.to_string_lossy()),
+            escape_bind_path(&source),
             escape_bind_path(&v.container_path)
         );
     }

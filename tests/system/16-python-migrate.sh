@@ -1,13 +1,14 @@
 # shellcheck shell=bash
 # A machine exactly as the Python mbctl left it (issue 14): its rootfs (image `imguser`, whose config says
 # User=appuser; /run and /tmp moved to *.man8sprotected, busybox scripts in /sbin, no .man8s), the
-# /var/lib/machines link, its README-style .nspawn with Hostname= and LimitNOFILE= on top, a man8env.env with
+# /var/lib/machines link, its README-style .nspawn with Hostname=, LimitNOFILE=, TemporaryFileSystem= and a
+# BindReadOnly= of a directory of its own root (nspawn's `+` source) on top, a man8env.env with
 # user edits that only the old loader's reading gives their meaning ($VAR, \\, \$, export, a line without =),
 # a config volume and a data volume. `mbctl migrate` + `systemctl start man8@pyapp`: the app's argv, env and
 # uid equal what the old loader gives — computed by the test oracle (a busybox re-implementation of the old
-# loader written from the issue's facts) run in a copy of the same rootfs — and the nspawn-only settings still
-# apply; after `mbctl machines update` (a fresh rootfs from the registry) the app still runs as root and
-# the data volume is intact.
+# loader written from the issue's facts) run in a copy of the same rootfs, plus nspawn's container_host_* — and
+# the nspawn-only settings, the tmpfs and the `+` bind still apply; after `mbctl machines update` (a fresh
+# rootfs from the registry) the app still runs as root and the data volume is intact.
 need_main_host
 debug_units man8@pyapp.service
 
@@ -25,6 +26,7 @@ in_host sh -euc "
     mv run run.man8sprotected; mkdir run
     mv tmp tmp.man8sprotected; mkdir -m 1777 tmp
     echo 'protected by the old tool' > run.man8sprotected/old.txt
+    mkdir -p srv/shared; echo 'shared from the root' > srv/shared/hello.txt
     mkdir -p usr sbin
     for s in busybox-init busybox-execute busybox-copy-protected-dirs busybox-load-envs \
              busybox-autoconfig-networking yggdrasil-config-ipaddr application; do
@@ -40,11 +42,13 @@ host_write "$CONF/www/app.sh" <<'SH'
 {
     for a in "$@"; do printf 'ARG=%s\n' "$a"; done
     printf 'UID=%s\n' "$(id -u)"
-    busybox env | busybox grep -v -e '^PWD=' -e '^SHLVL=' -e '^container_uuid=' -e '^container_host_' \
+    busybox env | busybox grep -v -e '^PWD=' -e '^SHLVL=' -e '^container_uuid=' \
         -e '^NOTIFY_SOCKET=' -e '^MAN8S_HOST_IFACE=' | busybox sort
 } > /data/report.new
 [ -e /oracle-only ] && { cat /data/report.new; exit 0; }
 printf 'HOSTNAME_IS=%s\nNOFILE=%s\nIFACE=%s\n' "$(busybox hostname)" "$(ulimit -n)" "$MAN8S_HOST_IFACE" >> /data/report.new
+printf 'CACHE_FS=%s\nSHARED=%s\n' "$(busybox awk '$2 == "/cache" { print $3 }' /proc/mounts)" \
+    "$(cat /shared/hello.txt 2>&1)" >> /data/report.new
 busybox mv /data/report.new /data/report.txt
 echo pyapp-started
 exec httpd -f -p 8080 -h /www
@@ -64,6 +68,7 @@ QUOTED="kept quotes"
 BACKSLASH=a\\\\b\\n
 DOLLAR=\\\$NOT
 ALONE
+HOST_OS=\$container_host_id
 ENV
 host_write "/etc/systemd/nspawn/$M.nspawn" <<NSPAWN
 [Exec]
@@ -90,16 +95,21 @@ PrivateUsersOwnership=map
 Bind=$CONF/man8env.env:/man8env.env:idmap
 Bind=$CONF/www:/www:idmap
 Bind=$DATA/data:/data:idmap
+TemporaryFileSystem=/cache:mode=0700
+BindReadOnly=+/srv/shared:/shared
 NSPAWN
 
 # What the old loader would have given the app: the oracle in a copy of the rootfs, with nspawn's variables.
 host_write /var/tmp/oracle.sh <"$REPO/helpers/init/tests/data/python-mbctl-loader.sh"
+# nspawn's container_host_* (systemd's CONTAINER_INTERFACE): the host's os-release ID fields, lower-cased.
+host_os=$(in_host sh -c '. /etc/os-release; for k in ID VERSION_ID BUILD_ID VARIANT_ID; do
+    eval "v=\${$k:-}"; [ -z "$v" ] || printf "container_host_%s=%s " "$(echo "$k" | tr A-Z a-z)" "$v"; done')
 want=$(in_host sh -euc "
     o=/var/tmp/oracle-root; rm -rf \${o:?}; cp -a $ROOTFS \$o
     mkdir -p \$o/www \$o/data; cp $CONF/www/app.sh \$o/www/; cp $CONF/man8env.env \$o/man8env.env
     cp /var/tmp/oracle.sh \$o/oracle.sh; touch \$o/oracle-only
     env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin TERM=xterm HOME=/root \
-        container=systemd-nspawn chroot \$o /bin/sh /oracle.sh /man8env.env
+        container=systemd-nspawn $host_os chroot \$o /bin/sh /oracle.sh /man8env.env
     rm -rf \${o:?}")
 assert_contains "$want" "ARG=first arg" "the oracle's report"
 
@@ -108,7 +118,10 @@ assert_contains "$out" "LimitNOFILE=4096: not a declaration key; kept as systemd
 assert_contains "$out" "MAN8S_APPLICATION_ARGS=/www/app.sh" "migrate (the pinned command is pointed out)"
 assert_contains "$out" "man8env.env:9: literal mode: DATA_DIR=\"\$HOME/data\"; python-mbctl mode: DATA_DIR=\"/root/data\"" \
     "migrate's report of lines the modes read differently"
+assert_contains "$out" "BindReadOnly=+/srv/shared:/shared: carried as Volume=" "migrate"
 decl=$(in_host cat "/etc/man8s/machines/$M.machine")
+assert_contains "$decl" "Tmpfs=/cache:mode=0700" "the declaration (the old TemporaryFileSystem=)"
+assert_contains "$decl" "Volume=/shared:+/srv/shared:ro" "the declaration (the old + bind)"
 assert_contains "$decl" "EnvironmentCompat=python-mbctl" "the declaration"
 assert_contains "$decl" "User=0" "the declaration"
 assert_contains "$decl" "Hostname=oldhost" "the declaration"
@@ -124,10 +137,11 @@ while IFS= read -r line; do
 done <<<"$want"
 for line in "ARG=first arg" "ARG=hello" "ARG=world" 'ARG=$GREETING' "UID=0" "EXPORTED=yes" "DATA_DIR=/root/data" \
     'QUOTED="kept quotes"' 'BACKSLASH=a\b\n' 'DOLLAR=$NOT' "ALONE=ALONE" "TERM=xterm" "container=systemd-nspawn" \
-    "HOSTNAME_IS=oldhost" "NOFILE=4096" "IFACE=host0"; do
+    "container_host_id=debian" "HOST_OS=debian" \
+    "HOSTNAME_IS=oldhost" "NOFILE=4096" "IFACE=host0" "CACHE_FS=tmpfs" "SHARED=shared from the root"; do
     grep -qxF -- "$line" <<<"$got" || fail "the app's report lacks '$line'; report: $(tr '\n' '|' <<<"$got")"
 done
-[ "$(wc -l <<<"$got")" = "$(($(wc -l <<<"$want") + 3))" ] \
+[ "$(wc -l <<<"$got")" = "$(($(wc -l <<<"$want") + 5))" ] \
     || fail "the app saw more than the old loader gives: $(diff <(echo "$want") <(echo "$got") | tr '\n' '|')"
 leader=$(machine_leader "$M")
 [ "$(in_host nsenter -t "$leader" -m cat /run/old.txt 2>&1)" = "protected by the old tool" ] \

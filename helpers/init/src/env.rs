@@ -1,12 +1,13 @@
 //! The app's environment, composed from its sources in a fixed order (later wins).
 //!
 //! 1. From the init's own environment only `PATH`, `TERM` (which nspawn sets itself or from the
-//!    `.nspawn` file's `Environment=`) and nspawn's `container=`/`container_uuid=` (apps of the
-//!    Python tool's machines saw them, and some use them to detect a container). Everything else of
-//!    nspawn's is dropped: its bookkeeping for the payload (`NOTIFY_SOCKET`, `LISTEN_*`,
-//!    `container_host_*`, …) and the host's locale (`LANG`, `LC_*`, `TZ`), which systemd hands to
-//!    every service: as under Docker, an app sees the image's locale, not the host's (Redis 8, for
-//!    one, exits on a locale its image lacks).
+//!    `.nspawn` file's `Environment=`) and nspawn's container interface: `container=`,
+//!    `container_uuid=` and the host's os-release IDs `container_host_*=` (`container_host_id`,
+//!    `…_version_id`, `…_build_id`, `…_variant_id`; apps of the Python tool's machines saw them,
+//!    and some use them to detect a container or the host's OS). Everything else of nspawn's is
+//!    dropped: its bookkeeping for the payload (`NOTIFY_SOCKET`, `LISTEN_*`, …) and the host's
+//!    locale (`LANG`, `LC_*`, `TZ`), which systemd hands to every service: as under Docker, an app
+//!    sees the image's locale, not the host's (Redis 8, for one, exits on a locale its image lacks).
 //! 2. The image config's `Env`.
 //! 3. `/man8env.env`: literal, or with `--env-compat=python-mbctl` as the Python tool's loader
 //!    read it (`man8s::envfile::python_mbctl`), expanding from 1–2 and the rest of the init's own
@@ -59,6 +60,7 @@ impl Env {
 /// Whether a variable of the init's own environment is passed on to the app.
 pub fn inherited_is_kept(key: &str) -> bool {
     matches!(key, "PATH" | "TERM" | "container" | "container_uuid")
+        || key.starts_with("container_host_")
 }
 
 /// What a python-mbctl man8env.env expands `$VAR` from: the environment composed so far (image
@@ -184,6 +186,7 @@ mod tests {
         let inherited = pairs(&[
             ("container", "systemd-nspawn"),
             ("container_uuid", "abc"),
+            ("container_host_id", "debian"),
             ("NOTIFY_SOCKET", "/run/host/notify"),
             ("LISTEN_FDS", "1"),
             ("PATH", "/nspawn/bin"),
@@ -218,6 +221,7 @@ mod tests {
             pairs(&[
                 ("container", "systemd-nspawn"),
                 ("container_uuid", "abc"),
+                ("container_host_id", "debian"),
                 ("PATH", "/image/bin"),
                 ("TERM", "vt220"),
                 ("A", "image"),

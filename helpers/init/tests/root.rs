@@ -147,6 +147,8 @@ fn nspawn_environment(cmd: &mut Command) -> &mut Command {
         )
         .env("container", "systemd-nspawn")
         .env("container_uuid", "0123456789abcdef0123456789abcdef")
+        .env("container_host_id", "debian")
+        .env("container_host_version_id", "13")
         .env("TERM", "vt220")
         .env("HOME", "/root")
 }
@@ -415,6 +417,8 @@ fn root_boot_with_dhcp_slaac_yggdrasil_and_image_user() {
         "MAN8S_HOST_IFACE=host0",
         "container=systemd-nspawn",
         "container_uuid=0123456789abcdef0123456789abcdef",
+        "container_host_id=debian",
+        "container_host_version_id=13",
     ] {
         assert!(
             env_lines.contains(&line),
@@ -552,6 +556,8 @@ fn root_exact_environment_without_shell_and_ready_notification() {
             "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             "container=systemd-nspawn",
             "container_uuid=0123456789abcdef0123456789abcdef",
+            "container_host_id=debian",
+            "container_host_version_id=13",
             "GREETING=held out",
             "X=a\"b",
         ]
@@ -694,6 +700,8 @@ fn root_no_shell_falls_back_to_image_entrypoint() {
             "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             "TERM=vt220",
             "container=systemd-nspawn",
+            "container_host_id=debian",
+            "container_host_version_id=13",
             "container_uuid=0123456789abcdef0123456789abcdef"
         ],
         "{err}"
@@ -1094,7 +1102,7 @@ const PYTHON_MBCTL_CORPUS: &[&str] = &[
      I=a #not a comment; and not a command\nJ=~ and ~/x\n",
     // `$` expansion from earlier lines and from nspawn's environment; a lone `$` stays.
     "BASE=/srv\nP=$BASE/data\nQ=${BASE}x $BASE_ $UNSET end\nR=$ $. 5$ $/ ${container}\n\
-     S=$container-$HOME-$TERM\nT=\\$BASE\nMAN8S_APPLICATION_ARGS=/show $P \"$Q\" '$BASE' \\$BASE\n",
+     S=$container-$HOME-$TERM\nHOSTOS=$container_host_id $container_host_version_id\nT=\\$BASE\nMAN8S_APPLICATION_ARGS=/show $P \"$Q\" '$BASE' \\$BASE\n",
     // Backslashes: double-quote rules, and a backslash before a '"' that ended the quotes.
     "A=a\\\\b\nB=\\$x and \\` and \\\\\\\\\nC=\\n\\t\\x\nD=trailing\\\nK=x\\\" Y=\\\"z\nM=1\\\\\\\"2\n\
      N=\\\"quoted\\\"\nMAN8S_APPLICATION_ARGS=/show \"$A\" \\\\n 'a\\b' \"\\$N\"\n",
@@ -1202,4 +1210,136 @@ fn root_python_mbctl_env_matches_the_old_loader() {
     assert_eq!(code, 0, "{err}");
     assert!(out.lines().any(|l| l == "A=$HOME \\$x"), "{out}");
     assert!(out.lines().any(|l| l == "B=1"), "{out}");
+}
+
+/// Everything about a tree that a stray write could change, never following a symlink: path,
+/// type, mode, owner, size, mtime, and a file's content or a symlink's target.
+fn tree_snapshot(top: &Path) -> Vec<String> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = Vec::new();
+    let mut todo = vec![top.to_owned()];
+    while let Some(p) = todo.pop() {
+        let m = fs::symlink_metadata(&p).unwrap();
+        let what = if m.file_type().is_symlink() {
+            format!("-> {}", fs::read_link(&p).unwrap().display())
+        } else if m.is_file() {
+            format!("{:?}", fs::read(&p).unwrap())
+        } else {
+            String::new()
+        };
+        out.push(format!(
+            "{} {:o} {}:{} {} {}.{} {what}",
+            p.strip_prefix(top).unwrap().display(),
+            m.mode(),
+            m.uid(),
+            m.gid(),
+            m.len(),
+            m.mtime(),
+            m.mtime_nsec()
+        ));
+        if m.is_dir() {
+            for e in fs::read_dir(&p).unwrap() {
+                todo.push(e.unwrap().path());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Canaries for the protected-dir copy: hostile `*.man8sprotected` trees (symlinks out of the
+/// root, relative and absolute, a protected dir that is itself a symlink leading out, a FIFO)
+/// leave a tree outside the root byte for byte as it was, bring none of its content in, and
+/// cost one warning line, not the machine.
+#[test]
+fn root_protected_dirs_never_touch_or_read_outside_the_root() {
+    require_root();
+    let rootfs = Rootfs::new(true);
+    let outside = rootfs.dir.join("outside");
+    fs::create_dir_all(outside.join("sub")).unwrap();
+    fs::write(outside.join("secret"), "host secret\n").unwrap();
+    fs::write(
+        outside.join("sub/run"),
+        "host file named like a protected entry\n",
+    )
+    .unwrap();
+    sh(&format!(
+        "chmod 0751 {0}; chown 1654:29 {0}/secret",
+        outside.display()
+    ));
+    let run = rootfs.root.join("run.man8sprotected");
+    fs::create_dir_all(run.join("dir")).unwrap();
+    fs::write(run.join("dir/kept"), "image file\n").unwrap();
+    std::os::unix::fs::symlink("../../outside", run.join("up")).unwrap();
+    std::os::unix::fs::symlink(&outside, run.join("abs")).unwrap();
+    std::os::unix::fs::symlink(outside.join("secret"), run.join("dir/secret")).unwrap();
+    nix::unistd::mkfifo(
+        &run.join("fifo"),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .unwrap();
+    // The protected /tmp itself leads out of the root (as seen from inside: to nothing).
+    std::os::unix::fs::symlink(
+        "../../../../../../outside/sub",
+        rootfs.root.join("tmp.man8sprotected"),
+    )
+    .unwrap();
+    fs::write(
+        rootfs.root.join("man8env.env"),
+        "MAN8S_APPLICATION_ARGS=/entrypoint.sh\n",
+    )
+    .unwrap();
+    rootfs.script(
+        "/entrypoint.sh",
+        "stat -c '%F %N' /run/up /run/abs /run/dir/secret /run/fifo /run/dir/kept > /out/hostile\n\
+         cat /run/abs/secret /run/dir/secret /run/up/secret /tmp/run > /out/leak 2>&1 || true\n\
+         ls -A /tmp > /out/tmp\n",
+    );
+    let before = tree_snapshot(&outside);
+    let (code, _out, err) = run_to_end(
+        rootfs.init_command(None, None, &["--no-network"]),
+        Duration::from_secs(20),
+    );
+    assert_eq!(
+        code, 0,
+        "the machine must survive hostile protected dirs: {err}"
+    );
+    assert_eq!(
+        tree_snapshot(&outside),
+        before,
+        "the tree outside the root changed"
+    );
+    let hostile = rootfs.read("/out/hostile");
+    for want in [
+        "symbolic link '/run/up' -> '../../outside'",
+        &format!("symbolic link '/run/abs' -> '{}'", outside.display()),
+        &format!(
+            "symbolic link '/run/dir/secret' -> '{}'",
+            outside.join("secret").display()
+        ),
+        "fifo /run/fifo",
+        "regular file /run/dir/kept",
+    ] {
+        assert!(hostile.contains(want), "{want:?} in:\n{hostile}");
+    }
+    let leak = rootfs.read("/out/leak");
+    assert!(
+        !leak.contains("host"),
+        "outside content reached the machine: {leak}"
+    );
+    assert_eq!(
+        rootfs.read("/out/tmp"),
+        "",
+        "/tmp got content from outside the root"
+    );
+    let warnings: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("/tmp.man8sprotected"))
+        .collect();
+    assert_eq!(
+        warnings.len(),
+        1,
+        "one warning line for the protected /tmp: {err}"
+    );
+    assert!(warnings[0].contains("warning"), "{err}");
 }

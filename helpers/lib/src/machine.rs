@@ -292,9 +292,13 @@ pub enum VolumeSource {
     Data,
     /// An absolute host path.
     Host(PathBuf),
+    /// `+/PATH`: a directory of the machine's own root file system (nspawn's `+` bind source,
+    /// which `mbctl migrate` carries over), resolved inside the root without following symlinks.
+    /// It belongs to the rootfs: `machines update` replaces it with the new image's.
+    Root(String),
 }
 
-/// `Volume=CONTAINER_PATH:config|data|/host/path[:ro]`.
+/// `Volume=CONTAINER_PATH:config|data|/host/path|+/path/in/root[:ro]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Volume {
     /// Absolute path inside the machine (normalised: no trailing or doubled `/`).
@@ -315,6 +319,7 @@ impl Volume {
             VolumeSource::Config => Paths::config_dir_canonical(name).join(relative),
             VolumeSource::Data => Paths::storage_dir_canonical(name).join(relative),
             VolumeSource::Host(p) => p.clone(),
+            VolumeSource::Root(p) => Paths::rootfs_canonical(name).join(p.trim_start_matches('/')),
         }
     }
 }

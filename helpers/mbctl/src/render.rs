@@ -88,6 +88,14 @@ pub fn render(m: &Machine, header: &str) -> Result<String, RenderError> {
             m.runtime.drop_capabilities.join(" ")
         );
     }
+    for t in &m.runtime.tmpfs {
+        let value = if t.options.is_empty() {
+            t.path.clone()
+        } else {
+            format!("{}:{}", t.path, t.options)
+        };
+        let _ = writeln!(s, "Tmpfs={}", plain("Tmpfs", &value)?);
+    }
     if let Some(h) = &m.runtime.hostname {
         let _ = writeln!(s, "Hostname={}", plain("Hostname", h)?);
     }
@@ -103,6 +111,7 @@ pub fn render(m: &Machine, header: &str) -> Result<String, RenderError> {
             VolumeSource::Config => "config".to_owned(),
             VolumeSource::Data => "data".to_owned(),
             VolumeSource::Host(p) => p.display().to_string(),
+            VolumeSource::Root(p) => format!("+{p}"),
         };
         let ro = if v.read_only { ":ro" } else { "" };
         let _ = writeln!(
@@ -239,6 +248,16 @@ mod tests {
         m.runtime.add_capabilities = vec!["CAP_NET_ADMIN".into(), "CAP_SYS_ADMIN".into()];
         m.runtime.drop_capabilities = vec!["CAP_MKNOD".into()];
         m.runtime.hostname = Some("old-host".into());
+        m.runtime.tmpfs = vec![
+            man8s::machine::Tmpfs {
+                path: "/cache".into(),
+                options: String::new(),
+            },
+            man8s::machine::Tmpfs {
+                path: "/run/app".into(),
+                options: "mode=0700,size=10m".into(),
+            },
+        ];
         m.volumes = vec![
             Volume {
                 container_path: "/data".into(),
@@ -254,6 +273,11 @@ mod tests {
                 container_path: "/srv".into(),
                 source: VolumeSource::Host("/srv/web".into()),
                 read_only: false,
+            },
+            Volume {
+                container_path: "/shared".into(),
+                source: VolumeSource::Root("/opt/share".into()),
+                read_only: true,
             },
         ];
         m.ports = vec![

@@ -38,7 +38,7 @@ use crate::{Error, Result};
 const SEED_TMP: &[u8] = b".man8s+seed-tmp";
 
 /// Create and seed (from the installed rootfs at `rootfs`) every volume of `machine` that does
-/// not exist yet, and check that every `config`/`data` bind source is a real directory reached
+/// not exist yet, and check that every `config`/`data`/`+` bind source is a real directory reached
 /// without a symlink. Outer volumes are handled before the volumes nested in them.
 pub fn ensure_volumes(paths: &Paths, machine: &Machine, rootfs: &Path) -> Result<()> {
     let image = RootDir::open(rootfs).ok();
@@ -76,6 +76,15 @@ fn ensure_volume(
             Paths::storage_dir_canonical(name),
             rel,
         ),
+        // nspawn's `+`: a directory of the rootfs, walked like the host trees below (the
+        // machine writes its rootfs, so a symlink on the way is refused: nspawn would follow it
+        // on the host). A missing one is made empty, as nspawn needs a source.
+        VolumeSource::Root(p) => (
+            paths.rootfs(name),
+            Paths::rootfs_canonical(name),
+            parse_entry_path(p.trim_start_matches('/').as_bytes())
+                .map_err(|e| what(format!("bad path in the root: {e}")))?,
+        ),
         VolumeSource::Host(p) => {
             // A path the administrator chose: trusted as it is, like any Bind= they write. Only
             // the seed (image content) is written through handles.
@@ -93,12 +102,15 @@ fn ensure_volume(
                 .map_err(|e| what(format!("cannot create {}: {e}", p.display())));
         }
     };
-    let top = match &v.source {
-        VolumeSource::Config => paths.fs(man8s::paths::CONFIG_DIR),
-        _ => paths.fs(man8s::paths::STORAGE_DIR),
-    };
-    private_dir(&top)?;
-    private_dir(&base)?;
+    let in_root = matches!(v.source, VolumeSource::Root(_));
+    if !in_root {
+        let top = match &v.source {
+            VolumeSource::Config => paths.fs(man8s::paths::CONFIG_DIR),
+            _ => paths.fs(man8s::paths::STORAGE_DIR),
+        };
+        private_dir(&top)?;
+        private_dir(&base)?;
+    }
     let Some((parent_rel, last)) = rel.split_last() else {
         return Err(what("the root cannot be a volume".into()));
     };
@@ -146,6 +158,8 @@ fn ensure_volume(
             shown(&rel).display(),
             describe_mode(st.st_mode)
         ))),
+        None if in_root => mkdir_0755(&dir, last)
+            .map_err(|e| what(format!("cannot create {}: {e}", shown(&rel).display()))),
         None => seed(image, &rel, &dir, last)
             .map_err(|e| what(format!("cannot create {}: {e}", shown(&rel).display()))),
     }
@@ -297,5 +311,48 @@ mod tests {
             assert!(err.contains(why) && !err.contains('\n'), "{vols:?}: {err}");
             assert_eq!(fs::read_dir(&outside).unwrap().count(), 0, "{vols:?}");
         }
+    }
+
+    #[test]
+    fn root_sources_stay_in_the_root_and_refuse_symlinks() {
+        let d = tempfile::tempdir().unwrap();
+        let paths = Paths::new(d.path().join("host"));
+        let name = MachineName::new("m").unwrap();
+        let rootfs = paths.rootfs(&name);
+        let outside = d.path().join("outside");
+        fs::create_dir_all(&outside).unwrap();
+        fs::create_dir_all(rootfs.join("srv/kept")).unwrap();
+        fs::write(rootfs.join("srv/kept/f"), b"x").unwrap();
+        fs::write(rootfs.join("file"), b"x").unwrap();
+        symlink(&outside, rootfs.join("abs")).unwrap();
+        symlink("../../../..", rootfs.join("up")).unwrap();
+        let with = |src: &str| {
+            let mut m = machine(&[]);
+            m.volumes.push(Volume {
+                container_path: "/mnt".into(),
+                source: VolumeSource::Root(src.into()),
+                read_only: false,
+            });
+            m
+        };
+        ensure_volumes(&paths, &with("/srv/kept"), &rootfs).unwrap();
+        assert_eq!(fs::read(rootfs.join("srv/kept/f")).unwrap(), b"x");
+        // A missing one is made empty, inside the root; no config or storage dir appears.
+        ensure_volumes(&paths, &with("/var/cache/new"), &rootfs).unwrap();
+        assert!(rootfs.join("var/cache/new").is_dir());
+        assert!(!paths.storage_dir(&name).exists());
+        for (src, why) in [
+            ("/abs", "is a symlink"),
+            ("/abs/x", "is a symlink"),
+            ("/up/etc", "is a symlink"),
+            ("/file", "a regular file"),
+            ("/file/x", "not a directory"),
+        ] {
+            let err = ensure_volumes(&paths, &with(src), &rootfs)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(why) && !err.contains('\n'), "{src}: {err}");
+        }
+        assert_eq!(fs::read_dir(&outside).unwrap().count(), 0);
     }
 }

@@ -139,6 +139,14 @@ Whatever=1
         Path::new("/var/lib/man8machine_configs/web/etc/app")
     );
     assert_eq!(m.volumes[2].host_path(&m.name), Path::new("/mnt/media"));
+    // nspawn's `+`: a directory of the machine's own root.
+    let v = crate::declaration::parse_volume("/cache:+/var//cache/app/:ro").unwrap();
+    assert_eq!(v.source, VolumeSource::Root("/var/cache/app".into()));
+    assert!(v.read_only);
+    assert_eq!(
+        v.host_path(&m.name),
+        Path::new("/var/lib/man8machines/web/var/cache/app")
+    );
     assert_eq!(
         m.ports.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
         ["tcp:8080:80", "udp:5353:53"]
@@ -362,8 +370,13 @@ fn value_errors() {
         ("Image=redis\nVolume=/data", "is not CONTAINER_PATH"),
         (
             "Image=redis\nVolume=/data:elsewhere",
-            "is not config, data or an absolute host path",
+            "is not config, data, an absolute host path or +/path in the root",
         ),
+        (
+            "Image=redis\nVolume=/data:+/",
+            "root cannot be a volume source",
+        ),
+        ("Image=redis\nVolume=/data:+/a/../../etc", "'..' component"),
         ("Image=redis\nVolume=/data:data:rx", "neither ro nor rw"),
         ("Image=redis\nVolume=/:data", "may not be /"),
         ("Image=redis\nVolume=/x/../../etc:config", "'..' component"),

@@ -163,7 +163,7 @@ pub fn parse_volume(value: &str) -> Result<Volume, String> {
         [_, _, opt] => return Err(format!("option {opt:?} is neither ro nor rw")),
         _ => {
             return Err(format!(
-                "{value:?} is not CONTAINER_PATH:config|data|/host/path[:ro]"
+                "{value:?} is not CONTAINER_PATH:config|data|/host/path|+/path[:ro]"
             ));
         }
     };
@@ -177,9 +177,16 @@ pub fn parse_volume(value: &str) -> Result<Volume, String> {
         host if host.starts_with('/') => VolumeSource::Host(PathBuf::from(
             absolute_path(host).map_err(|e| format!("host path: {e}"))?,
         )),
+        inside if inside.starts_with("+/") => {
+            let p = absolute_path(&inside[1..]).map_err(|e| format!("path in the root: {e}"))?;
+            if p == "/" {
+                return Err("the machine's root cannot be a volume source".into());
+            }
+            VolumeSource::Root(p)
+        }
         other => {
             return Err(format!(
-                "volume source {other:?} is not config, data or an absolute host path"
+                "volume source {other:?} is not config, data, an absolute host path or +/path in the root"
             ));
         }
     };

@@ -112,6 +112,7 @@ fn volume_info(m: &Machine) -> Vec<VolumeInfo> {
                 VolumeSource::Config => "config",
                 VolumeSource::Data => "data",
                 VolumeSource::Host(_) => "host",
+                VolumeSource::Root(_) => "root",
             }
             .into(),
             host_path: v.host_path(&m.name).display().to_string(),

@@ -7,6 +7,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use man8s::declaration::runtime::parse_tmpfs;
 use man8s::declaration::{self, parse_port, split_environment, validate_image_reference};
 use man8s::machine::{Machine, SourceFiles, Template, Volume, VolumeSource};
 use man8s::{MachineName, Paths};
@@ -253,18 +254,12 @@ pub fn translate(
                 }
                 let mut parts = value.split(':');
                 let raw_src = parts.next().unwrap_or_default();
-                let dst = parts.next().filter(|d| !d.is_empty()).unwrap_or(raw_src);
+                // Without a destination, nspawn binds at the source path (minus a `+`).
+                let dst = parts
+                    .next()
+                    .filter(|d| !d.is_empty())
+                    .unwrap_or(raw_src.trim_start_matches('+'));
                 let options: Vec<&str> = parts.flat_map(|o| o.split(',')).collect();
-                if raw_src.starts_with('+') {
-                    warn(
-                        "a source relative to the container's root cannot be a man8s volume; \
-                          not applied (add it to the image or bind it by hand)"
-                            .into(),
-                    );
-                    t.not_applied
-                        .push(format!("{k}={value}  # a container-relative source"));
-                    continue;
-                }
                 let src = raw_src;
                 if dst == man8s::paths::ENV_FILE_IN_MACHINE {
                     let canonical = config_dir.join(man8s::paths::ENV_FILE_NAME);
@@ -287,10 +282,33 @@ pub fn translate(
                         "carried as an idmapped, recursive Volume=; the bind option(s) {} are not",
                         unusual.join(",")
                     ));
+                    t.not_applied.push(format!(
+                        "{k}={value}  # carried as Volume= without {}",
+                        unusual.join(",")
+                    ));
                 }
                 let host = Path::new(src);
                 let relative = dst.trim_start_matches('/');
-                let source = if host == config_dir.join(relative) {
+                let source = if src.starts_with('+') {
+                    // nspawn's `+`: relative to the machine's root; the same in a declaration.
+                    match declaration::parse_volume(&format!("{dst}:{src}")) {
+                        Ok(v) => {
+                            warn(
+                                "carried as Volume= with a source in the machine's root (+); it \
+                                 is part of the rootfs, so `mbctl machines update` replaces its \
+                                 content"
+                                    .into(),
+                            );
+                            v.source
+                        }
+                        Err(e) => {
+                            warn(format!("cannot be a Volume= ({e}); not applied"));
+                            t.not_applied
+                                .push(format!("{k}={value}  # a bind man8s cannot declare"));
+                            continue;
+                        }
+                    }
+                } else if host == config_dir.join(relative) {
                     VolumeSource::Config
                 } else if host == storage_dir.join(relative) {
                     VolumeSource::Data
@@ -303,16 +321,19 @@ pub fn translate(
                     read_only: k == "BindReadOnly" || options.contains(&"ro"),
                 });
             }
-            ("Files", "TemporaryFileSystem") => {
-                warn(
-                    "a tmpfs cannot be declared, and nspawn's --tmpfs would replace every bind of \
-                     the generated settings; not applied"
-                        .into(),
-                );
-                t.not_applied.push(format!(
-                    "TemporaryFileSystem={value}  # needs a hand-made mount"
-                ));
-            }
+            // The same syntax and meaning: the generator writes Tmpfs= back as this.
+            ("Files", "TemporaryFileSystem") => match parse_tmpfs(value) {
+                Ok(tmpfs) => {
+                    m.runtime.tmpfs.retain(|x| x.path != tmpfs.path);
+                    m.runtime.tmpfs.push(tmpfs);
+                }
+                Err(e) => {
+                    warn(format!("cannot be a Tmpfs= ({e}); not applied"));
+                    t.not_applied.push(format!(
+                        "TemporaryFileSystem={value}  # needs a hand-made mount"
+                    ));
+                }
+            },
             _ => {
                 warn("no man8s equivalent; not applied".into());
                 t.not_applied
@@ -399,6 +420,30 @@ fn env_bind_source(settings: &str) -> Option<String> {
 /// The variable of `man8@.service` whose words are appended to nspawn's command line.
 pub const NSPAWN_EXTRA_ARGS_VAR: &str = "MAN8S_NSPAWN_EXTRA_ARGS";
 
+/// The `container_host_*` variables nspawn gives its payload (systemd's container interface):
+/// the ID fields of the host's os-release, lower-cased.
+fn nspawn_host_vars(os_release: &str) -> Vec<(String, String)> {
+    const FIELDS: &[&str] = &["ID", "VERSION_ID", "BUILD_ID", "VARIANT_ID"];
+    os_release
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .filter(|(k, _)| FIELDS.contains(k))
+        .map(|(k, v)| {
+            let v = v.trim();
+            let v = v
+                .strip_prefix('"')
+                .and_then(|v| v.strip_suffix('"'))
+                .or_else(|| v.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
+                .unwrap_or(v);
+            (
+                format!("container_host_{}", k.to_ascii_lowercase()),
+                v.to_owned(),
+            )
+        })
+        .filter(|(_, v)| !v.is_empty())
+        .collect()
+}
+
 /// The man8env.env lines whose meaning differs between the two modes, as printable lines.
 pub fn env_mode_report(
     env_display: &str,
@@ -482,12 +527,17 @@ pub fn migrate(name: &str) -> Result<u8> {
         eprintln!("mbctl: warning: {w}");
     }
     // What the old loader made of the file, where the literal reading would differ.
+    let os_release = ["/etc/os-release", "/usr/lib/os-release"]
+        .iter()
+        .find_map(|p| fs::read_to_string(paths.fs(p)).ok())
+        .unwrap_or_default();
     let outer: Vec<(String, String)> = translation
         .machine
         .environment
         .iter()
         .cloned()
         .chain([("container".to_owned(), "systemd-nspawn".to_owned())])
+        .chain(nspawn_host_vars(&os_release))
         .collect();
     let env_display = env_canonical.display().to_string();
     let report = env_mode_report(&env_display, &env, &outer);
@@ -617,7 +667,9 @@ mod tests {
                  User=www\nPersonality=x86\n\
                  [Network]\nMACVLAN=eth0\nBridge=srvgrp0\n\
                  [Files]\nTemporaryFileSystem=/cache\nBind=+/inside:/elsewhere\n\
-                 Bind=/srv/a:/a:norbind,noidmap\nBind=/etc/other.env:/man8env.env\n";
+                 Bind=/srv/a:/a:norbind,noidmap\nBind=/etc/other.env:/man8env.env\n\
+                 TemporaryFileSystem=/run/app:mode=0700,size=10m\nTemporaryFileSystem=/bad:x;y\n\
+                 BindReadOnly=+/opt/share\n";
         let env = "MAN8S_OCI_IMAGE_URL=redis\nMAN8S_APPLICATION_ARGS=/entrypoint.sh\n";
         let t = translate(&name, s, "m.nspawn", env, "srvgrp0").unwrap();
         assert_eq!(
@@ -633,19 +685,47 @@ mod tests {
             Some("www"),
             "the machine's own User= stays"
         );
-        assert_eq!(t.machine.volumes.len(), 1);
+        let v: Vec<_> = t
+            .machine
+            .volumes
+            .iter()
+            .map(|v| (v.container_path.as_str(), v.source.clone(), v.read_only))
+            .collect();
+        assert_eq!(
+            v,
+            [
+                ("/elsewhere", VolumeSource::Root("/inside".into()), false),
+                ("/a", VolumeSource::Host("/srv/a".into()), false),
+                ("/opt/share", VolumeSource::Root("/opt/share".into()), true),
+            ]
+        );
+        let tmpfs: Vec<_> = t
+            .machine
+            .runtime
+            .tmpfs
+            .iter()
+            .map(|t| (t.path.as_str(), t.options.as_str()))
+            .collect();
+        assert_eq!(tmpfs, [("/cache", ""), ("/run/app", "mode=0700,size=10m")]);
         assert_eq!(
             t.custom_env_source.as_deref(),
             Some(Path::new("/etc/other.env"))
         );
         let w = t.warnings.join("\n");
-        for line in [6, 8, 10, 11, 13, 14, 15, 16] {
+        for line in [6, 8, 10, 11, 14, 15, 16, 18, 19] {
             assert!(
                 w.contains(&format!("m.nspawn:{line}: ")),
                 "line {line}:\n{w}"
             );
         }
         assert!(w.contains("norbind,noidmap are not"), "{w}");
+        assert!(
+            render_dropin(&t, "x").unwrap().contains(
+                "# not applied: Bind=/srv/a:/a:norbind,noidmap  # carried as Volume= without norbind,noidmap"
+            ),
+            "{:?}",
+            render_dropin(&t, "x")
+        );
         assert!(w.contains("MAN8S_APPLICATION_ARGS=/entrypoint.sh"), "{w}");
         let dropin = render_dropin(&t, "/etc/systemd/nspawn/m.nspawn.python-mbctl").unwrap();
         assert!(
@@ -660,12 +740,42 @@ mod tests {
             "{dropin}"
         );
         assert!(
-            dropin.contains("# not applied: TemporaryFileSystem=/cache"),
+            dropin.contains("# not applied: TemporaryFileSystem=/bad:x;y"),
             "{dropin}"
         );
         assert!(
-            dropin.contains("# not applied: Bind=+/inside:/elsewhere"),
+            !dropin.contains("/cache") && !dropin.contains("+/inside"),
             "{dropin}"
+        );
+        assert!(
+            w.contains("m.nspawn:14: Bind=+/inside:/elsewhere: carried as Volume="),
+            "{w}"
+        );
+        // And the declaration says it all, as the parser reads it back.
+        let text = crate::render::render(&t.machine, "").unwrap();
+        assert!(text.contains("Volume=/elsewhere:+/inside\n"), "{text}");
+        assert!(
+            text.contains("Volume=/opt/share:+/opt/share:ro\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("Tmpfs=/run/app:mode=0700,size=10m\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn nspawn_host_variables_from_os_release() {
+        let v = nspawn_host_vars(
+            "PRETTY_NAME=\"Debian GNU/Linux 13\"\nID=debian\nVERSION_ID=\"13\"\nVARIANT_ID='srv'\nBUILD_ID=\n",
+        );
+        assert_eq!(
+            v,
+            [
+                ("container_host_id".to_owned(), "debian".to_owned()),
+                ("container_host_version_id".to_owned(), "13".to_owned()),
+                ("container_host_variant_id".to_owned(), "srv".to_owned()),
+            ]
         );
     }
 
