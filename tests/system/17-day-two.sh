@@ -5,7 +5,7 @@
 #    mbctl machines status shows the health;
 # 2. a no-shell image with HealthCmd=http://127.0.0.1:8080/ and Notify=healthy: systemctl start returns with the
 #    unit healthy, and a machine ordered after it gets an answer at its very first request; a check that never
-#    passes fails the start and the unit's journal says why;
+#    passes fails the start, and the unit's journal and systemctl status say why;
 # 3. AutoUpdate=registry: mbctl auto-update --dry-run lists digests; an update :1 → :2 succeeds; one to an image
 #    whose app migrates the data volume and then fails its health check is rolled back: the machine runs :2 again
 #    with its data byte for byte as before, and mbctl machines status says what happened. A machine without
@@ -79,10 +79,13 @@ in_host systemctl daemon-reload
 if in_host timeout 120 systemctl start man8@never.service 2>/dev/null; then
     fail "systemctl start man8@never succeeded although its check never passes"
 fi
-# The unit's journal has the check's output (systemctl status shows it too, until Restart=on-failure begins the
-# next invocation, whose log it then shows).
+# The unit's journal has the check's output, and so has systemctl status (STATUS=, said again by ExecStopPost=
+# after nspawn's "Terminating..."), until Restart=on-failure begins the next run, whose own failure says it again.
 assert_contains "$(in_host journalctl -b -u man8@never.service -o cat --no-pager)" \
     "did not become healthy: connect to 127.0.0.1:9999" "journal of man8@never"
+never_status() { in_host systemctl status --no-pager --lines=0 man8@never.service 2>&1 || true; }
+status_says_why() { grep -qF 'Status: "unhealthy: connect to 127.0.0.1:9999' <<<"$(never_status)"; }
+wait_for 30 status_says_why || fail "systemctl status man8@never does not say why the start failed: $(never_status)"
 in_host systemctl stop man8@never.service 2>/dev/null || true
 in_host systemctl reset-failed man8@never.service 2>/dev/null || true
 

@@ -220,6 +220,10 @@ pub struct HealthMonitorArgs {
     /// Check in the namespaces of this PID instead of asking machined for the leader (tests).
     #[arg(long)]
     pub leader_pid: Option<i32>,
+    /// Run no check: after the machine stopped (its ExecStopPost=), say again in STATUS= why
+    /// this run of the unit turned unhealthy (nspawn's own last STATUS= would hide it).
+    #[arg(long, conflicts_with_all = ["check", "leader_pid"])]
+    pub after_stop: bool,
 }
 
 /// `machines snapshot`

@@ -269,6 +269,10 @@ pub struct State {
     pub last_output: String,
     /// Failures in a row.
     pub failing_streak: u32,
+    /// systemd's `$INVOCATION_ID` of the unit run that wrote it (empty outside systemd, and in
+    /// states written before this field existed).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub invocation: String,
 }
 
 /// Where the runner keeps the state of machine `name` (under `/run`: gone at reboot, as the
@@ -642,6 +646,7 @@ mod tests {
             last_check: now_rfc3339(),
             last_output: "refused".into(),
             failing_streak: 3,
+            invocation: "0123abcd".into(),
         };
         write_state(&p, &s).unwrap();
         assert_eq!(read_state(&p), Some(s));

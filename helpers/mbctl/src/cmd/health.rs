@@ -222,6 +222,7 @@ fn record(
         last_check: now_rfc3339(),
         last_output: outcome.output.clone(),
         failing_streak: tracker.failing_streak,
+        invocation: std::env::var("INVOCATION_ID").unwrap_or_default(),
     };
     if let Err(e) = write_state(&state_path(paths, name), &state) {
         eprintln!("mbctl: note: {e:#}");
@@ -254,6 +255,29 @@ pub fn failure_action(on_failure: OnFailure, unit: &str) -> Option<Vec<String>> 
     let mut v: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
     v.push(unit.to_owned());
     Some(v)
+}
+
+/// The `STATUS=` to send again after the machine stopped: the unhealthy state that `state`
+/// records for this same run of the unit (`invocation`), if any. A state of an earlier run (the
+/// start failed before the monitor ran) is not this run's reason.
+pub fn status_after_stop(state: Option<&State>, invocation: &str) -> Option<String> {
+    let s = state?;
+    (!invocation.is_empty() && s.invocation == invocation && s.status == Status::Unhealthy)
+        .then(|| format!("STATUS={}", status_line(s.status, &s.last_output)))
+}
+
+/// Hidden `health-monitor NAME --after-stop` (man8@.service's `ExecStopPost=`): nspawn's last
+/// word is `STATUS=Terminating...`, which would leave `systemctl status` without the reason a
+/// `Notify=healthy` start failed or `HealthOnFailure=` stopped the machine; say it again.
+pub fn after_stop(name: &str) -> Result<u8> {
+    let name = machine_name(name)?;
+    let paths = Paths::from_env();
+    let state = crate::health::read_state(&state_path(&paths, &name));
+    let invocation = std::env::var("INVOCATION_ID").unwrap_or_default();
+    if let Some(status) = status_after_stop(state.as_ref(), &invocation) {
+        notify(&status);
+    }
+    Ok(EXIT_OK)
 }
 
 /// Hidden `health-monitor NAME`: see the module documentation.
@@ -376,6 +400,30 @@ mod tests {
             "unhealthy: HTTP 503"
         );
         assert_eq!(status_line(Status::Healthy, "x"), "healthy");
+    }
+
+    #[test]
+    fn the_reason_is_said_again_after_stop_only_for_this_run() {
+        let state = State {
+            status: Status::Unhealthy,
+            check: "tcp:9999".into(),
+            last_check: now_rfc3339(),
+            last_output: "connect to 127.0.0.1:9999: Connection refused".into(),
+            failing_streak: 1,
+            invocation: "run-2".into(),
+        };
+        assert_eq!(
+            status_after_stop(Some(&state), "run-2").as_deref(),
+            Some("STATUS=unhealthy: connect to 127.0.0.1:9999: Connection refused")
+        );
+        assert_eq!(status_after_stop(Some(&state), "run-3"), None);
+        assert_eq!(status_after_stop(Some(&state), ""), None);
+        assert_eq!(status_after_stop(None, "run-2"), None);
+        let healthy = State {
+            status: Status::Healthy,
+            ..state
+        };
+        assert_eq!(status_after_stop(Some(&healthy), "run-2"), None);
     }
 
     #[test]

@@ -46,6 +46,7 @@ pub fn dispatch(command: Command) -> Result<u8> {
         }
         Command::Machines(m) => machines(m),
         Command::AutoUpdate(a) => autoupdate::auto_update(a.dry_run),
+        Command::HealthMonitor(a) if a.after_stop => health::after_stop(&a.name),
         Command::HealthMonitor(a) => health::monitor(&a.name, a.check.as_deref(), a.leader_pid),
         Command::Verify(a) => verify::verify(&a.files),
         Command::Images(ImagesCommand::List(a)) => images::list(a.json),
