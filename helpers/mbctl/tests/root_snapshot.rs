@@ -1,5 +1,5 @@
-//! Root tier: snapshots pick reflinks on btrfs and a plain copy on tmpfs by themselves, and a
-//! restore gives back the data byte for byte. A loop-mounted btrfs image and a tmpfs, both in a
+//! Root tier: snapshots pick btrfs snapshots for subvolumes, reflinks for plain dirs on btrfs and
+//! a plain copy on tmpfs by themselves, and a restore gives back the data byte for byte. A loop-mounted btrfs image and a tmpfs, both in a
 //! private mount namespace (`unshare --mount`) inside this test's scratch dir.
 
 use std::process::Command;
@@ -10,7 +10,7 @@ use man8s_testsupport::require_root;
 const SCRIPT: &str = r#"
 set -eu
 mkdir -p "$S/mnt"
-if [ "$FS" = btrfs ]; then
+if [ "$FS" != tmpfs ]; then
     truncate -s 300M "$S/img"
     mkfs.btrfs -q "$S/img"
     mount -o loop "$S/img" "$S/mnt"
@@ -18,6 +18,12 @@ else
     mount -t tmpfs tmpfs "$S/mnt"
 fi
 R="$S/mnt/root"
+if [ "$FS" = btrfs-subvolumes ]; then
+    # As man8s-fetch makes a new machine's config and storage dirs on btrfs.
+    mkdir -p "$R/var/lib/man8machine_storage" "$R/var/lib/man8machine_configs"
+    btrfs -q subvolume create "$R/var/lib/man8machine_storage/db"
+    btrfs -q subvolume create "$R/var/lib/man8machine_configs/db"
+fi
 mkdir -p "$R/etc/man8s/machines" "$R/var/lib/man8machine_storage/db/data" "$R/var/lib/man8machine_configs/db"
 printf '[Machine]\nImage=localhost/db:1\nVolume=/data:data\n' > "$R/etc/man8s/machines/db.machine"
 head -c 20000000 /dev/urandom > "$R/var/lib/man8machine_storage/db/data/big"
@@ -59,6 +65,15 @@ fn root_snapshot_uses_reflinks_on_btrfs() {
         out.contains("config, storage; 19.1 MiB in 2 files by reflink"),
         "{out}"
     );
+    assert!(out.contains("RESTORE: Restored machine db"), "{out}");
+    assert!(out.contains("SAME"), "{out}");
+}
+
+#[test]
+fn root_snapshot_of_btrfs_subvolumes_is_a_btrfs_snapshot() {
+    require_root();
+    let out = run("btrfs-subvolumes");
+    assert!(out.contains("config, storage; by btrfs-snapshot"), "{out}");
     assert!(out.contains("RESTORE: Restored machine db"), "{out}");
     assert!(out.contains("SAME"), "{out}");
 }

@@ -103,7 +103,7 @@ pub fn ensure_env_file(
     let name = &machine.name;
     let config_dir = paths.config_dir(name);
     crate::private::private_dir(&paths.fs(man8s::paths::CONFIG_DIR))?;
-    crate::private::private_dir(&config_dir)?;
+    crate::private::private_volume_dir(&config_dir)?;
     let env_path = paths.env_file(name);
     let subnet = yggdrasil_subnet(paths);
     match fs::symlink_metadata(&env_path) {

@@ -16,6 +16,17 @@ use crate::{Error, IoContext, Result};
 /// mode lets group or others in (one made by the Python tool, or by hand) is tightened. A
 /// symlink or other non-directory there is refused.
 pub fn private_dir(dir: &Path) -> Result<()> {
+    private_dir_made(dir, |d| fs::DirBuilder::new().mode(0o700).create(d))
+}
+
+/// [`private_dir`] for a machine's config or storage dir: a new one is made by
+/// [`man8s_oci::snapshot::create_volume_dir`] (a btrfs subvolume where the file system is btrfs,
+/// so that its snapshots are btrfs snapshots).
+pub fn private_volume_dir(dir: &Path) -> Result<()> {
+    private_dir_made(dir, |d| man8s_oci::snapshot::create_volume_dir(d).map(drop))
+}
+
+fn private_dir_made(dir: &Path, make: impl Fn(&Path) -> io::Result<()> + Copy) -> Result<()> {
     match fs::symlink_metadata(dir) {
         Ok(m) if m.is_dir() => {
             if m.permissions().mode() & 0o077 != 0 {
@@ -33,9 +44,11 @@ pub fn private_dir(dir: &Path) -> Result<()> {
             if let Some(parent) = dir.parent() {
                 fs::create_dir_all(parent).at(parent)?;
             }
-            match fs::DirBuilder::new().mode(0o700).create(dir) {
+            match make(dir) {
                 Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return private_dir(dir),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    return private_dir_made(dir, make);
+                }
                 Err(e) => return Err(Error::io(dir, e)),
             }
             // Whatever the umask.

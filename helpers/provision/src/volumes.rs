@@ -30,7 +30,7 @@ use nix::errno::Errno;
 use nix::fcntl::{OFlag, RenameFlags, openat, renameat2};
 use nix::sys::stat::{FchmodatFlags, Mode, SFlag, fchmodat, mkdirat};
 
-use crate::private::private_dir;
+use crate::private::{private_dir, private_volume_dir};
 use crate::{Error, Result};
 
 /// Temp name of a seed being copied, in the volume's parent (`+` is no machine-name character, and
@@ -109,7 +109,7 @@ fn ensure_volume(
             _ => paths.fs(man8s::paths::STORAGE_DIR),
         };
         private_dir(&top)?;
-        private_dir(&base)?;
+        private_volume_dir(&base)?;
     }
     let Some((parent_rel, last)) = rel.split_last() else {
         return Err(what("the root cannot be a volume".into()));

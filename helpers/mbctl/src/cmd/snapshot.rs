@@ -43,7 +43,8 @@ pub fn take_now(paths: &Paths, name: &MachineName, reason: &str) -> Result<Snaps
         .with_context(|| format!("cannot snapshot machine {name}"))
 }
 
-/// One line about a snapshot: `ID: config, storage; 3.0 MiB in 12 files by reflink`.
+/// One line about a snapshot: `ID: config, storage; 3.0 MiB in 12 files by reflink`, or
+/// `ID: config, storage; by btrfs-snapshot`.
 pub fn describe(s: &Snapshot) -> String {
     let files = s.stats.cloned + s.stats.copied;
     let parts = if s.parts.is_empty() {
@@ -51,13 +52,24 @@ pub fn describe(s: &Snapshot) -> String {
     } else {
         s.parts.join(", ")
     };
-    let mut line = format!(
-        "{}: {parts}; {} in {files} file{} by {}",
-        s.id,
-        human(s.stats.bytes),
-        if files == 1 { "" } else { "s" },
-        s.method.as_str()
-    );
+    let mut line = if s.stats.snapshots > 0 && files == 0 {
+        // Nothing was walked: the kernel copied each part whole.
+        format!("{}: {parts}; by {}", s.id, s.method.as_str())
+    } else {
+        format!(
+            "{}: {parts}; {} in {files} file{} by {}",
+            s.id,
+            human(s.stats.bytes),
+            if files == 1 { "" } else { "s" },
+            s.method.as_str()
+        )
+    };
+    if s.stats.snapshots > 0 && files > 0 {
+        line.push_str(&format!(
+            " ({} part(s) by btrfs-snapshot)",
+            s.stats.snapshots
+        ));
+    }
     if s.stats.skipped > 0 {
         line.push_str(&format!(
             " ({} socket(s)/device node(s) left out)",
