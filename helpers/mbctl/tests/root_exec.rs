@@ -97,12 +97,7 @@ fn root_exec_runs_argv_with_the_apps_settings() {
     assert_eq!(o.status.code(), Some(0), "{out}");
     assert!(out.contains("uid=0(root) gid=0(root)"), "{out}");
     assert!(out.contains("/home/node/app\n"), "{out}");
-    for var in [
-        "FROM_IMAGE=yes",
-        "FROM_DECL=yes",
-        "HOME=/root",
-        "PATH=/bin",
-    ] {
+    for var in ["FROM_IMAGE=yes", "FROM_DECL=yes", "HOME=/root", "PATH=/bin"] {
         assert!(out.contains(var), "{var}: {out}");
     }
     // Docker's capability set: the app's root has no CAP_SYS_ADMIN (bit 21) in its bounding set.
