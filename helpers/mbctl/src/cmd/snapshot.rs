@@ -146,7 +146,12 @@ pub fn list(name: &str, json: bool) -> Result<u8> {
             s.id.clone(),
             s.created.clone(),
             s.method.as_str().into(),
-            human(s.stats.bytes),
+            // A btrfs snapshot reads nothing, so there is no count of what it holds.
+            if s.method == man8s_oci::snapshot::Method::BtrfsSnapshot {
+                "-".into()
+            } else {
+                human(s.stats.bytes)
+            },
             s.reason.clone(),
         ]);
     }
