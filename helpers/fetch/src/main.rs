@@ -11,12 +11,15 @@ use man8s_oci::registry::RegistryConfig;
 use man8s_provision::{EnsureOptions, Outcome};
 
 const USAGE: &str = "usage: man8s-fetch [--platform OS/ARCH[/VARIANT]] NAME\n\
-Pulls (per Pull=) and installs the image of machine NAME at /var/lib/man8machines/NAME.";
+       man8s-fetch --unmount NAME\n\
+Pulls (per Pull=) and installs the image of machine NAME at /var/lib/man8machines/NAME\n\
+(mounting it there when its root is layered); --unmount undoes that mount after a stop.";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut name = None;
     let mut platform = None;
+    let mut unmount = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -28,6 +31,7 @@ fn main() -> ExitCode {
                 println!("man8s-fetch {}", env!("CARGO_PKG_VERSION"));
                 return ExitCode::SUCCESS;
             }
+            "--unmount" => unmount = true,
             "--platform" => match it.next() {
                 Some(p) => platform = Some(p.clone()),
                 None => return usage("--platform needs a value"),
@@ -52,6 +56,16 @@ fn main() -> ExitCode {
         Some(Ok(p)) => p,
         Some(Err(e)) => return usage(&e.to_string()),
     };
+    if unmount {
+        let root = man8s_provision::layered::Root::new(&Paths::from_env(), &name);
+        return match root.unmount() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("man8s-fetch: {name}: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
     match run(&name, platform) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -40,6 +40,9 @@
 //! LowSpeedTimeSec=60
 //! # Most bytes of file data one image may unpack to (GNU sparse files count by their full size).
 //! MaxUnpackedSize=32G
+//! # Machines share their image's layers under a writable layer of their own (overlayfs);
+//! # `no` gives every new machine a full copy of its image instead.
+//! SharedLayers=yes
 //! ```
 //!
 //! Sizes take the suffixes K, M, G, T (powers of 1024), as systemd's do.
@@ -189,6 +192,9 @@ pub struct PullConfig {
     pub low_speed_time: Duration,
     /// `MaxUnpackedSize=`: bytes of file data one image may unpack to.
     pub max_unpacked_size: u64,
+    /// `SharedLayers=`: new machines get a layered root (shared image layers + their own
+    /// writable layer) where the kernel and file system allow it.
+    pub shared_layers: bool,
 }
 
 /// Default `LowSpeedLimit=`: 1 KiB/s.
@@ -204,6 +210,7 @@ impl Default for PullConfig {
             low_speed_limit: DEFAULT_LOW_SPEED_LIMIT,
             low_speed_time: DEFAULT_LOW_SPEED_TIME,
             max_unpacked_size: DEFAULT_MAX_UNPACKED_SIZE,
+            shared_layers: true,
         }
     }
 }
@@ -276,7 +283,12 @@ const SCHEMA: crate::ini::Schema = &[
     ("Hosts", &[crate::ini::ANY_KEY]),
     (
         "Pull",
-        &["LowSpeedLimit", "LowSpeedTimeSec", "MaxUnpackedSize"],
+        &[
+            "LowSpeedLimit",
+            "LowSpeedTimeSec",
+            "MaxUnpackedSize",
+            "SharedLayers",
+        ],
     ),
 ];
 
@@ -456,6 +468,13 @@ impl HostConfig {
                     }
                     cfg.pull.max_unpacked_size = size;
                 }
+                ("Pull", "SharedLayers") => {
+                    cfg.pull.shared_layers = match value {
+                        "yes" | "true" | "on" | "1" => true,
+                        "no" | "false" | "off" | "0" => false,
+                        _ => return Err(bad("not a boolean (yes or no)")),
+                    };
+                }
                 _ => unreachable!("key lists and match arms agree"),
             }
         }
@@ -530,6 +549,14 @@ mod tests {
         assert_eq!(c.pull.low_speed_limit, 2048);
         assert_eq!(c.pull.low_speed_time, Duration::from_secs(5));
         assert_eq!(c.pull.max_unpacked_size, 1 << 30);
+        assert!(c.pull.shared_layers);
+        assert!(
+            !parse("[Pull]\nSharedLayers=no\n")
+                .unwrap()
+                .pull
+                .shared_layers
+        );
+        assert!(parse("[Pull]\nSharedLayers=maybe\n").is_err());
         assert_eq!(parse("").unwrap().pull, PullConfig::default());
         for bad in [
             "[Pull]\nLowSpeedLimit=fast\n",

@@ -1,11 +1,9 @@
 //! What `man8s-fetch NAME` does on every start, and the pieces `mbctl` shares with it.
 
-use std::fs;
-
 use man8s::Paths;
 use man8s::machine::Machine;
 use man8s_oci::cache::BlobCache;
-use man8s_oci::install::{InstallOptions, Source, pull_and_install};
+use man8s_oci::install::{InstallOptions, Source};
 use man8s_oci::progress::{Event, Progress};
 use man8s_oci::pull::{Policy, Puller, ResolvedImage};
 use man8s_oci::registry::RegistryConfig;
@@ -53,11 +51,10 @@ pub async fn ensure_machine(
 ) -> Result<Outcome> {
     let image = ImageRef::parse(&machine.image)?;
     let cache = BlobCache::new(paths);
-    let rootfs = paths.rootfs(&machine.name);
     let state = crate::state::MachineState::new(paths, &machine.name);
     state.ensure()?;
     let installed = state.source();
-    let exists = fs::symlink_metadata(&rootfs).is_ok();
+    let exists = crate::layered::Root::new(paths, &machine.name).installed();
     let puller = Puller {
         cache: &cache,
         config: opts.registry,
@@ -94,6 +91,7 @@ pub async fn ensure_machine(
                     machine.name
                 ),
             });
+            crate::layered::activate(paths, &machine.name)?;
             link_for_machinectl(paths, &machine.name)?;
             Ok(Outcome::UpToDate)
         };
@@ -138,8 +136,17 @@ pub async fn ensure_machine(
             // Blocking work on scoped threads (progress is only borrowed): layers download on one
             // while the other unpacks those already cached.
             let result = std::thread::scope(|s| {
-                s.spawn(|| pull_and_install(&puller, &rootfs, &resolved, &install))
-                    .join()
+                s.spawn(|| {
+                    crate::layered::install(
+                        paths,
+                        &machine.name,
+                        &puller,
+                        &resolved,
+                        &install,
+                        false,
+                    )
+                })
+                .join()
             })
             .map_err(|_| Error::Other("unpack thread panicked".into()))?;
             match result {
@@ -151,6 +158,8 @@ pub async fn ensure_machine(
             Some((resolved, Outcome::Installed { digest }))
         }
     };
+    // A layered root is mounted now: volumes are seeded from what the machine will see.
+    crate::layered::activate(paths, &machine.name)?;
     link_for_machinectl(paths, &machine.name)?;
     match outcome {
         Some((resolved, outcome)) => {

@@ -9,6 +9,7 @@
 
 pub mod ensure;
 pub mod env;
+pub mod layered;
 pub mod link;
 pub mod private;
 pub mod state;
