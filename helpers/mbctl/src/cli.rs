@@ -183,6 +183,28 @@ pub enum MachinesCommand {
         after_help = "Exit status 0 when healthy, 1 when not.\n\nExample:\n  mbctl machines health web\n  mbctl machines health web --check http://127.0.0.1:8080/healthz"
     )]
     Health(HealthArgs),
+    /// What NAME changed against its image (a layered machine's own writable layer): A added,
+    /// C changed, D deleted.
+    #[command(
+        after_help = "Example:\n  mbctl machines diff redis\n  mbctl machines diff redis --json"
+    )]
+    Diff(StatusArgs),
+    /// Drop what stopped machine NAME changed in its root (its writable layer); config and
+    /// volumes stay. --convert turns a full-copy machine into a layered one.
+    #[command(
+        after_help = "Example:\n  mbctl machines stop redis\n  mbctl machines reset redis\n  mbctl machines reset --convert redis   # a full copy made before shared layers"
+    )]
+    Reset(ResetArgs),
+}
+
+/// `machines reset`
+#[derive(Debug, Args)]
+pub struct ResetArgs {
+    /// Machine name.
+    pub name: String,
+    /// Replace a full copy by shared layers and an empty writable layer.
+    #[arg(long)]
+    pub convert: bool,
 }
 
 /// `machines health`
@@ -321,6 +343,9 @@ pub struct UpdateArgs {
     /// Reinstall the rootfs from the image and restart even when the registry has nothing newer.
     #[arg(long)]
     pub force: bool,
+    /// Layered machine: drop its own writable layer with the old image (default: keep it).
+    #[arg(long)]
+    pub reset: bool,
 }
 
 /// `machines enable|disable`

@@ -129,7 +129,8 @@ fn list_status_and_verify_golden() {
                 "declaration": "/etc/man8s/machines/web.machine", "kind": "declaration", "rootfs_present": true,
                 "volumes": [{"container_path": "/usr/share/nginx/html", "kind": "data",
                              "host_path": "/var/lib/man8machine_storage/web/usr/share/nginx/html", "read_only": true}],
-                "ports": ["tcp:8080:80"], "errors": []
+                "ports": ["tcp:8080:80"], "errors": [],
+                "storage": "full copy (made before shared layers; `mbctl machines reset --convert web` makes it layered)"
             }
         ])
     );
@@ -141,6 +142,7 @@ fn list_status_and_verify_golden() {
          \x20     Image: docker.io/library/nginx:1\n\
          \x20    Digest: sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\n\
          \x20    Rootfs: /var/lib/man8machines/web\n\
+         \x20   Storage: full copy (made before shared layers; `mbctl machines reset --convert web` makes it layered)\n\
          \x20 Yggdrasil: 300:1::5\n\
          \x20   Volumes: /usr/share/nginx/html → /var/lib/man8machine_storage/web/usr/share/nginx/html (data, read-only)\n\
          \x20     Ports: tcp:8080:80\n\

@@ -132,7 +132,7 @@ pub fn auto_update(dry_run: bool) -> Result<u8> {
                         .with_context(|| format!("cannot pull {}", m.image))?;
                     let before =
                         man8s_provision::state::MachineState::new(&paths, &m.name).source();
-                    apply_update(&paths, m, before, &resolved, bus.as_ref())
+                    apply_update(&paths, m, before, &resolved, bus.as_ref(), false)
                 })();
                 match result {
                     Ok(r) if r.outcome == Outcome::Updated => {

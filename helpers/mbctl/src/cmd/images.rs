@@ -97,7 +97,8 @@ pub fn list(json: bool) -> Result<u8> {
     Ok(EXIT_OK)
 }
 
-/// `images prune`: keep what installed machines (and their kept previous rootfs) came from.
+/// `images prune`: keep what installed machines (and their kept previous rootfs or layer set)
+/// came from.
 pub fn prune() -> Result<u8> {
     let paths = Paths::from_env();
     let keep: Vec<String> = installed(&paths)
@@ -107,6 +108,10 @@ pub fn prune() -> Result<u8> {
     let keep_refs: Vec<&str> = keep.iter().map(String::as_str).collect();
     let report = BlobCache::new(&paths).gc(&keep_refs)?;
     println!("Removed {} blobs ({} bytes).", report.removed, report.bytes);
+    // Layers of every machine's current and previous (rollback) image stay.
+    let in_use = man8s_provision::layered::sets_in_use(&paths);
+    let layers = man8s_oci::layers::LayerStore::new(&paths).gc(&in_use)?;
+    println!("Removed {} unpacked layers.", layers.removed);
     Ok(EXIT_OK)
 }
 

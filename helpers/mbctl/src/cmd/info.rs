@@ -66,6 +66,9 @@ pub struct MachineInfo {
     /// The last update (`machines update`, `auto-update`), when one was recorded.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_update: Option<crate::updates::UpdateRecord>,
+    /// How the root is stored: `layered (3 shared layers, own 12 MiB)` or `full copy (why)`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub storage: Option<String>,
 }
 
 /// One volume of a machine.
@@ -135,6 +138,7 @@ pub fn from_files(paths: &Paths, name: &MachineName) -> Option<MachineInfo> {
         declaration: None,
         kind: "declaration".into(),
         rootfs_present: paths.rootfs(name).is_dir(),
+        storage: crate::cmd::layers::describe(paths, name),
         volumes: Vec::new(),
         ports: Vec::new(),
         labels: Default::default(),
@@ -507,6 +511,9 @@ pub fn status_text(m: &MachineInfo, colour: bool) -> String {
             }
         ),
     );
+    if let Some(s) = &m.storage {
+        row("Storage", s.clone());
+    }
     row(
         "Yggdrasil",
         m.yggdrasil_address.clone().unwrap_or_else(|| "-".into()),

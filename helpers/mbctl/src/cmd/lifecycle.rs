@@ -38,6 +38,18 @@ pub fn require_known(paths: &Paths, name: &MachineName) -> Result<()> {
     )
 }
 
+/// Refuse to go on while man8@NAME runs: for changes to a stopped machine's files.
+pub fn refuse_running(paths: &Paths, name: &MachineName) -> Result<()> {
+    let unit = unit_name(name.as_str());
+    if crate::cmd::info::is_real_root(paths)
+        && let Ok(bus) = Bus::system()
+        && bus.unit_state(&unit).is_ok_and(|s| s.is_running())
+    {
+        bail!("machine {name} is running; stop it first: mbctl machines stop {name}");
+    }
+    Ok(())
+}
+
 /// Start, stop or restart a machine and wait for systemd's job; a machine that does not come up
 /// is a failure that names the way to its log.
 pub fn job(name: &str, job: UnitJob) -> Result<u8> {

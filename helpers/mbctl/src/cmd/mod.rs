@@ -5,6 +5,7 @@ pub mod autoupdate;
 pub mod health;
 pub mod images;
 pub mod info;
+pub mod layers;
 pub mod lifecycle;
 pub mod migrate;
 pub mod process;
@@ -93,7 +94,9 @@ fn machines(command: MachinesCommand) -> Result<u8> {
             no_fetch: a.no_fetch,
             cached_only: false,
         }),
-        MachinesCommand::Update(a) => pull::update(&a.name, a.force),
+        MachinesCommand::Update(a) => pull::update(&a.name, a.force, a.reset),
+        MachinesCommand::Diff(a) => layers::diff(&a.name, a.json),
+        MachinesCommand::Reset(a) => layers::reset(&a.name, a.convert),
         MachinesCommand::Snapshot(a) => match a.prune {
             Some(keep) => snapshot::prune(&a.name, keep),
             None => snapshot::take(&a.name, a.stop),

@@ -457,7 +457,7 @@ fn exchange(a: &Path, b: &Path) -> Result<()> {
 }
 
 /// `machines update NAME [--force]`: with `force`, a fresh rootfs of the same image too.
-pub fn update(name: &str, force: bool) -> Result<u8> {
+pub fn update(name: &str, force: bool, reset: bool) -> Result<u8> {
     let name = machine_name(name)?;
     let paths = Paths::from_env();
     let machine = declaration::load(&paths, &name)?;
@@ -489,7 +489,7 @@ pub fn update(name: &str, force: bool) -> Result<u8> {
     } else {
         None
     };
-    let record = apply_update(&paths, &machine, before, &resolved, bus.as_ref())?;
+    let record = apply_update(&paths, &machine, before, &resolved, bus.as_ref(), reset)?;
     match record.outcome {
         Outcome::Updated if bus.is_some() => {
             println!("Machine {name} runs {}.", resolved.manifest_digest);
@@ -509,13 +509,16 @@ pub fn update(name: &str, force: bool) -> Result<u8> {
 /// Install `resolved` for `machine` and judge it, with a way back: stop the unit, snapshot the
 /// config and data dirs, swap in the new rootfs (keeping the old one), start, wait until the
 /// machine is good ([`wait_until_good`]); when it is not, put the old rootfs and the volume
-/// snapshot back and start that. The outcome is recorded for `machines status`.
+/// snapshot back and start that. The outcome is recorded for `machines status`. A layered
+/// machine keeps its writable layer over the new layers (unless `reset`), and its rollback is
+/// a swap of two records.
 pub fn apply_update(
     paths: &Paths,
     machine: &Machine,
     before: Option<install::Source>,
     resolved: &ResolvedImage,
     bus: Option<&Bus>,
+    reset: bool,
 ) -> Result<UpdateRecord> {
     let name = &machine.name;
     let rootfs = paths.rootfs(name);
@@ -537,11 +540,28 @@ pub fn apply_update(
     let cache = BlobCache::new(paths);
     let progress = man8s_oci::progress::auto();
     let opts = man8s_provision::install_options(paths, true, true)?;
-    let previous = install::install_tree(&rootfs, resolved, &cache, &opts, progress.as_ref())?;
+    let registry = RegistryConfig::load(paths)?;
+    let puller = Puller {
+        cache: &cache,
+        config: &registry,
+        progress: progress.as_ref(),
+        platform: Platform::host(),
+    };
+    use man8s_provision::layered::{self, Replaced};
+    let replaced = layered::install(paths, name, &puller, resolved, &opts, reset)?;
+    let layers = matches!(replaced, Replaced::Layers);
+    let previous = match replaced {
+        Replaced::Copy(p) => Some(p),
+        _ => None,
+    };
     let state = man8s_provision::state::MachineState::new(paths, name);
-    state.record(resolved, previous.is_some())?;
+    state.record(resolved, previous.is_some() || layers)?;
     man8s_provision::link::link_for_machinectl(paths, name)?;
-    man8s_provision::prepare_machine(paths, machine, resolved, progress.as_ref())?;
+    // New volumes are seeded from what the machine will see: a layered root is mounted for that.
+    layered::activate(paths, name)?;
+    let prepared = man8s_provision::prepare_machine(paths, machine, resolved, progress.as_ref());
+    layered::Root::new(paths, name).unmount()?;
+    prepared?;
     let old = before.map(|s| s.manifest_digest);
     println!(
         "Installed {} (was {}).",
@@ -571,14 +591,18 @@ pub fn apply_update(
     };
     let why = crate::one_line(&why);
     record.reason = Some(why.clone());
-    let Some(previous) = previous else {
+    if previous.is_none() && !layers {
         record.outcome = Outcome::Failed;
         record.reason = Some(format!("{why}; there is no previous rootfs to go back to"));
         return finish(record);
-    };
+    }
     eprintln!("mbctl: {name} is not good on the new image ({why}); rolling back");
     let _ = bus.unit_job(UnitJob::Stop, &unit);
-    exchange(&previous, &rootfs)?;
+    if let Some(previous) = &previous {
+        exchange(previous, &rootfs)?;
+    } else {
+        layered::roll_back_layers(paths, name)?;
+    }
     state.swap_previous()?;
     let failed = crate::cmd::snapshot::restore_now(paths, name, &snapshot.id)?;
     eprintln!(
@@ -586,7 +610,9 @@ pub fn apply_update(
         snapshot.id, failed.id
     );
     // `previous` now holds the image that failed; it is of no further use.
-    if let Err(e) = fs::remove_dir_all(&previous) {
+    if let Some(previous) = &previous
+        && let Err(e) = fs::remove_dir_all(previous)
+    {
         eprintln!("mbctl: note: cannot remove {}: {e}", previous.display());
     }
     record.outcome = Outcome::RolledBack;

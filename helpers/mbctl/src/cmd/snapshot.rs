@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use man8s::{MachineName, Paths};
 use man8s_oci::progress::human;
 use man8s_oci::snapshot::{Snapshot, Store};
@@ -178,13 +178,7 @@ pub fn restore_now(paths: &Paths, name: &MachineName, id: &str) -> Result<Snapsh
 pub fn restore(name: &str, id: &str) -> Result<u8> {
     let name = machine_name(name)?;
     let paths = Paths::from_env();
-    let unit = unit_name(name.as_str());
-    if is_real_root(&paths)
-        && let Ok(bus) = Bus::system()
-        && bus.unit_state(&unit).is_ok_and(|s| s.is_running())
-    {
-        bail!("machine {name} is running; stop it first: mbctl machines stop {name}");
-    }
+    crate::cmd::lifecycle::refuse_running(&paths, &name)?;
     let before = restore_now(&paths, &name, id)?;
     println!(
         "The state before the restore is snapshot {}",

@@ -1,0 +1,115 @@
+# shellcheck shell=bash
+# Shared image layers (issue 16) on a booted systemd 262:
+# 1. two machines of one image run from the same unpacked layers (one copy in /var/cache/man8s/layers), each on
+#    its own overlayfs, and neither sees what the other writes; mbctl machines status says "layered";
+# 2. mbctl machines diff lists what a machine added and deleted; reset is refused while it runs, and after a stop
+#    drops its changes (config and volume data stay);
+# 3. update to an image that shares all but its top layer unpacks only that layer and keeps the machine's own
+#    writes; an update to a broken image is rolled back to the previous layer set;
+# 4. with SharedLayers=no a new machine gets a full copy (status says why), works, and reset --convert turns it
+#    into a layered one; images prune keeps every layer a machine uses.
+need_main_host
+mbctl() { in_host /usr/bin/mbctl "$@"; }
+layer_count() { in_host sh -c 'ls /var/cache/man8s/layers/sha256 | grep -vc "^\."'; }
+is_overlay() { [ "$(in_host stat -f -c %T "/var/lib/man8machines/$1")" = overlayfs ]; }
+
+# --- 1. two machines, one set of layers --------------------------------------------------------------------------
+for m in la lb; do
+    declare_machine "$m" <<'DECL'
+[Machine]
+Image=127.0.0.1:5000/test/web:1
+Volume=/data:data
+DECL
+done
+in_host systemctl daemon-reload
+start_machine la
+start_machine lb
+layers=$(layer_count)
+[ "$layers" = 1 ] || fail "web:1 has one layer, but the store holds $layers"
+is_overlay la || fail "la's root is not an overlayfs mount"
+is_overlay lb || fail "lb's root is not an overlayfs mount"
+assert_contains "$(mbctl machines status la)" "Storage: layered (1 shared layers" "mbctl machines status la"
+in_machine la /bin/sh -c 'echo mine > /etc/mine; /bin/busybox rm /www/index.html; echo kept > /data/kept'
+if in_machine lb /bin/busybox test -e /etc/mine; then fail "lb sees la's /etc/mine"; fi
+[ "$(in_machine lb /bin/cat /www/index.html)" = "man8s web ok" ] || fail "lb lost /www/index.html that la deleted"
+# Owners inside are the image's (root), though the layers are shared and idmapped per machine.
+[ "$(in_machine lb /bin/busybox stat -c %u /www)" = 0 ] || fail "/www in lb is not owned by root inside"
+
+# --- 2. diff and reset -----------------------------------------------------------------------------------------------
+d=$(mbctl machines diff la)
+assert_contains "$d" "A /etc/mine" "mbctl machines diff la"
+assert_contains "$d" "D /www/index.html" "mbctl machines diff la"
+if out=$(mbctl machines reset la 2>&1); then fail "reset of a running machine was not refused"; fi
+assert_contains "$out" "is running" "mbctl machines reset la (running)"
+stop_machine la
+is_overlay la && fail "la's overlay is still mounted after the stop"
+mbctl machines reset la
+start_machine la
+if in_machine la /bin/busybox test -e /etc/mine; then fail "reset kept /etc/mine"; fi
+[ "$(in_machine la /bin/cat /www/index.html)" = "man8s web ok" ] || fail "reset did not bring back /www/index.html"
+[ "$(in_machine la /bin/cat /data/kept)" = kept ] || fail "reset touched the data volume"
+stop_machine lb
+
+# --- 3. update keeps the writable layer; a broken image rolls back -----------------------------------------------
+layout=${IMAGES_DIR:?}/layout
+# upd TAG FILE [break]: web + a layer adding /www/FILE (and with `break`, a whiteout of /bin/httpd: the app's
+# command, which man8env.env fixed at creation, then cannot run).
+upd() {
+    local tag=${1:?} file=${2:?} broken=${3:-} bundle=${IMAGES_DIR:?}/bundle-lay-$1
+    umoci unpack --image "$layout:web" "$bundle" >/dev/null
+    printf '%s\n' "$tag" >"$bundle/rootfs/www/$file"
+    [ -z "$broken" ] || rm "$bundle/rootfs/bin/httpd"
+    umoci repack --image "$layout:lay-$tag" "$bundle" >/dev/null
+    rm -rf --one-file-system "${bundle:?}"
+    in_host_net skopeo --insecure-policy copy -q --dest-tls-verify=false "oci:$layout:lay-$tag" \
+        docker://127.0.0.1:5000/test/lay:latest
+}
+in_host_net skopeo --insecure-policy copy -q --dest-tls-verify=false "oci:$layout:web" docker://127.0.0.1:5000/test/lay:latest
+declare_machine lc <<'DECL'
+[Machine]
+Image=127.0.0.1:5000/test/lay:latest
+DECL
+in_host systemctl daemon-reload
+start_machine lc
+in_machine lc /bin/sh -c 'echo own > /etc/own'
+before=$(layer_count)
+upd v2 v2.txt
+mbctl machines update lc
+[ "$(layer_count)" = $((before + 1)) ] || fail "update unpacked $(( $(layer_count) - before )) layers, expected 1 (the new top)"
+[ "$(in_machine lc /bin/cat /www/v2.txt)" = v2 ] || fail "lc does not run the new image after update"
+[ "$(in_machine lc /bin/cat /etc/own)" = own ] || fail "update dropped the machine's own /etc/own"
+upd v3 v3.txt break
+if mbctl machines update lc; then fail "update to a broken image succeeded"; fi
+[ "$(unit_state man8@lc.service)" = active/success ] || fail "lc is $(unit_state man8@lc.service) after the rollback"
+[ "$(in_machine lc /bin/cat /www/v2.txt)" = v2 ] || fail "lc does not run v2 again after the rollback"
+if in_machine lc /bin/busybox test -e /www/v3.txt; then fail "lc still has v3's file after the rollback"; fi
+assert_contains "$(mbctl machines status lc)" "rolled back" "mbctl machines status lc"
+stop_machine lc
+
+# --- 4. the full-copy fallback, its conversion, and prune --------------------------------------------------------
+host_write /etc/man8s/man8s.conf <<'CONF'
+[Pull]
+SharedLayers=no
+CONF
+declare_machine lf <<'DECL'
+[Machine]
+Image=127.0.0.1:5000/test/web:1
+DECL
+in_host systemctl daemon-reload
+start_machine lf
+is_overlay lf && fail "lf is layered though SharedLayers=no"
+[ "$(in_machine lf /bin/cat /www/index.html)" = "man8s web ok" ] || fail "lf (full copy) does not serve its image"
+assert_contains "$(mbctl machines status lf)" "Storage: full copy (SharedLayers=no" "mbctl machines status lf"
+stop_machine lf
+host_write /etc/man8s/man8s.conf </dev/null
+mbctl machines reset --convert lf
+assert_contains "$(mbctl machines status lf)" "Storage: layered" "mbctl machines status lf after --convert"
+mbctl images prune
+start_machine lf
+is_overlay lf || fail "lf is not layered after reset --convert"
+[ "$(in_machine lf /bin/cat /www/index.html)" = "man8s web ok" ] || fail "lf after --convert does not serve its image"
+start_machine lb
+[ "$(in_machine lb /bin/cat /www/index.html)" = "man8s web ok" ] || fail "lb lost a layer to images prune"
+stop_machine lb
+stop_machine lf
+stop_machine la
