@@ -52,13 +52,13 @@ stop_machine lb
 
 # --- 3. update keeps the writable layer; a broken image rolls back -----------------------------------------------
 layout=${IMAGES_DIR:?}/layout
-# upd TAG FILE [break]: web + a layer adding /www/FILE (and with `break`, a whiteout of /bin/httpd: the app's
+# upd TAG FILE [break]: web + a layer adding /www/FILE (and with `break`, a whiteout of /bin/sh: the app's
 # command, which man8env.env fixed at creation, then cannot run).
 upd() {
     local tag=${1:?} file=${2:?} broken=${3:-} bundle=${IMAGES_DIR:?}/bundle-lay-$1
     umoci unpack --image "$layout:web" "$bundle" >/dev/null
     printf '%s\n' "$tag" >"$bundle/rootfs/www/$file"
-    [ -z "$broken" ] || rm "$bundle/rootfs/bin/httpd"
+    [ -z "$broken" ] || rm "$bundle/rootfs/bin/sh"
     umoci repack --image "$layout:lay-$tag" "$bundle" >/dev/null
     rm -rf --one-file-system "${bundle:?}"
     in_host_net skopeo --insecure-policy copy -q --dest-tls-verify=false "oci:$layout:lay-$tag" \
