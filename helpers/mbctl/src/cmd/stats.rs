@@ -17,18 +17,18 @@ use crate::cmd::machine_name;
 /// Where the unified cgroup hierarchy is mounted.
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 /// Most read from one cgroup or proc file.
-const MAX_STAT_FILE: u64 = 64 << 10;
+const MAX_STAT_FILE: u64 = 1 << 20;
 
 /// Counters of one machine at one moment.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Sample {
     /// `cpu.stat` `usage_usec`.
     pub cpu_usec: u64,
-    /// `memory.current`.
-    pub memory: u64,
-    /// `memory.max` (`None` for `max`).
+    /// `memory.current` (`None` where the memory controller is not enabled).
+    pub memory: Option<u64>,
+    /// `memory.max` (`None` for `max`, or without the memory controller).
     pub memory_max: Option<u64>,
-    /// `pids.current`.
+    /// `pids.current`, else the threads listed in the subtree's `cgroup.threads`.
     pub tasks: u64,
     /// Bytes received on every interface but `lo`.
     pub rx: u64,
@@ -45,12 +45,12 @@ pub struct Stats {
     pub cpu_percent: f64,
     /// CPU time used since the start, in seconds.
     pub cpu_seconds: f64,
-    /// Memory in use (bytes).
-    pub memory_bytes: u64,
+    /// Memory in use (bytes); `null` where the memory controller is not enabled.
+    pub memory_bytes: Option<u64>,
     /// The limit: `MemoryMax=`, else the host's memory (bytes).
     pub memory_limit_bytes: u64,
     /// `memory_bytes` in % of the limit.
-    pub memory_percent: f64,
+    pub memory_percent: Option<f64>,
     /// Tasks (processes and threads) of the unit.
     pub tasks: u64,
     /// Network bytes received.
@@ -124,7 +124,7 @@ pub fn stats_of(
         cpu_seconds: last.cpu_usec as f64 / 1e6,
         memory_bytes: last.memory,
         memory_limit_bytes: limit,
-        memory_percent: last.memory as f64 * 100.0 / limit as f64,
+        memory_percent: last.memory.map(|m| m as f64 * 100.0 / limit as f64),
         tasks: last.tasks,
         net_rx_bytes: last.rx,
         net_tx_bytes: last.tx,
@@ -136,15 +136,36 @@ fn read_small(path: &Path) -> Result<String> {
         .with_context(|| format!("cannot read {}", path.display()))
 }
 
-/// Counters of the machine whose unit cgroup is `cgroup` and whose leader is `leader`.
+/// Threads of the cgroup `dir` and every cgroup below it (`cgroup.threads`, which exists without
+/// any controller).
+fn threads_below(dir: &Path, depth: usize) -> u64 {
+    let own = read_small(&dir.join("cgroup.threads"))
+        .map(|t| t.lines().filter(|l| !l.is_empty()).count() as u64)
+        .unwrap_or(0);
+    if depth == 0 {
+        return own;
+    }
+    let below: u64 = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| threads_below(&e.path(), depth - 1))
+        .sum();
+    own + below
+}
+
+/// Counters of the machine whose unit cgroup is `cgroup` and whose leader is `leader`. The
+/// memory and pids controllers may be off (a cgroup-v1 hybrid host); `cpu.stat` is always there.
 fn sample(cgroup: &Path, leader: i32) -> Result<Sample> {
     let file = |f: &str| read_small(&cgroup.join(f));
+    let optional = |f: &str| file(f).ok().and_then(|t| parse_counter(&t));
     let (rx, tx) = parse_net_dev(&read_small(Path::new(&format!("/proc/{leader}/net/dev")))?);
     Ok(Sample {
         cpu_usec: parse_cpu_stat(&file("cpu.stat")?).unwrap_or(0),
-        memory: parse_counter(&file("memory.current")?).unwrap_or(0),
-        memory_max: parse_counter(&file("memory.max")?),
-        tasks: parse_counter(&file("pids.current")?).unwrap_or(0),
+        memory: optional("memory.current"),
+        memory_max: optional("memory.max"),
+        tasks: optional("pids.current").unwrap_or_else(|| threads_below(cgroup, 8)),
         rx,
         tx,
     })
@@ -245,12 +266,12 @@ pub fn table(lines: &[Stats]) -> String {
         rows.push(vec![
             s.name.clone(),
             format!("{:.2}%", s.cpu_percent),
-            format!(
-                "{} / {}",
-                human(s.memory_bytes),
-                human(s.memory_limit_bytes)
-            ),
-            format!("{:.2}%", s.memory_percent),
+            match s.memory_bytes {
+                Some(m) => format!("{} / {}", human(m), human(s.memory_limit_bytes)),
+                None => "- (no memory controller)".to_owned(),
+            },
+            s.memory_percent
+                .map_or_else(|| "-".to_owned(), |p| format!("{p:.2}%")),
             format!("{} / {}", human(s.net_rx_bytes), human(s.net_tx_bytes)),
             s.tasks.to_string(),
             format!("{:.2}s", s.cpu_seconds),
@@ -284,6 +305,17 @@ mod tests {
     }
 
     #[test]
+    fn tasks_without_the_pids_controller_are_the_subtrees_threads() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("payload/inner")).unwrap();
+        std::fs::write(dir.path().join("cgroup.threads"), "10\n").unwrap();
+        std::fs::write(dir.path().join("payload/cgroup.threads"), "11\n12\n").unwrap();
+        std::fs::write(dir.path().join("payload/inner/cgroup.threads"), "13\n").unwrap();
+        assert_eq!(threads_below(dir.path(), 8), 4);
+        assert_eq!(threads_below(dir.path(), 0), 1);
+    }
+
+    #[test]
     fn percentages_and_limits() {
         let first = Sample {
             cpu_usec: 1_000_000,
@@ -291,7 +323,7 @@ mod tests {
         };
         let last = Sample {
             cpu_usec: 1_500_000,
-            memory: 256 << 20,
+            memory: Some(256 << 20),
             memory_max: Some(1 << 30),
             tasks: 3,
             rx: 10,
@@ -299,7 +331,7 @@ mod tests {
         };
         let s = stats_of("pg", &first, &last, Duration::from_secs(1), 8 << 30);
         assert!((s.cpu_percent - 50.0).abs() < 1e-9, "{s:?}");
-        assert!((s.memory_percent - 25.0).abs() < 1e-9, "{s:?}");
+        assert!((s.memory_percent.unwrap() - 25.0).abs() < 1e-9, "{s:?}");
         assert_eq!(
             (
                 s.memory_limit_bytes,
@@ -311,11 +343,20 @@ mod tests {
         );
         let unlimited = Sample {
             memory_max: None,
-            memory: 1 << 30,
+            memory: Some(1 << 30),
             ..last
         };
         let s = stats_of("pg", &first, &unlimited, Duration::from_secs(1), 4 << 30);
         assert_eq!(s.memory_limit_bytes, 4 << 30);
         assert!(table(&[s]).contains("1.0 GiB / 4.0 GiB"));
+        // Without the memory controller: no number rather than a made-up one.
+        let bare = Sample {
+            memory: None,
+            memory_max: None,
+            ..last
+        };
+        let s = stats_of("pg", &first, &bare, Duration::from_secs(1), 4 << 30);
+        assert_eq!((s.memory_bytes, s.memory_percent), (None, None));
+        assert!(table(&[s]).contains("- (no memory controller)"));
     }
 }
