@@ -102,16 +102,24 @@ fill_hostile() {
     install -m4755 /bin/busybox "$r/a/suid"
 }
 
-# The Redis server of the sid base ($BASE) and the libraries it links (as the base's own ldd resolves them).
-fill_redis() {
-    local r=${1:?} base=${BASE:?} lib
-    mkdir -p "$r/usr/bin" "$r/etc" "$r/data" "$r/tmp" "$r/lib64"
-    chmod 1777 "$r/tmp"
-    install -m755 "$base/usr/bin/redis-check-rdb" "$r/usr/bin/redis-server"
-    for lib in $(chroot "$base" ldd /usr/bin/redis-check-rdb | grep -oE '/[^ ]+\.so[^ ]*'); do
+# Program PATH of the sid base ($BASE) as DEST in rootfs $1, with the libraries it links (as the base's own ldd
+# resolves them).
+install_from_base() {
+    local r=${1:?} path=${2:?} dest=${3:?} base=${BASE:?} lib
+    mkdir -p "$r$(dirname "$dest")" "$r/lib64"
+    install -m755 "$base$path" "$r$dest"
+    for lib in $(chroot "$base" ldd "$path" | grep -oE '/[^ ]+\.so[^ ]*'); do
         mkdir -p "$r$(dirname "$lib")"
         cp -L "$base$lib" "$r$lib"
     done
+}
+
+# The Redis server of the sid base and the libraries it links.
+fill_redis() {
+    local r=${1:?} base=${BASE:?}
+    mkdir -p "$r/usr/bin" "$r/etc" "$r/data" "$r/tmp"
+    chmod 1777 "$r/tmp"
+    install_from_base "$r" /usr/bin/redis-check-rdb /usr/bin/redis-server
     # Debian-based images carry libc-bin's C.UTF-8 locale (Redis 8 exits when setlocale fails, and the machine's
     # environment has LANG=C.UTF-8 from systemd's default).
     if [ -d "$base/usr/lib/locale/C.utf8" ]; then

@@ -339,14 +339,14 @@ host_write_on() {
 }
 host_write() { host_write_on "${HOST:?}" "$@"; }
 
-# Pushes every image of the run's OCI layout into host NAME's registry as 127.0.0.1:5000/test/TAG:1.
+# Pushes every image of the run's OCI layout (or of LAYOUT) into host NAME's registry as 127.0.0.1:5000/test/TAG:1.
 host_push_images() {
-    local name=${1:?} tag
+    local name=${1:?} layout=${2:-${IMAGES_DIR:?}/layout} tag
     wait_for 30 in_host_net_on "$name" curl -fsS --max-time 2 http://127.0.0.1:5000/v2/ \
         || { say "host $name: registry not answering on 127.0.0.1:5000"; return 1; }
-    for tag in $(jq -r '.manifests[].annotations["org.opencontainers.image.ref.name"]' "${IMAGES_DIR:?}/layout/index.json"); do
+    for tag in $(jq -r '.manifests[].annotations["org.opencontainers.image.ref.name"]' "$layout/index.json"); do
         in_host_net_on "$name" skopeo --insecure-policy copy -q --dest-tls-verify=false \
-            "oci:$IMAGES_DIR/layout:$tag" "docker://127.0.0.1:5000/test/$tag:1" >&2 \
+            "oci:$layout:$tag" "docker://127.0.0.1:5000/test/$tag:1" >&2 \
             || { say "host $name: pushing test/$tag failed"; return 1; }
     done
 }
