@@ -12,6 +12,11 @@ need_main_host
 mbctl() { in_host /usr/bin/mbctl "$@"; }
 layer_count() { in_host sh -c 'ls /var/cache/man8s/layers/sha256 | grep -vc "^\."'; }
 is_overlay() { [ "$(in_host stat -f -c %T "/var/lib/man8machines/$1")" = overlayfs ]; }
+# Layered roots are opt-in (man8s-fetch(8), SHARED LAYERS).
+host_write /etc/man8s/man8s.conf <<'CONF'
+[Pull]
+SharedLayers=yes
+CONF
 
 # --- 1. two machines, one set of layers --------------------------------------------------------------------------
 for m in la lb; do
@@ -101,7 +106,10 @@ is_overlay lf && fail "lf is layered though SharedLayers=no"
 [ "$(in_machine lf /bin/cat /www/index.html)" = "man8s web ok" ] || fail "lf (full copy) does not serve its image"
 assert_contains "$(mbctl machines status lf)" "Storage: full copy (SharedLayers=no" "mbctl machines status lf"
 stop_machine lf
-host_write /etc/man8s/man8s.conf </dev/null
+host_write /etc/man8s/man8s.conf <<'CONF'
+[Pull]
+SharedLayers=yes
+CONF
 mbctl machines reset --convert lf
 assert_contains "$(mbctl machines status lf)" "Storage: layered" "mbctl machines status lf after --convert"
 mbctl images prune

@@ -40,9 +40,9 @@
 //! LowSpeedTimeSec=60
 //! # Most bytes of file data one image may unpack to (GNU sparse files count by their full size).
 //! MaxUnpackedSize=32G
-//! # Machines share their image's layers under a writable layer of their own (overlayfs);
-//! # `no` gives every new machine a full copy of its image instead.
-//! SharedLayers=yes
+//! # `yes`: new machines share their image's layers under a writable layer of their own
+//! # (overlayfs). Opt-in for now: volumes are not yet writable inside a layered machine.
+//! SharedLayers=no
 //! ```
 //!
 //! Sizes take the suffixes K, M, G, T (powers of 1024), as systemd's do.
@@ -193,7 +193,8 @@ pub struct PullConfig {
     /// `MaxUnpackedSize=`: bytes of file data one image may unpack to.
     pub max_unpacked_size: u64,
     /// `SharedLayers=`: new machines get a layered root (shared image layers + their own
-    /// writable layer) where the kernel and file system allow it.
+    /// writable layer) where the kernel and file system allow it. Off by default until volumes
+    /// bound into a layered machine are writable there (see man8s-fetch(8), SHARED LAYERS).
     pub shared_layers: bool,
 }
 
@@ -210,7 +211,7 @@ impl Default for PullConfig {
             low_speed_limit: DEFAULT_LOW_SPEED_LIMIT,
             low_speed_time: DEFAULT_LOW_SPEED_TIME,
             max_unpacked_size: DEFAULT_MAX_UNPACKED_SIZE,
-            shared_layers: true,
+            shared_layers: false,
         }
     }
 }
@@ -549,9 +550,9 @@ mod tests {
         assert_eq!(c.pull.low_speed_limit, 2048);
         assert_eq!(c.pull.low_speed_time, Duration::from_secs(5));
         assert_eq!(c.pull.max_unpacked_size, 1 << 30);
-        assert!(c.pull.shared_layers);
+        assert!(!c.pull.shared_layers);
         assert!(
-            !parse("[Pull]\nSharedLayers=no\n")
+            parse("[Pull]\nSharedLayers=yes\n")
                 .unwrap()
                 .pull
                 .shared_layers

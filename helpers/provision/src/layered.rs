@@ -254,7 +254,7 @@ pub fn unavailable(paths: &Paths, store: &LayerStore) -> Option<String> {
     }
     match man8s::hostconfig::HostConfig::load(paths) {
         Ok(c) if !c.pull.shared_layers => {
-            return Some("SharedLayers=no in /etc/man8s/man8s.conf".into());
+            return Some("SharedLayers=no in [Pull] of /etc/man8s/man8s.conf (the default)".into());
         }
         Ok(_) => {}
         Err(e) => return Some(e.to_string()),
