@@ -332,16 +332,19 @@ pub fn render_nspawn(m: &Machine, host_bridge: &str) -> Generated {
     }
     for v in &m.volumes {
         let key = if v.read_only { "BindReadOnly" } else { "Bind" };
-        let source = match &v.source {
-            // nspawn's `+`: inside the root (stored unshifted like every volume, so idmapped the
-            // same way). man8s-fetch checks before every start that no symlink is on the way:
-            // nspawn would follow it on the host.
-            man8s::machine::VolumeSource::Root(p) => format!("+{p}"),
-            _ => v.host_path(&m.name).to_string_lossy().into_owned(),
+        let (source, options) = match &v.source {
+            // nspawn's `+`: inside the root, which nspawn has already idmapped; idmapping that
+            // mount again is refused (EPERM), so no `:idmap`. man8s-fetch checks before every
+            // start that no symlink is on the way: nspawn would follow it on the host.
+            man8s::machine::VolumeSource::Root(p) => (format!("+{p}"), ""),
+            _ => (
+                v.host_path(&m.name).to_string_lossy().into_owned(),
+                ":idmap",
+            ),
         };
         let _ = writeln!(
             o,
-            "{key}={}:{}:idmap",
+            "{key}={}:{}{options}",
             escape_bind_path(&source),
             escape_bind_path(&v.container_path)
         );
@@ -1023,5 +1026,23 @@ mod tests {
         );
         let nspawn = render_nspawn(&m, "srvgrp0").text();
         assert!(nspawn.contains("BindReadOnly=/a:/run/host/man8s/env/0:idmap\nBindReadOnly=/b:/run/host/man8s/env/1:idmap\n"), "{nspawn}");
+    }
+
+    #[test]
+    fn root_relative_volumes_are_not_idmapped_twice() {
+        let name = MachineName::new("web").unwrap();
+        let files = [(
+            PathBuf::from("/etc/man8s/machines/web.machine"),
+            "[Machine]\nImage=redis\nVolume=/shared:+/srv/shared:ro\nVolume=/data:data\n"
+                .to_owned(),
+        )];
+        let m = declaration::parse(&name, &files).unwrap();
+        let nspawn = render_nspawn(&m, "srvgrp0").text();
+        // nspawn refuses (EPERM) to idmap a mount inside the root it has idmapped already.
+        assert!(
+            nspawn.contains("BindReadOnly=+/srv/shared:/shared\n"),
+            "{nspawn}"
+        );
+        assert!(nspawn.contains(":/data:idmap\n"), "{nspawn}");
     }
 }
