@@ -8,6 +8,7 @@
 pub mod bus;
 pub mod cli;
 pub mod cmd;
+pub mod disk;
 pub mod docs;
 pub mod health;
 pub mod import;

@@ -100,11 +100,18 @@ fn list_status_and_verify_golden() {
         "[Machine]\nImage=shadowed-by-etc\n",
     );
 
+    // Sizes are allocated blocks, which depend on the file system the test runs on.
+    let copy = mbctl::disk::Walker::new().tree(&t.at("/var/lib/man8machines/web"));
+    let own = mbctl::disk::human(copy);
+    let w = own.chars().count().max(3);
     assert_eq!(
         t.stdout(&["machines", "list"], 0),
-        "NAME    STATE    IMAGE                      DIGEST        YGGDRASIL  ADDRESSES\n\
-         broken  invalid  -                          -             -          -\n\
-         web     unknown  docker.io/library/nginx:1  0123456789ab  300:1::5   -\n"
+        format!(
+            "NAME    STATE    IMAGE                      DIGEST        {:<w$}  SHARED  YGGDRASIL  ADDRESSES\n\
+             broken  invalid  -                          -             {:<w$}  -       -          -\n\
+             web     unknown  docker.io/library/nginx:1  0123456789ab  {own:<w$}  -       300:1::5   -\n",
+            "OWN", "-"
+        )
     );
     let list: serde_json::Value =
         serde_json::from_str(&t.stdout(&["machines", "list", "--json"], 0)).unwrap();
@@ -130,19 +137,23 @@ fn list_status_and_verify_golden() {
                 "volumes": [{"container_path": "/usr/share/nginx/html", "kind": "data",
                              "host_path": "/var/lib/man8machine_storage/web/usr/share/nginx/html", "read_only": true}],
                 "ports": ["tcp:8080:80"], "errors": [],
-                "storage": "full copy (made before shared layers; `mbctl machines reset --convert web` makes it layered)"
+                "storage": "full copy (made before shared layers; `mbctl machines reset --convert web` makes it layered)",
+                "disk": {"kind": "copy", "own": {"bytes": copy.bytes}, "root": {"bytes": copy.bytes},
+                         "volumes": {"bytes": 0}}
             }
         ])
     );
     assert_eq!(
         t.stdout(&["machines", "status", "web"], 0),
-        "web - man8@web.service\n\
+        format!(
+            "web - man8@web.service\n\
          \x20     State: unknown\n\
          Declaration: /etc/man8s/machines/web.machine\n\
          \x20     Image: docker.io/library/nginx:1\n\
          \x20    Digest: sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\n\
          \x20    Rootfs: /var/lib/man8machines/web\n\
          \x20   Storage: full copy (made before shared layers; `mbctl machines reset --convert web` makes it layered)\n\
+         \x20      Disk: own {own} (full copy {own}, volumes 0 KiB)\n\
          \x20 Yggdrasil: 300:1::5\n\
          \x20   Volumes: /usr/share/nginx/html → /var/lib/man8machine_storage/web/usr/share/nginx/html (data, read-only)\n\
          \x20     Ports: tcp:8080:80\n\
@@ -151,6 +162,7 @@ fn list_status_and_verify_golden() {
          \x20 Reachable: from this host and machines on the same bridge: every port\n\
          \x20            from everyone else: nothing (no Expose=)\n\
          \x20            from everyone who reaches this host: Port= tcp:8080:80 (published like podman's PublishPort=)\n"
+        )
     );
     // verify over the whole tree: one line per problem, canonical paths, exit 1.
     assert_eq!(

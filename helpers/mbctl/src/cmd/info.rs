@@ -66,9 +66,12 @@ pub struct MachineInfo {
     /// The last update (`machines update`, `auto-update`), when one was recorded.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_update: Option<crate::updates::UpdateRecord>,
-    /// How the root is stored: `layered (3 shared layers, own 12 MiB)` or `full copy (why)`.
+    /// How the root is stored: `layered (3 shared layers)` or `full copy (why)`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub storage: Option<String>,
+    /// Own and shared disk (`list` and `status`; none when no root is installed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disk: Option<crate::cmd::usage::DiskUsage>,
 }
 
 /// One volume of a machine.
@@ -139,6 +142,7 @@ pub fn from_files(paths: &Paths, name: &MachineName) -> Option<MachineInfo> {
         kind: "declaration".into(),
         rootfs_present: paths.rootfs(name).is_dir(),
         storage: crate::cmd::layers::describe(paths, name),
+        disk: None,
         volumes: Vec::new(),
         ports: Vec::new(),
         labels: Default::default(),
@@ -286,11 +290,13 @@ pub fn collect(paths: &Paths, bus: Option<&Bus>) -> (Vec<MachineInfo>, Vec<Strin
         }
     }
     let mut out = Vec::new();
+    let mut census = crate::cmd::usage::Census::load(paths);
     for n in &names {
         if let Some(mut info) = from_files(paths, n) {
             if let Some(bus) = bus {
                 add_live_state(&mut info, bus);
             }
+            info.disk = census.usage(paths, n);
             out.push(info);
         }
     }
@@ -305,9 +311,18 @@ fn short_digest(d: &str) -> String {
 /// The `machines list` table.
 pub fn list_table(machines: &[MachineInfo], colour: bool) -> String {
     let mut rows = vec![
-        ["NAME", "STATE", "IMAGE", "DIGEST", "YGGDRASIL", "ADDRESSES"]
-            .map(String::from)
-            .to_vec(),
+        [
+            "NAME",
+            "STATE",
+            "IMAGE",
+            "DIGEST",
+            "OWN",
+            "SHARED",
+            "YGGDRASIL",
+            "ADDRESSES",
+        ]
+        .map(String::from)
+        .to_vec(),
     ];
     for m in machines {
         let state = if m.errors.is_empty() {
@@ -332,6 +347,8 @@ pub fn list_table(machines: &[MachineInfo], colour: bool) -> String {
                 .as_deref()
                 .map(short_digest)
                 .unwrap_or_else(|| "-".into()),
+            crate::cmd::usage::own_cell(m.disk.as_ref()),
+            crate::cmd::usage::shared_cell(m.disk.as_ref()),
             m.yggdrasil_address.clone().unwrap_or_else(|| "-".into()),
             if m.addresses.is_empty() {
                 "-".into()
@@ -514,6 +531,9 @@ pub fn status_text(m: &MachineInfo, colour: bool) -> String {
     if let Some(s) = &m.storage {
         row("Storage", s.clone());
     }
+    if let Some(d) = &m.disk {
+        row("Disk", crate::cmd::usage::status_line(d));
+    }
     row(
         "Yggdrasil",
         m.yggdrasil_address.clone().unwrap_or_else(|| "-".into()),
@@ -588,6 +608,7 @@ pub fn status(name: &str, json: bool) -> Result<u8> {
     if let Some(bus) = connect(&paths) {
         add_live_state(&mut info, &bus);
     }
+    info.disk = crate::cmd::usage::Census::load(&paths).usage(&paths, &name);
     add_filter(&paths, &mut info);
     if json {
         println!("{}", serde_json::to_string_pretty(&info)?);
@@ -636,5 +657,126 @@ mod tree_tests {
              └─ after pong\n\
              \x20  └─ wants ping (cycle)\n"
         );
+    }
+}
+
+#[cfg(test)]
+mod disk_tests {
+    use super::*;
+    use crate::cmd::usage::DiskUsage;
+    use crate::disk::Usage;
+
+    fn info(name: &str, disk: Option<DiskUsage>) -> MachineInfo {
+        MachineInfo {
+            name: name.into(),
+            state: "active".into(),
+            sub_state: None,
+            enabled: None,
+            image: Some("reg/app:1".into()),
+            digest: None,
+            yggdrasil_address: None,
+            addresses: Vec::new(),
+            declaration: None,
+            kind: "declaration".into(),
+            rootfs_present: true,
+            volumes: Vec::new(),
+            ports: Vec::new(),
+            labels: Default::default(),
+            errors: Vec::new(),
+            filter: None,
+            filter_notes: Vec::new(),
+            reachable: Vec::new(),
+            health: None,
+            last_update: None,
+            storage: None,
+            disk,
+        }
+    }
+
+    fn u(bytes: u64) -> Usage {
+        Usage {
+            bytes,
+            partial: false,
+        }
+    }
+
+    fn cols(l: &str) -> Vec<&str> {
+        l.split("  ")
+            .filter(|c| !c.is_empty())
+            .map(str::trim)
+            .collect()
+    }
+
+    #[test]
+    fn list_and_status_show_own_and_shared() {
+        let layered = DiskUsage {
+            kind: "layered",
+            own: u(12 << 20),
+            root: u(10 << 20),
+            volumes: u(2 << 20),
+            shared: Some(u(200 << 20)),
+            shared_layers: Some(2),
+            shared_with: Some(1),
+        };
+        let copy = DiskUsage {
+            kind: "copy",
+            own: u(201 << 20),
+            root: u(200 << 20),
+            volumes: u(1 << 20),
+            shared: None,
+            shared_layers: None,
+            shared_with: None,
+        };
+        let table = list_table(
+            &[
+                info("a", Some(layered.clone())),
+                info("b", Some(copy)),
+                info("c", None),
+            ],
+            false,
+        );
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(
+            cols(lines[0]),
+            [
+                "NAME",
+                "STATE",
+                "IMAGE",
+                "DIGEST",
+                "OWN",
+                "SHARED",
+                "YGGDRASIL",
+                "ADDRESSES"
+            ]
+        );
+        assert_eq!(
+            cols(lines[1]),
+            [
+                "a",
+                "active",
+                "reg/app:1",
+                "-",
+                "12.0 MiB",
+                "200.0 MiB ×2",
+                "-",
+                "-"
+            ]
+        );
+        assert_eq!(
+            cols(lines[2]),
+            ["b", "active", "reg/app:1", "-", "201.0 MiB", "-", "-", "-"]
+        );
+        assert_eq!(
+            cols(lines[3]),
+            ["c", "active", "reg/app:1", "-", "-", "-", "-", "-"]
+        );
+        let status = status_text(&info("a", Some(layered)), false);
+        assert!(
+            status.contains(
+                "Disk: own 12.0 MiB (writable layer 10.0 MiB, volumes 2.0 MiB); shared 200.0 MiB (2 layer dirs, also used by 1 other machine)"
+            ),
+            "{status}"
+        );
+        assert!(!status_text(&info("c", None), false).contains("Disk:"));
     }
 }

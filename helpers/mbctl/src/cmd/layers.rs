@@ -9,14 +9,14 @@ use man8s_provision::layered::{self, Root, Storage};
 use crate::EXIT_OK;
 use crate::cmd::machine_name;
 
-/// `layered (3 shared layers, own 12 MiB)` or `full copy (why)`; `None` when nothing is installed.
+/// `layered (3 shared layers)` or `full copy (why)`; `None` when nothing is installed (the
+/// sizes are [`crate::cmd::usage`]'s `Disk:` line).
 pub fn describe(paths: &Paths, name: &MachineName) -> Option<String> {
     let root = Root::new(paths, name);
     match root.storage() {
         Some(Storage::Layered { current, .. }) => Some(format!(
-            "layered ({} shared layers, own {})",
+            "layered ({} shared layers)",
             current.chain_ids.len(),
-            mib(layered::own_bytes(&root))
         )),
         Some(Storage::Copy { reason }) if reason != layered::PRE_LAYERS => {
             Some(format!("full copy ({reason})"))
@@ -32,14 +32,6 @@ fn pre_layers(name: &MachineName) -> String {
         "full copy ({}; `mbctl machines reset --convert {name}` makes it layered)",
         layered::PRE_LAYERS
     )
-}
-
-fn mib(bytes: u64) -> String {
-    if bytes < 1 << 20 {
-        format!("{} KiB", bytes.div_ceil(1024))
-    } else {
-        format!("{:.1} MiB", bytes as f64 / f64::from(1 << 20))
-    }
 }
 
 /// `machines diff NAME [--json]`

@@ -14,6 +14,7 @@ pub mod remove;
 pub mod shell;
 pub mod snapshot;
 pub mod stats;
+pub mod usage;
 pub mod verify;
 
 use anyhow::Result;
