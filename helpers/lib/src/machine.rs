@@ -468,7 +468,8 @@ impl Default for Network {
     }
 }
 
-/// `[Resources]`: values are validated and kept in systemd's syntax, applied to `man8@NAME.service`.
+/// `[Resources]`: values are validated and kept in systemd's syntax, applied to `man8@NAME.service`
+/// (but `DiskMax=`, which man8s applies itself).
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct Resources {
     /// `MemoryMax=` (bytes with K/M/G/T/P/E suffix, a percentage, or `infinity`).
@@ -477,6 +478,9 @@ pub struct Resources {
     pub cpu_quota: Option<String>,
     /// `TasksMax=` (a number, a percentage, or `infinity`).
     pub tasks_max: Option<String>,
+    /// `DiskMax=`: bytes the machine's writable layer may hold (man8s's own key, not the unit's:
+    /// man8s-fetch sets a btrfs qgroup limit before each start).
+    pub disk_max: Option<u64>,
 }
 
 /// A secret handed to the machine as a systemd credential (the app finds it in

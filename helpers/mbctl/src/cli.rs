@@ -161,10 +161,10 @@ pub enum MachinesCommand {
         after_help = "Example:\n  mbctl machines update redis\n  mbctl machines update --force redis   # fresh rootfs even when up to date"
     )]
     Update(UpdateArgs),
-    /// Snapshot the config and data dirs of NAME (reflink where the file system can, else a copy);
-    /// with --prune, remove old snapshots instead.
+    /// Snapshot the state of NAME: its config and data dirs and, when layered, its writable
+    /// layer (a btrfs snapshot, else reflinks, else a copy); with --prune, remove old snapshots.
     #[command(
-        after_help = "A running machine is frozen (cgroup freezer) while its files are copied; --stop stops it instead.\nSnapshots live in /var/lib/man8s/snapshots/NAME/.\n\nExample:\n  mbctl machines snapshot redis\n  mbctl machines snapshot redis --prune=2"
+        after_help = "A running machine is frozen (cgroup freezer) while its files are copied; --stop stops it instead.\nSnapshots live in /var/lib/man8s/snapshots/NAME/.\n\nExample:\n  mbctl machines snapshot redis\n  mbctl machines snapshot redis --only rw\n  mbctl machines snapshot redis --prune=2"
     )]
     Snapshot(SnapshotArgs),
     /// List the snapshots of NAME.
@@ -172,10 +172,10 @@ pub enum MachinesCommand {
         after_help = "Example:\n  mbctl machines snapshots redis\n  mbctl machines snapshots redis --json"
     )]
     Snapshots(StatusArgs),
-    /// Put the config and data dirs of a stopped machine back as snapshot SNAP was; the current
-    /// state is snapshotted first.
+    /// Put the state of a stopped machine back as snapshot SNAP was (each part it holds); the
+    /// current state is snapshotted first.
     #[command(
-        after_help = "Example:\n  mbctl machines stop redis\n  mbctl machines restore redis 20261201T221500Z\n  mbctl machines start redis"
+        after_help = "Refused (exit status 1) while NAME runs, and when SNAP's writable layer was taken on another image than NAME runs now (after an update): --only config,storage restores the rest, --keep-image puts the layer on the current image anyway.\n\nExample:\n  mbctl machines stop redis\n  mbctl machines restore redis 20261201T221500Z\n  mbctl machines start redis"
     )]
     Restore(RestoreArgs),
     /// Run the health check of NAME once now (HealthCmd= or the image's HEALTHCHECK).
@@ -259,6 +259,9 @@ pub struct SnapshotArgs {
     /// Take no snapshot; remove all but the newest KEEP (default 3).
     #[arg(long, value_name = "KEEP", num_args = 0..=1, default_missing_value = "3")]
     pub prune: Option<usize>,
+    /// Only these parts: config, storage (data volumes), rw (a layered machine's writable layer).
+    #[arg(long, value_name = "PART,…", value_delimiter = ',', value_parser = crate::cmd::snapshot::PART_NAMES)]
+    pub only: Vec<String>,
 }
 
 /// `machines restore`
@@ -268,6 +271,12 @@ pub struct RestoreArgs {
     pub name: String,
     /// Snapshot ID (see `mbctl machines snapshots NAME`).
     pub snapshot: String,
+    /// Only these parts of the snapshot: config, storage, rw.
+    #[arg(long, value_name = "PART,…", value_delimiter = ',', value_parser = crate::cmd::snapshot::PART_NAMES)]
+    pub only: Vec<String>,
+    /// Put the writable layer back even though it was taken on another image than NAME runs now.
+    #[arg(long)]
+    pub keep_image: bool,
 }
 
 /// `machines ps`

@@ -12,8 +12,15 @@
 //! opens regular files `O_NONBLOCK` and checks their type after opening (a FIFO swapped in cannot
 //! block us), and skips sockets and device nodes. Regular files are cloned with `FICLONE`
 //! (btrfs, XFS, bcachefs: a reflink costs no data copy) and copied where the file system cannot
-//! clone; [`Method`] reports which happened. Ownership, modes and times are kept; extended
-//! attributes and hard links are not (each link becomes its own file).
+//! clone; [`Method`] reports which happened. Ownership, modes, times and extended attributes are
+//! kept (xattrs after the owner, as chown drops file capabilities); hard links are not (each link
+//! becomes its own file).
+//!
+//! The part named [`LAYER_PART`] is a layered machine's writable layer (`rw/`: the overlayfs
+//! upper and work dirs): its whiteouts (character devices 0/0) are kept too, and an xattr that
+//! cannot be set (`trusted.overlay.opaque` and the like, which say what the layer hides) fails the
+//! copy instead of being dropped. Its snapshot records the layer set it sits on
+//! ([`Snapshot::layers`]), as a writable layer only means something over those layers.
 //!
 //! On btrfs a directory made by [`create_volume_dir`] is a subvolume, and a subvolume is copied
 //! as a whole by one btrfs snapshot (`BTRFS_IOC_SNAP_CREATE`: constant time, nothing read, the
@@ -47,7 +54,14 @@ use nix::sys::time::TimeSpec;
 use nix::unistd::{Gid, Uid, fchown, fchownat, symlinkat};
 use serde::{Deserialize, Serialize};
 
-use crate::unpack::rootdir::{is_type, list_dir, lstat_at, open_subdir, remove_all};
+use crate::layers::LayerSet;
+use crate::unpack::rootdir::{
+    is_type, list_dir, lsetxattr_at, lstat_at, lxattrs_at, open_subdir, remove_all,
+};
+
+/// The part of a snapshot that is a layered machine's writable layer (copied with its whiteouts
+/// and every xattr).
+pub const LAYER_PART: &str = "rw";
 
 /// The record of a finished snapshot, inside it.
 const RECORD: &str = "snapshot.json";
@@ -171,6 +185,9 @@ pub struct Snapshot {
     pub method: Method,
     /// What the copy did.
     pub stats: CopyStats,
+    /// The layer set the [`LAYER_PART`] was taken on (none without that part).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layers: Option<LayerSet>,
 }
 
 /// The snapshots of one machine: a directory of snapshot directories.
@@ -193,6 +210,16 @@ impl Store {
     /// Take a snapshot of `parts` (name, live directory); a part whose directory does not exist
     /// is left out. The snapshot appears under its ID only when complete.
     pub fn take(&self, parts: &[(&str, &Path)], reason: &str) -> Result<Snapshot> {
+        self.take_on(parts, reason, None)
+    }
+
+    /// [`Store::take`], recording that the [`LAYER_PART`] among `parts` sits on `layers`.
+    pub fn take_on(
+        &self,
+        parts: &[(&str, &Path)],
+        reason: &str,
+        layers: Option<&LayerSet>,
+    ) -> Result<Snapshot> {
         create_private_dir(&self.dir)?;
         let now = SystemTime::now();
         let id = self.free_id(&compact_utc(now))?;
@@ -205,9 +232,10 @@ impl Store {
             if !src.is_dir() {
                 continue;
             }
-            stats.add(&copy_tree(src, &partial, part)?);
+            stats.add(&copy_tree_as(src, &partial, part, Fidelity::of(part))?);
             taken.push((*part).to_owned());
         }
+        let layers = layers.filter(|_| taken.iter().any(|p| p == LAYER_PART));
         let snapshot = Snapshot {
             id: id.clone(),
             created: crate::install::rfc3339(now),
@@ -215,6 +243,7 @@ impl Store {
             parts: taken,
             method: stats.method(),
             stats,
+            layers: layers.cloned(),
         };
         let record = partial.join(RECORD);
         let json = serde_json::to_vec_pretty(&snapshot).expect("a snapshot record serializes");
@@ -286,21 +315,13 @@ impl Store {
             let staging_name = format!(".{base}.restore");
             let staging = parent.join(&staging_name);
             remove_path(&staging)?;
-            stats.add(&copy_tree(&src, parent, &staging_name)?);
-            match renameat2(
-                nix::fcntl::AT_FDCWD,
-                &staging,
-                nix::fcntl::AT_FDCWD,
-                *live,
-                RenameFlags::RENAME_EXCHANGE,
-            ) {
-                Ok(()) => remove_path(&staging)?,
-                Err(Errno::ENOENT) => {
-                    renameat(nix::fcntl::AT_FDCWD, &staging, nix::fcntl::AT_FDCWD, *live)
-                        .at(live)?
-                }
-                Err(e) => return Err(e).at(live),
-            }
+            stats.add(&copy_tree_as(
+                &src,
+                parent,
+                &staging_name,
+                Fidelity::of(part),
+            )?);
+            swap_in(&staging, live)?;
         }
         Ok(stats)
     }
@@ -332,6 +353,62 @@ impl Store {
         }
         Ok(id)
     }
+}
+
+/// Put the complete copy `staging` in place of `live` (`RENAME_EXCHANGE`: the live one is never
+/// half replaced), then remove the old content.
+fn swap_in(staging: &Path, live: &Path) -> Result<()> {
+    match renameat2(
+        nix::fcntl::AT_FDCWD,
+        staging,
+        nix::fcntl::AT_FDCWD,
+        live,
+        RenameFlags::RENAME_EXCHANGE,
+    ) {
+        Ok(()) => remove_path(staging),
+        Err(Errno::ENOENT) => {
+            renameat(nix::fcntl::AT_FDCWD, staging, nix::fcntl::AT_FDCWD, live).at(live)
+        }
+        Err(e) => Err(e).at(live),
+    }
+}
+
+/// Turn directory `live`, a layered machine's writable layer made before it would be a
+/// subvolume, into a btrfs subvolume with the same content (copied as the [`LAYER_PART`] is,
+/// then swapped in). `false` when it is one already; an error where its parent is not on btrfs.
+pub fn into_subvolume(live: &Path) -> Result<bool> {
+    let src = nix::fcntl::open(
+        live,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .at(live)?;
+    if is_subvolume(&src) {
+        return Ok(false);
+    }
+    let parent = live.parent().unwrap_or(Path::new("/"));
+    let base = live.file_name().unwrap_or_default().to_string_lossy();
+    let staging = parent.join(format!(".{base}.subvolume"));
+    remove_path(&staging)?;
+    if !create_volume_dir(&staging).at(&staging)? {
+        remove_path(&staging)?;
+        return Err(io::Error::other("not on btrfs: no subvolume can be made")).at(live);
+    }
+    let dst = nix::fcntl::open(
+        &staging,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .at(&staging)?;
+    let mut at = Where {
+        src: live.to_owned(),
+        keep: Fidelity::of(LAYER_PART),
+    };
+    copy_dir(&src, &dst, &mut at, &mut CopyStats::default())?;
+    set_meta(&dst, &fstat(&src).at(live)?).at(live)?;
+    copy_xattrs(&dst, b".", &src, b".", &at)?;
+    swap_in(&staging, live)?;
+    Ok(true)
 }
 
 /// A snapshot ID is one plain name: no `/`, no leading dot.
@@ -488,6 +565,37 @@ mod btrfs {
 /// never following a symlink inside `src`. `src` itself must be a real directory. A btrfs
 /// subvolume is copied as a btrfs snapshot when the destination can take one.
 pub fn copy_tree(src: &Path, dst_parent: &Path, name: &str) -> Result<CopyStats> {
+    copy_tree_as(src, dst_parent, name, Fidelity::PLAIN)
+}
+
+/// What a copy keeps beyond content, owners, modes and times.
+#[derive(Debug, Clone, Copy)]
+struct Fidelity {
+    /// Extended attributes; `Some(true)`: one that cannot be set fails the copy, `Some(false)`:
+    /// it is left out when the destination refuses it (EPERM, ENOTSUP).
+    xattrs: Option<bool>,
+    /// overlayfs whiteouts (character devices 0/0), which are otherwise skipped.
+    whiteouts: bool,
+}
+
+impl Fidelity {
+    /// Seeding a volume from an image and the unpacker's copies: content only.
+    const PLAIN: Fidelity = Fidelity {
+        xattrs: None,
+        whiteouts: false,
+    };
+
+    /// A snapshot part: every xattr; a writable layer also its whiteouts, strictly.
+    fn of(part: &str) -> Fidelity {
+        let layer = part == LAYER_PART;
+        Fidelity {
+            xattrs: Some(layer),
+            whiteouts: layer,
+        }
+    }
+}
+
+fn copy_tree_as(src: &Path, dst_parent: &Path, name: &str, keep: Fidelity) -> Result<CopyStats> {
     let src_fd = nix::fcntl::open(
         src,
         OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
@@ -512,9 +620,11 @@ pub fn copy_tree(src: &Path, dst_parent: &Path, name: &str) -> Result<CopyStats>
     let mut stats = CopyStats::default();
     let mut at = Where {
         src: src.to_owned(),
+        keep,
     };
     copy_dir(&src_fd, &dst, &mut at, &mut stats)?;
     set_meta(&dst, &st).at(src)?;
+    copy_xattrs(&parent, name.as_bytes(), &src_fd, b".", &at)?;
     Ok(stats)
 }
 
@@ -526,15 +636,51 @@ pub fn copy_contents(src: &OwnedFd, dst: &OwnedFd, shown: &Path) -> Result<CopyS
     let mut stats = CopyStats::default();
     let mut at = Where {
         src: shown.to_owned(),
+        keep: Fidelity::PLAIN,
     };
     copy_dir(src, dst, &mut at, &mut stats)?;
     set_meta(dst, &st).at(shown)?;
     Ok(stats)
 }
 
-/// The source path being copied, for error messages only (never opened by name).
+/// The source path being copied, for error messages only (never opened by name), and what the
+/// copy keeps.
 struct Where {
     src: PathBuf,
+    keep: Fidelity,
+}
+
+/// Copy the xattrs of `src_name` in `src_dir` onto `dst_name` in `dst_dir` (neither followed),
+/// as [`Where::keep`] says. Last, after the owner: chown drops `security.capability`.
+fn copy_xattrs(
+    dst_dir: &impl AsFd,
+    dst_name: &[u8],
+    src_dir: &impl AsFd,
+    src_name: &[u8],
+    at: &Where,
+) -> Result<()> {
+    let Some(strict) = at.keep.xattrs else {
+        return Ok(());
+    };
+    for (key, value) in lxattrs_at(src_dir, src_name).at(&at.src)? {
+        match lsetxattr_at(dst_dir, dst_name, &key, &value) {
+            Ok(()) => {}
+            Err(e)
+                if !strict
+                    && matches!(
+                        e.raw_os_error(),
+                        Some(nix::libc::EPERM | nix::libc::ENOTSUP)
+                    ) => {}
+            Err(e) => {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("cannot keep xattr {}: {e}", String::from_utf8_lossy(&key)),
+                ))
+                .at(&at.src);
+            }
+        }
+    }
+    Ok(())
 }
 
 fn copy_dir(src: &OwnedFd, dst: &OwnedFd, at: &mut Where, stats: &mut CopyStats) -> Result<()> {
@@ -575,6 +721,7 @@ fn copy_entry(
         copy_dir(&sub_src, &sub_dst, at, stats)?;
         // After the content: a read-only directory must not stop its own copy.
         set_meta(&sub_dst, &st).at(&at.src)?;
+        copy_xattrs(dst, name, src, name, at)?;
         stats.other += 1;
     } else if is_type(&st, SFlag::S_IFREG) {
         let file = match openat(
@@ -613,6 +760,7 @@ fn copy_entry(
         }
         stats.bytes += st.st_size as u64;
         set_meta(&out, &st).at(&at.src)?;
+        copy_xattrs(dst, name, src, name, at)?;
     } else if is_type(&st, SFlag::S_IFLNK) {
         let target = readlinkat(src, name).at(&at.src)?;
         symlinkat(target.as_os_str(), dst, name).at(&at.src)?;
@@ -625,16 +773,18 @@ fn copy_entry(
         )
         .at(&at.src)?;
         set_times_at(dst, name, &st).at(&at.src)?;
+        copy_xattrs(dst, name, src, name, at)?;
         stats.other += 1;
-    } else if is_type(&st, SFlag::S_IFIFO) {
-        mknodat(
-            dst,
-            name,
-            SFlag::S_IFIFO,
-            Mode::from_bits_truncate(0o600),
-            0,
-        )
-        .at(&at.src)?;
+    } else if is_type(&st, SFlag::S_IFIFO)
+        || (at.keep.whiteouts && is_type(&st, SFlag::S_IFCHR) && st.st_rdev == 0)
+    {
+        // A FIFO, or an overlayfs whiteout: a character device 0/0, which opens no device.
+        let kind = if is_type(&st, SFlag::S_IFIFO) {
+            SFlag::S_IFIFO
+        } else {
+            SFlag::S_IFCHR
+        };
+        mknodat(dst, name, kind, Mode::from_bits_truncate(0o600), 0).at(&at.src)?;
         let fifo = openat(
             dst,
             name,
@@ -652,6 +802,7 @@ fn copy_entry(
         .at(&at.src)?;
         crate::unpack::rootdir::chmod_fd(&fifo, st.st_mode & 0o7777).at(&at.src)?;
         set_times_at(dst, name, &st).at(&at.src)?;
+        copy_xattrs(dst, name, src, name, at)?;
         stats.other += 1;
     } else {
         // Sockets belong to a running process; device nodes have no business in a volume.

@@ -7,52 +7,11 @@
 use std::collections::BTreeMap;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::{MetadataExt, symlink};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use man8s_oci::snapshot::{Method, Store, create_volume_dir, is_subvolume};
-use man8s_testsupport::require_root;
-
-/// A btrfs image mounted at `mnt`, unmounted (and its loop device freed) when dropped.
-struct Btrfs {
-    _dir: tempfile::TempDir,
-    mnt: PathBuf,
-}
-
-impl Btrfs {
-    fn new() -> Btrfs {
-        let dir = tempfile::Builder::new()
-            .prefix("man8s-btrfs.")
-            .tempdir_in("/var/tmp")
-            .unwrap();
-        let img = dir.path().join("btrfs.img");
-        let mnt = dir.path().join("mnt");
-        std::fs::create_dir(&mnt).unwrap();
-        run(Command::new("truncate").arg("-s").arg("256M").arg(&img));
-        run(Command::new("mkfs.btrfs").arg("-q").arg(&img));
-        run(Command::new("mount")
-            .arg("-o")
-            .arg("loop")
-            .arg(&img)
-            .arg(&mnt));
-        Btrfs { _dir: dir, mnt }
-    }
-}
-
-impl Drop for Btrfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.mnt).status();
-    }
-}
-
-fn run(cmd: &mut Command) {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+use man8s_testsupport::{LoopFs, require_root};
 
 fn open_dir(p: &Path) -> OwnedFd {
     std::fs::File::open(p).unwrap().into()
@@ -95,7 +54,7 @@ fn fill(dir: &Path, canary: &Path, tag: &str) {
 #[test]
 fn root_btrfs_volumes_snapshot_as_subvolumes() {
     require_root();
-    let fs = Btrfs::new();
+    let fs = LoopFs::new("btrfs");
     let canary = fs.mnt.join("canary");
     std::fs::create_dir(&canary).unwrap();
     std::fs::write(canary.join("secret"), "host secret").unwrap();

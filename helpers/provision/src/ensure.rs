@@ -91,7 +91,7 @@ pub async fn ensure_machine(
                     machine.name
                 ),
             });
-            crate::layered::activate(paths, &machine.name)?;
+            activate(paths, machine, opts.progress)?;
             link_for_machinectl(paths, &machine.name)?;
             Ok(Outcome::UpToDate)
         };
@@ -159,7 +159,7 @@ pub async fn ensure_machine(
         }
     };
     // A layered root is mounted now: volumes are seeded from what the machine will see.
-    crate::layered::activate(paths, &machine.name)?;
+    activate(paths, machine, opts.progress)?;
     link_for_machinectl(paths, &machine.name)?;
     match outcome {
         Some((resolved, outcome)) => {
@@ -174,6 +174,15 @@ pub async fn ensure_machine(
             Ok(Outcome::UpToDate)
         }
     }
+}
+
+/// The machine's `DiskMax=` limit, then its layered root mounted.
+fn activate(paths: &Paths, machine: &Machine, progress: &dyn Progress) -> Result<()> {
+    let applied = crate::quota::apply(paths, machine)?;
+    if let Some(line) = crate::quota::describe(&machine.name, &applied) {
+        progress.event(Event::UpToDate { reason: &line });
+    }
+    crate::layered::activate(paths, &machine.name)
 }
 
 fn policy_name(p: Policy) -> &'static str {

@@ -127,9 +127,13 @@ impl Root {
         }
     }
 
-    /// The writable layer, made when missing (0755 root: it is the merged root's own inode).
+    /// The writable layer, made when missing (0755 root: it is the merged root's own inode); a
+    /// btrfs subvolume on btrfs, which snapshots whole and takes a `DiskMax=` qgroup limit.
     pub fn ensure_rw(&self) -> Result<()> {
         let rw = self.rw();
+        if !rw.exists() && self.state.is_dir() {
+            man8s_oci::snapshot::create_volume_dir(&rw).at(&rw)?;
+        }
         for d in [rw.clone(), rw.join("data"), rw.join("work")] {
             if !d.is_dir() {
                 fs::create_dir_all(&d).at(&d)?;

@@ -12,6 +12,7 @@ pub mod env;
 pub mod layered;
 pub mod link;
 pub mod private;
+pub mod quota;
 pub mod state;
 pub mod volumes;
 

@@ -20,7 +20,7 @@ mod root;
 pub use image::{Compression, Image, LayerBuilder, Written, compress, tag, write_index};
 pub use proxy::{Fault, FaultProxy, Rule, Seen, TokenAuth};
 pub use registry::{Format, Registry};
-pub use root::{Root, sh, stderr, stdout_of_success};
+pub use root::{LoopFs, Root, sh, stderr, stdout_of_success};
 
 use sha2::{Digest, Sha256};
 

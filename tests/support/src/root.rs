@@ -80,3 +80,43 @@ pub fn sh(script: &str) -> Output {
     );
     out
 }
+
+/// A file system image (`btrfs`, `ext4`) loop-mounted in a scratch dir under /var/tmp, for
+/// tests of what depends on the file system (snapshots, quotas); unmounted when dropped.
+pub struct LoopFs {
+    _dir: tempfile::TempDir,
+    /// Where it is mounted.
+    pub mnt: PathBuf,
+}
+
+impl LoopFs {
+    /// A fresh 256 MiB file system of `kind` (made by `mkfs.KIND`). Fails when not root.
+    pub fn new(kind: &str) -> LoopFs {
+        crate::require_root();
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("man8s-{kind}."))
+            .tempdir_in("/var/tmp")
+            .expect("scratch dir in /var/tmp");
+        let img = dir.path().join("fs.img");
+        let mnt = dir.path().join("mnt");
+        std::fs::create_dir(&mnt).expect("mount point");
+        let quiet = if kind == "ext4" { "-qF" } else { "-q" };
+        let run = |cmd: &mut Command| {
+            let out = cmd.output().expect("run");
+            assert!(out.status.success(), "{cmd:?}: {}", stderr(&out));
+        };
+        run(Command::new("truncate").arg("-s").arg("256M").arg(&img));
+        run(Command::new(format!("mkfs.{kind}")).arg(quiet).arg(&img));
+        run(Command::new("mount")
+            .args(["-o", "loop"])
+            .arg(&img)
+            .arg(&mnt));
+        LoopFs { _dir: dir, mnt }
+    }
+}
+
+impl Drop for LoopFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.mnt).status();
+    }
+}

@@ -69,7 +69,10 @@ const SECTIONS: &[(&str, &[&str])] = &[
             "AllowFrom",
         ],
     ),
-    ("Resources", &["MemoryMax", "CPUQuota", "TasksMax"]),
+    (
+        "Resources",
+        &["MemoryMax", "CPUQuota", "TasksMax", "DiskMax"],
+    ),
     ("Install", &["WantedBy"]),
 ];
 
@@ -389,6 +392,14 @@ pub fn parse(name: &MachineName, files: &[(PathBuf, String)]) -> Result<Machine,
                         validate_tasks_max(v)?;
                     }
                     m.resources.tasks_max = (!empty).then(|| v.to_owned());
+                }
+                ("Resources", "DiskMax") => {
+                    m.resources.disk_max = if empty {
+                        None
+                    } else {
+                        let bytes = super::runtime::parse_size(v)?;
+                        Some(bytes.parse().map_err(|_| format!("{v:?} is too big"))?)
+                    };
                 }
                 ("Install", "WantedBy") => {
                     if empty {

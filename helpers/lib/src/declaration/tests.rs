@@ -81,6 +81,7 @@ YggdrasilAddress=300:2e98:a4b0:1789::5
 MemoryMax=1.5G
 CPUQuota=150%
 TasksMax=512
+DiskMax=2G
 
 [Install]
 WantedBy=machines.target multi-user.target
@@ -181,6 +182,7 @@ Whatever=1
     assert_eq!(m.resources.memory_max.as_deref(), Some("1.5G"));
     assert_eq!(m.resources.cpu_quota.as_deref(), Some("150%"));
     assert_eq!(m.resources.tasks_max.as_deref(), Some("512"));
+    assert_eq!(m.resources.disk_max, Some(2 << 30));
     assert_eq!(
         m.install.wanted_by,
         ["machines.target", "multi-user.target"]
@@ -438,6 +440,8 @@ fn value_errors() {
             "positive percentage",
         ),
         ("Image=redis\n[Resources]\nTasksMax=-1", "positive number"),
+        ("Image=redis\n[Resources]\nDiskMax=10%", "is not a size"),
+        ("Image=redis\n[Resources]\nDiskMax=4K", "smaller than 1M"),
         (
             "Image=redis\n[Install]\nWantedBy=machines",
             "not a unit name",

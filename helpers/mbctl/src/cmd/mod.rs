@@ -100,10 +100,17 @@ fn machines(command: MachinesCommand) -> Result<u8> {
         MachinesCommand::Reset(a) => layers::reset(&a.name, a.convert),
         MachinesCommand::Snapshot(a) => match a.prune {
             Some(keep) => snapshot::prune(&a.name, keep),
-            None => snapshot::take(&a.name, a.stop),
+            None => snapshot::take(&a.name, a.stop, &a.only),
         },
         MachinesCommand::Snapshots(a) => snapshot::list(&a.name, a.json),
-        MachinesCommand::Restore(a) => snapshot::restore(&a.name, &a.snapshot),
+        MachinesCommand::Restore(a) => snapshot::restore(
+            &a.name,
+            &a.snapshot,
+            &snapshot::RestoreOptions {
+                only: a.only.clone(),
+                keep_image: a.keep_image,
+            },
+        ),
         MachinesCommand::Ps(a) => process::ps(&a.name, a.json),
         MachinesCommand::Kill(a) => process::kill(&a),
         MachinesCommand::Health(a) => {

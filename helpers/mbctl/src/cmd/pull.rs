@@ -604,7 +604,8 @@ pub fn apply_update(
         layered::roll_back_layers(paths, name)?;
     }
     state.swap_previous()?;
-    let failed = crate::cmd::snapshot::restore_now(paths, name, &snapshot.id)?;
+    // The old layers are back, so the writable layer of the snapshot fits them again.
+    let failed = crate::cmd::snapshot::restore_now(paths, name, &snapshot.id, &Default::default())?;
     eprintln!(
         "mbctl: volumes of {name} restored from snapshot {}; what the new image left is snapshot {}",
         snapshot.id, failed.id

@@ -252,9 +252,7 @@ pub fn chmod_fd(fd: &impl AsFd, mode: u32) -> io::Result<()> {
 
 /// `lsetxattr` on `name` in `dir` without following it (for symlinks, which cannot be opened for `fsetxattr`).
 pub fn lsetxattr_at(dir: &impl AsFd, name: &[u8], key: &[u8], value: &[u8]) -> io::Result<()> {
-    let mut path = format!("/proc/self/fd/{}/", dir.as_fd().as_raw_fd()).into_bytes();
-    path.extend_from_slice(name);
-    let path = std::ffi::CString::new(path).map_err(|_| io::Error::from(Errno::EINVAL))?;
+    let path = proc_path(dir, name)?;
     let key = std::ffi::CString::new(key).map_err(|_| io::Error::from(Errno::EINVAL))?;
     // SAFETY: both strings are NUL-terminated and outlive the call; value is a valid slice.
     let rc = unsafe {
@@ -291,4 +289,62 @@ pub fn fsetxattr(fd: &impl AsFd, key: &[u8], value: &[u8]) -> io::Result<()> {
     } else {
         Err(io::Error::last_os_error())
     }
+}
+
+/// The largest extended-attribute name list and value the kernel has (`XATTR_LIST_MAX`,
+/// `XATTR_SIZE_MAX`): reads are bounded by them.
+const XATTR_MAX: usize = 65536;
+
+/// `/proc/self/fd/DIR/NAME` as a C string: `name` in `dir` for the `l*xattr` calls, which do not
+/// follow its last component (`name` must be one component).
+fn proc_path(dir: &impl AsFd, name: &[u8]) -> io::Result<std::ffi::CString> {
+    if name.contains(&b'/') {
+        return Err(io::Error::from(Errno::EINVAL));
+    }
+    let mut path = format!("/proc/self/fd/{}/", dir.as_fd().as_raw_fd()).into_bytes();
+    path.extend_from_slice(name);
+    std::ffi::CString::new(path).map_err(|_| io::Error::from(Errno::EINVAL))
+}
+
+/// The extended attributes of `name` in `dir` (not followed), names and values, in the order
+/// the file system lists them. Bounded by the kernel's own limits.
+pub fn lxattrs_at(dir: &impl AsFd, name: &[u8]) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let path = proc_path(dir, name)?;
+    let mut list = vec![0u8; XATTR_MAX];
+    // SAFETY: NUL-terminated path; the buffer is valid for its length.
+    let n = unsafe { nix::libc::llistxattr(path.as_ptr(), list.as_mut_ptr().cast(), list.len()) };
+    if n < 0 {
+        let e = io::Error::last_os_error();
+        // A file system without xattrs has none to copy.
+        return if e.raw_os_error() == Some(nix::libc::ENOTSUP) {
+            Ok(Vec::new())
+        } else {
+            Err(e)
+        };
+    }
+    list.truncate(n as usize);
+    let mut out = Vec::new();
+    let mut value = vec![0u8; XATTR_MAX];
+    for key in list.split(|&b| b == 0).filter(|k| !k.is_empty()) {
+        let ckey = std::ffi::CString::new(key).map_err(|_| io::Error::from(Errno::EINVAL))?;
+        // SAFETY: NUL-terminated strings; the buffer is valid for its length.
+        let n = unsafe {
+            nix::libc::lgetxattr(
+                path.as_ptr(),
+                ckey.as_ptr(),
+                value.as_mut_ptr().cast(),
+                value.len(),
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            // Removed since the listing: nothing to copy.
+            if e.raw_os_error() == Some(nix::libc::ENODATA) {
+                continue;
+            }
+            return Err(e);
+        }
+        out.push((key.to_vec(), value[..n as usize].to_vec()));
+    }
+    Ok(out)
 }
