@@ -8,8 +8,13 @@
 #   systemctl status; mbctl machines status shows the filter and who may reach the machine;
 # - stopping man8s-bridge removes the table inet man8s, and only it; starting it again puts it back;
 # - the bridge, db's veth and its host0 run at the full MTU, and 20000-byte packets cross the mesh to db whole;
-# - names over DNS: a remote machine no Link= names and a machine declared after the asker started.
-ygg_host_up ma '^ylink' || fail "test host ma did not come up"
+# - names over DNS: a remote machine no Link= names and a machine declared after the asker started;
+# - names on the host: ma runs systemd-resolved with nss-resolve and nss-mymachines (Arch's default hosts line),
+#   and resolves web.man8s and db.mb.man8s through resolved (Domains=~man8s) to the computed addresses.
+# ma boots from a base of its own with those packages (cached like the shared one; the others keep theirs).
+resolved_base() { local HOST_EXTRA_APT=(systemd-resolved libnss-resolve libnss-mymachines); ensure_base; }
+base_ma=$(resolved_base) || fail "could not build the base with systemd-resolved for ma"
+BASE=$base_ma ygg_host_up ma '^ylink' || fail "test host ma did not come up"
 ygg_host_up mb '^ylink$' || fail "test host mb did not come up"
 ygg_host_up ms '^ylink$' || fail "test host ms (the stranger) did not come up"
 debug_units man8s-bridge.service man8s-bridge-reload.service yggdrasil.service
@@ -153,6 +158,27 @@ assert_contains "$(lookup_in_web pub.mb.man8s)" "$addr_pub" "nslookup pub.mb.man
 assert_contains "$(lookup_in_web nobody.man8s)" "NXDOMAIN" "nslookup nobody.man8s in web"
 # The host asks the same server (networkd gives systemd-resolved the bridge's DNS= with Domains=~man8s).
 assert_contains "$(in_host_on mb busybox nslookup db.man8s 172.17.0.1 2>&1)" "$addr_db" "nslookup db.man8s on host mb"
+
+# Names on host ma, end to end: networkd gives resolved the bridge's DNS= with Domains=~man8s, so resolved asks
+# man8s-dns for names under the domain (and only those), and NSS (nss-resolve) gets the same answers.
+addr_web=$(expected_ygg_address web "$sa")
+resolved_knows() { in_host_on ma resolvectl query "$1" 2>&1 | grep -qF "$2"; }
+wait_for 30 resolved_knows web.man8s "$addr_web" \
+    || fail "resolvectl query web.man8s on ma: '$(in_host_on ma resolvectl query web.man8s 2>&1)', expected $addr_web"
+assert_contains "$(in_host_on ma resolvectl query db.mb.man8s 2>&1)" "$addr_db" "resolvectl query db.mb.man8s on ma"
+assert_contains "$(in_host_on ma getent hosts web.man8s)" "$addr_web" "getent hosts web.man8s on ma"
+assert_contains "$(in_host_on ma getent hosts db.mb.man8s)" "$addr_db" "getent hosts db.mb.man8s on ma"
+assert_contains "$(in_host_on ma resolvectl domain srvgrp0)" "~man8s" "resolvectl domain srvgrp0 on ma"
+# nss-mymachines (and resolved's machined hook) answer the bare name of a running machine with every address
+# machined sees in it: the 300: one man8s-dns computes, and also the IPv4 lease, the ULA and the link-local one.
+# A machine that is not running (late) or runs on another host has no bare name there; NAME.man8s always has.
+mymachines=$(in_host_on ma getent ahosts web)
+assert_contains "$mymachines" "$addr_web" "getent ahosts web on ma (nss-mymachines)"
+assert_contains "$mymachines" "172.17." "getent ahosts web on ma (nss-mymachines)"
+assert_contains "$(in_host_on ma resolvectl query web 2>&1)" "$addr_web" "resolvectl query web on ma (machined)"
+in_host_on ma getent ahosts late >/dev/null \
+    && fail "getent ahosts late (declared, not running) answered on ma, but nss-mymachines knows running machines only"
+assert_contains "$(in_host_on ma getent ahosts late.man8s)" "$addr_late" "getent ahosts late.man8s on ma (not running)"
 
 # mbctl shows it.
 st=$(in_host_on mb mbctl machines status db)
