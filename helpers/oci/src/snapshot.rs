@@ -321,6 +321,11 @@ impl Store {
                 &staging_name,
                 Fidelity::of(part),
             )?);
+            // A subvolume stays one (its snapshots and qgroup limit depend on it), also when the
+            // snapshot was a walked copy on another file system.
+            if File::open(live).is_ok_and(|d| is_subvolume(&d)) {
+                into_subvolume(&staging)?;
+            }
             swap_in(&staging, live)?;
         }
         Ok(stats)

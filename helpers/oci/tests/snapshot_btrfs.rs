@@ -143,6 +143,11 @@ fn root_btrfs_volumes_snapshot_as_subvolumes() {
         tree(&elsewhere.path().join("m").join(&s.id).join("config")),
         live_v1
     );
+    // Restored from there, the live subvolume is a subvolume again.
+    std::fs::write(live.join("db/rows"), "migrated").unwrap();
+    other.restore(&s.id, &[("config", &live)]).unwrap();
+    assert_eq!(tree(&live), live_v1);
+    assert!(is_subvolume(&open_dir(&live)), "still a subvolume");
 
     assert_eq!(tree(&canary), canary_before, "the canary is untouched");
 }
