@@ -190,7 +190,8 @@ pub enum MachinesCommand {
     )]
     Diff(StatusArgs),
     /// Drop what stopped machine NAME changed in its root (its writable layer); config and
-    /// volumes stay. --convert turns a full-copy machine into a layered one.
+    /// volumes stay. --convert makes it again from its image, layered or a full copy as the
+    /// host chooses now (SharedLayers=), dropping its own changes.
     #[command(
         after_help = "Example:\n  mbctl machines stop redis\n  mbctl machines reset redis\n  mbctl machines reset --convert redis   # a full copy made before shared layers"
     )]
@@ -202,7 +203,8 @@ pub enum MachinesCommand {
 pub struct ResetArgs {
     /// Machine name.
     pub name: String,
-    /// Replace a full copy by shared layers and an empty writable layer.
+    /// Make the root again from the image: shared layers, or a full copy where SharedLayers=no
+    /// or layers cannot work.
     #[arg(long)]
     pub convert: bool,
 }

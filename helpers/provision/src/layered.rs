@@ -19,7 +19,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read as _, Write as _};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -258,7 +258,7 @@ pub fn unavailable(paths: &Paths, store: &LayerStore) -> Option<String> {
     }
     match man8s::hostconfig::HostConfig::load(paths) {
         Ok(c) if !c.pull.shared_layers => {
-            return Some("SharedLayers=no in [Pull] of /etc/man8s/man8s.conf (the default)".into());
+            return Some("SharedLayers=no in [Pull] of /etc/man8s/man8s.conf".into());
         }
         Ok(_) => {}
         Err(e) => return Some(e.to_string()),
@@ -383,6 +383,25 @@ fn idmapped_clone(src: &Path, ns: &UserNs, ro: bool) -> Result<OwnedFd> {
             OPEN_TREE_CLONE | nix::libc::O_CLOEXEC as u32,
         )
     };
+    idmap_tree(fd, src, ns, ro)
+}
+
+/// A detached, idmapped clone of the directory `dir` is open on (never resolved by name again).
+fn idmapped_clone_fd(dir: &impl AsFd, shown: &Path, ns: &UserNs) -> Result<OwnedFd> {
+    // SAFETY: an open descriptor and an empty path with AT_EMPTY_PATH.
+    let fd = unsafe {
+        nix::libc::syscall(
+            nix::libc::SYS_open_tree,
+            dir.as_fd().as_raw_fd(),
+            c"".as_ptr(),
+            OPEN_TREE_CLONE | AT_EMPTY_PATH | nix::libc::O_CLOEXEC as u32,
+        )
+    };
+    idmap_tree(fd, shown, ns, false)
+}
+
+/// Idmap the detached tree `fd` that open_tree returned (its errno when negative).
+fn idmap_tree(fd: nix::libc::c_long, src: &Path, ns: &UserNs, ro: bool) -> Result<OwnedFd> {
     if fd < 0 {
         return Err(Error::io(src, std::io::Error::last_os_error()));
     }
@@ -658,6 +677,46 @@ pub fn activate(paths: &Paths, name: &MachineName) -> Result<()> {
             uid_base, current, ..
         }) => root.mount(&LayerStore::new(paths), uid_base, &current),
         _ => root.clear_args(),
+    }
+}
+
+/// How host-side writes into what a machine sees get the owners it expects on disk.
+///
+/// A full copy's root shows on-disk owners (0…65535) to the host, like its volumes. A layered
+/// root shows them shifted into the machine's UID range (its layers are idmapped below the
+/// overlay), so whatever is copied from it into a volume (a seed) would keep the shifted owners
+/// on disk, and nspawn's `:idmap` bind would show them as nobody inside. Writing such a copy
+/// through an idmapped clone of the volume's parent, with the root's own mapping, stores the
+/// owners the machine sees as on-disk 0…65535 again: a volume looks the same on disk whichever
+/// way the machine is stored, and survives a conversion either way.
+pub struct RootIds {
+    layered: Option<(u32, UserNs)>,
+}
+
+impl RootIds {
+    /// The ids of machine `name`'s root as recorded now.
+    pub fn of(paths: &Paths, name: &MachineName) -> Result<RootIds> {
+        let layered = match Root::new(paths, name).storage() {
+            Some(Storage::Layered { uid_base, .. }) => Some((uid_base, UserNs::new(uid_base)?)),
+            _ => None,
+        };
+        Ok(RootIds { layered })
+    }
+
+    /// The host uid (and gid) of the machine's root: what a directory host root makes inside
+    /// the mounted root must be chowned to, so the machine's root owns it.
+    pub fn root_uid(&self) -> u32 {
+        self.layered.as_ref().map_or(0, |(base, _)| *base)
+    }
+
+    /// A view of the host directory `dir` to copy root content into (`None`: `dir` itself will
+    /// do). Only copies whose owners are set from the root go through it: host root's own new
+    /// entries there land as nobody on disk.
+    pub fn copy_target(&self, dir: &impl AsFd, shown: &Path) -> Result<Option<OwnedFd>> {
+        match &self.layered {
+            Some((_, ns)) => idmapped_clone_fd(dir, shown, ns).map(Some),
+            None => Ok(None),
+        }
     }
 }
 

@@ -27,9 +27,11 @@ use man8s_oci::unpack::rootdir::{
 };
 use man8s_oci::unpack::{RelPath, parse_entry_path};
 use nix::errno::Errno;
-use nix::fcntl::{OFlag, RenameFlags, openat, renameat2};
+use nix::fcntl::{AtFlags, OFlag, RenameFlags, openat, renameat2};
 use nix::sys::stat::{FchmodatFlags, Mode, SFlag, fchmodat, mkdirat};
+use nix::unistd::{Gid, Uid, fchownat};
 
+use crate::layered::RootIds;
 use crate::private::{private_dir, private_volume_dir};
 use crate::{Error, Result};
 
@@ -42,6 +44,7 @@ const SEED_TMP: &[u8] = b".man8s+seed-tmp";
 /// without a symlink. Outer volumes are handled before the volumes nested in them.
 pub fn ensure_volumes(paths: &Paths, machine: &Machine, rootfs: &Path) -> Result<()> {
     let image = RootDir::open(rootfs).ok();
+    let ids = RootIds::of(paths, &machine.name)?;
     let mut volumes: Vec<&Volume> = machine.volumes.iter().collect();
     volumes.sort_by_key(|v| {
         v.container_path
@@ -50,7 +53,7 @@ pub fn ensure_volumes(paths: &Paths, machine: &Machine, rootfs: &Path) -> Result
             .count()
     });
     for v in volumes {
-        ensure_volume(paths, machine, image.as_ref(), v)?;
+        ensure_volume(paths, machine, image.as_ref(), &ids, v)?;
     }
     Ok(())
 }
@@ -59,6 +62,7 @@ fn ensure_volume(
     paths: &Paths,
     machine: &Machine,
     image: Option<&RootDir>,
+    ids: &RootIds,
     v: &Volume,
 ) -> Result<()> {
     let name = &machine.name;
@@ -98,7 +102,7 @@ fn ensure_volume(
             std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
             let parent_fd = RootDir::open(parent).map_err(|e| Error::io(parent, e))?;
             use std::os::unix::ffi::OsStrExt;
-            return seed(image, &rel, parent_fd.fd(), last.as_bytes())
+            return seed(image, ids, &rel, parent_fd.fd(), last.as_bytes())
                 .map_err(|e| what(format!("cannot create {}: {e}", p.display())));
         }
     };
@@ -128,9 +132,11 @@ fn ensure_volume(
         dir = match subdir_no_symlinks(&dir, component.as_slice()) {
             Ok(fd) => fd,
             Err(Errno::ENOENT) => {
-                mkdir_0755(&dir, component).map_err(|e| {
-                    what(format!("cannot create {}: {e}", shown(&walked).display()))
-                })?;
+                mkdir_0755(&dir, component)
+                    .and_then(|()| own_in_root(in_root, ids, &dir, component))
+                    .map_err(|e| {
+                        what(format!("cannot create {}: {e}", shown(&walked).display()))
+                    })?;
                 subdir_no_symlinks(&dir, component.as_slice())
                     .map_err(|e| what(format!("{}: {e}", shown(&walked).display())))?
             }
@@ -159,16 +165,35 @@ fn ensure_volume(
             describe_mode(st.st_mode)
         ))),
         None if in_root => mkdir_0755(&dir, last)
+            .and_then(|()| own_in_root(in_root, ids, &dir, last))
             .map_err(|e| what(format!("cannot create {}: {e}", shown(&rel).display()))),
-        None => seed(image, &rel, &dir, last)
+        None => seed(image, ids, &rel, &dir, last)
             .map_err(|e| what(format!("cannot create {}: {e}", shown(&rel).display()))),
     }
 }
 
+/// A directory host root just made inside the machine's root (a `+` source) belongs to the
+/// machine's root, as nspawn's own mount points do.
+fn own_in_root(in_root: bool, ids: &RootIds, dir: &impl AsFd, name: &[u8]) -> std::io::Result<()> {
+    if !in_root {
+        return Ok(());
+    }
+    let id = ids.root_uid();
+    fchownat(
+        dir,
+        name,
+        Some(Uid::from_raw(id)),
+        Some(Gid::from_raw(id)),
+        AtFlags::AT_SYMLINK_NOFOLLOW,
+    )?;
+    Ok(())
+}
+
 /// Create volume `last` in `parent`: a copy of the image's directory at `rel` when it has one,
-/// else an empty directory (0755).
+/// else an empty directory (0755, host root's).
 fn seed(
     image: Option<&RootDir>,
+    ids: &RootIds,
     rel: &RelPath,
     parent: &impl AsFd,
     last: &[u8],
@@ -186,11 +211,19 @@ fn seed(
         OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
         Mode::empty(),
     )?;
+    let shown = Path::new("/").join(String::from_utf8_lossy(&rel.to_bytes()).as_ref());
+    // Owners as the machine sees them, stored as on-disk 0…65535 (see RootIds).
+    let view = ids
+        .copy_target(parent, &shown)
+        .map_err(std::io::Error::other)?;
+    let parent = match &view {
+        Some(v) => v.as_fd(),
+        None => parent.as_fd(),
+    };
     // An interrupted copy stays under the temp name and is never mistaken for a seeded volume.
-    remove_all(parent, SEED_TMP, false)?;
+    remove_all(&parent, SEED_TMP, false)?;
     mkdirat(parent, SEED_TMP, Mode::from_bits_truncate(0o700))?;
     let tmp = open_subdir(parent, SEED_TMP)?;
-    let shown = Path::new("/").join(String::from_utf8_lossy(&rel.to_bytes()).as_ref());
     man8s_oci::snapshot::copy_contents(&source, &tmp, &shown).map_err(std::io::Error::other)?;
     renameat2(
         parent,

@@ -64,7 +64,7 @@ pub fn reset(name: &str, convert: bool) -> Result<u8> {
     crate::cmd::lifecycle::refuse_running(&paths, &name)?;
     let root = Root::new(&paths, &name);
     match (root.storage(), convert) {
-        (Some(Storage::Layered { .. }), _) => {
+        (Some(Storage::Layered { .. }), false) => {
             root.reset()
                 .with_context(|| format!("cannot reset machine {name}"))?;
             println!("Machine {name}: own changes dropped; config and volumes kept.");
@@ -73,9 +73,13 @@ pub fn reset(name: &str, convert: bool) -> Result<u8> {
             "machine {name} is a full copy ({}); `mbctl machines reset --convert {name}` replaces it by shared layers (its own changes are lost)",
             describe(&paths, &name).unwrap_or_else(|| "not installed".into())
         ),
+        // Either way, as the host chooses now (SharedLayers=, the fallback): volumes keep the
+        // same on-disk owners under both kinds, so the data stays readable and writable.
         (_, true) => {
             let machine = declaration::load(&paths, &name)?;
+            root.unmount()?;
             root.forget()?;
+            man8s_oci::install::remove_any(&root.rw())?;
             let rootfs = paths.rootfs(&name);
             man8s_oci::install::remove_any(&rootfs)?;
             crate::cmd::pull::install_machine(&paths, &machine)?;
