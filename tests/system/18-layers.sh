@@ -7,16 +7,18 @@
 # 3. update to an image that shares all but its top layer unpacks only that layer and keeps the machine's own
 #    writes; an update to a broken image is rolled back to the previous layer set;
 # 4. with SharedLayers=no a new machine gets a full copy (status says why), works, and reset --convert turns it
-#    into a layered one; images prune keeps every layer a machine uses.
+#    into a layered one; images prune keeps every layer a machine uses;
+# 5. volumes under a layered root (the default): seeded from the image with its owners as on disk of a full copy
+#    (root's /data of journey, uid 1234's /www of imguser, written by the apps), config and `+` volumes
+#    writable by the machine's root, data kept across update and rollback (3.), and a conversion
+#    layered -> full copy -> layered keeps the volumes readable and writable.
 need_main_host
 mbctl() { in_host /usr/bin/mbctl "$@"; }
 layer_count() { in_host sh -c 'ls /var/cache/man8s/layers/sha256 | grep -vc "^\."'; }
 is_overlay() { [ "$(in_host stat -f -c %T "/var/lib/man8machines/$1")" = overlayfs ]; }
-# Layered roots are opt-in (man8s-fetch(8), SHARED LAYERS).
-host_write /etc/man8s/man8s.conf <<'CONF'
-[Pull]
-SharedLayers=yes
-CONF
+storage_owner() { in_host stat -c %u:%g "/var/lib/man8machine_storage/$1"; }
+# Layered roots are the default (man8s-fetch(8), SHARED LAYERS): no man8s.conf.
+in_host rm -f /etc/man8s/man8s.conf
 
 # --- 1. two machines, one set of layers --------------------------------------------------------------------------
 for m in la lb; do
@@ -73,22 +75,27 @@ in_host_net skopeo --insecure-policy copy -q --dest-tls-verify=false "oci:$layou
 declare_machine lc <<'DECL'
 [Machine]
 Image=127.0.0.1:5000/test/lay:latest
+Volume=/data:data
 DECL
 in_host systemctl daemon-reload
 start_machine lc
-in_machine lc /bin/sh -c 'echo own > /etc/own'
+in_machine lc /bin/sh -c 'echo own > /etc/own; echo vol > /data/vol'
 before=$(layer_count)
 upd v2 v2.txt
 mbctl machines update lc
 [ "$(layer_count)" = $((before + 1)) ] || fail "update unpacked $(( $(layer_count) - before )) layers, expected 1 (the new top)"
 [ "$(in_machine lc /bin/cat /www/v2.txt)" = v2 ] || fail "lc does not run the new image after update"
 [ "$(in_machine lc /bin/cat /etc/own)" = own ] || fail "update dropped the machine's own /etc/own"
+[ "$(in_machine lc /bin/cat /data/vol)" = vol ] || fail "update lost the data volume's /data/vol"
+in_machine lc /bin/sh -c 'echo v2 >> /data/vol' || fail "lc cannot write its data volume after the update"
 upd v3 v3.txt break
 if mbctl machines update lc; then fail "update to a broken image succeeded"; fi
 [ "$(unit_state man8@lc.service)" = active/success ] || fail "lc is $(unit_state man8@lc.service) after the rollback"
 [ "$(in_machine lc /bin/cat /www/v2.txt)" = v2 ] || fail "lc does not run v2 again after the rollback"
 if in_machine lc /bin/busybox test -e /www/v3.txt; then fail "lc still has v3's file after the rollback"; fi
 assert_contains "$(mbctl machines status lc)" "rolled back" "mbctl machines status lc"
+[ "$(in_machine lc /bin/cat /data/vol)" = "$(printf 'vol\nv2')" ] || fail "the rollback lost the data volume's writes"
+in_machine lc /bin/sh -c 'echo back >> /data/vol' || fail "lc cannot write its data volume after the rollback"
 stop_machine lc
 
 # --- 4. the full-copy fallback, its conversion, and prune --------------------------------------------------------
@@ -121,3 +128,62 @@ start_machine lb
 stop_machine lb
 stop_machine lf
 stop_machine la
+
+# --- 5. volumes under a layered root, and conversions either way ---------------------------------------------
+in_host rm -f /etc/man8s/man8s.conf
+declare_machine lv <<'DECL'
+[Machine]
+Image=127.0.0.1:5000/test/journey:1
+Volume=/data:data
+Volume=/cfg:config
+Volume=/cache:+/var/cache/lv
+DECL
+declare_machine lu <<'DECL'
+[Machine]
+Image=127.0.0.1:5000/test/imguser:1
+Volume=/www:data
+DECL
+in_host systemctl daemon-reload
+start_machine lv
+start_machine lu
+is_overlay lv || fail "lv (the default) is not layered"
+# journey's start.sh appends to /data/boots, a volume seeded from the image (owned by root there).
+[ "$(in_machine lv /bin/cat /data/seed.txt)" = "seeded by the image" ] || fail "lv's /data is not seeded from the image"
+boots() { in_machine lv /bin/busybox grep -c . /data/boots; }
+[ "$(boots)" -ge 1 ] || fail "journey did not write /data/boots in its volume"
+[ "$(storage_owner lv/data)" = 0:0 ] || fail "lv's seeded /data is $(storage_owner lv/data) on disk, expected 0:0 (as a full copy)"
+[ "$(storage_owner lv/data/seed.txt)" = 0:0 ] || fail "lv's /data/seed.txt is $(storage_owner lv/data/seed.txt) on disk, expected 0:0"
+for d in /data /cfg /cache; do
+    [ "$(in_machine lv /bin/busybox stat -c %u:%g "$d")" = 0:0 ] \
+        || fail "$d in lv is $(in_machine lv /bin/busybox stat -c %u:%g "$d") inside, expected root's"
+done
+in_machine lv /bin/sh -c 'echo d > /data/w; echo c > /cfg/w; echo x > /cache/w' || fail "lv's root cannot write its volumes"
+# imguser runs as uid 1234 and writes /www/id.txt into its volume, seeded with the image's owner.
+wait_for 30 in_machine lu /bin/busybox test -s /www/id.txt || fail "imguser (uid 1234) did not write /www/id.txt into its volume"
+assert_contains "$(in_machine lu /bin/cat /www/id.txt)" "uid=1234" "lu's /www/id.txt"
+[ "$(storage_owner lu/www)" = 1234:1234 ] || fail "lu's seeded /www is $(storage_owner lu/www) on disk, expected 1234:1234"
+stop_machine lu
+stop_machine lv
+# Layered -> full copy: same volumes, same owners.
+host_write /etc/man8s/man8s.conf <<'CONF'
+[Pull]
+SharedLayers=no
+CONF
+mbctl machines reset --convert lv
+assert_contains "$(mbctl machines status lv)" "Storage: full copy (SharedLayers=no" "mbctl machines status lv after --convert"
+start_machine lv
+is_overlay lv && fail "lv is still layered after reset --convert with SharedLayers=no"
+[ "$(in_machine lv /bin/sh -c 'cat /data/w /cfg/w')" = "$(printf 'd\nc')" ] || fail "lv (full copy) lost its volume data"
+[ "$(boots)" -ge 2 ] || fail "journey (full copy) did not append to /data/boots"
+in_machine lv /bin/sh -c 'echo d2 >> /data/w; echo c2 >> /cfg/w; echo x2 > /cache/w' || fail "lv (full copy) cannot write its volumes"
+stop_machine lv
+# And back to layered.
+in_host rm -f /etc/man8s/man8s.conf
+mbctl machines reset --convert lv
+assert_contains "$(mbctl machines status lv)" "Storage: layered" "mbctl machines status lv after converting back"
+start_machine lv
+is_overlay lv || fail "lv is not layered after converting back"
+[ "$(in_machine lv /bin/sh -c 'cat /data/w /cfg/w')" = "$(printf 'd\nd2\nc\nc2')" ] || fail "lv (layered again) lost its volume data"
+in_machine lv /bin/sh -c 'echo d3 >> /data/w; echo c3 >> /cfg/w; echo x3 > /cache/w' || fail "lv (layered again) cannot write its volumes"
+[ "$(storage_owner lv/data/w)" = 0:0 ] || fail "lv's /data/w is $(storage_owner lv/data/w) on disk, expected 0:0"
+stop_machine lv

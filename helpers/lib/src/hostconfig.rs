@@ -41,8 +41,8 @@
 //! # Most bytes of file data one image may unpack to (GNU sparse files count by their full size).
 //! MaxUnpackedSize=32G
 //! # `yes`: new machines share their image's layers under a writable layer of their own
-//! # (overlayfs). Opt-in for now: volumes are not yet writable inside a layered machine.
-//! SharedLayers=no
+//! # (overlayfs) where the kernel and file system allow it; `no`: a full copy each.
+//! SharedLayers=yes
 //! ```
 //!
 //! Sizes take the suffixes K, M, G, T (powers of 1024), as systemd's do.
@@ -193,8 +193,8 @@ pub struct PullConfig {
     /// `MaxUnpackedSize=`: bytes of file data one image may unpack to.
     pub max_unpacked_size: u64,
     /// `SharedLayers=`: new machines get a layered root (shared image layers + their own
-    /// writable layer) where the kernel and file system allow it. Off by default until volumes
-    /// bound into a layered machine are writable there (see man8s-fetch(8), SHARED LAYERS).
+    /// writable layer) where the kernel and file system allow it (see man8s-fetch(8), SHARED
+    /// LAYERS); `no` gives full copies.
     pub shared_layers: bool,
 }
 
@@ -211,7 +211,7 @@ impl Default for PullConfig {
             low_speed_limit: DEFAULT_LOW_SPEED_LIMIT,
             low_speed_time: DEFAULT_LOW_SPEED_TIME,
             max_unpacked_size: DEFAULT_MAX_UNPACKED_SIZE,
-            shared_layers: false,
+            shared_layers: true,
         }
     }
 }
@@ -550,9 +550,9 @@ mod tests {
         assert_eq!(c.pull.low_speed_limit, 2048);
         assert_eq!(c.pull.low_speed_time, Duration::from_secs(5));
         assert_eq!(c.pull.max_unpacked_size, 1 << 30);
-        assert!(!c.pull.shared_layers);
+        assert!(c.pull.shared_layers);
         assert!(
-            parse("[Pull]\nSharedLayers=yes\n")
+            !parse("[Pull]\nSharedLayers=no\n")
                 .unwrap()
                 .pull
                 .shared_layers
