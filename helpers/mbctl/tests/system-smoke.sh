@@ -140,10 +140,19 @@ in_host test ! -e /var/lib/man8machines/manual || fail "remove --force left its 
 ok "remove --force terminates a hand-started machine through machined"
 
 # A machine laid out exactly the way the Python mbctl did (its README's nspawn file, man8env.env, a config
-# bind, busybox scripts in the rootfs), migrated and started under man8@.
+# bind, busybox scripts in the rootfs), migrated and started under man8@. Its rootfs is a full copy with the
+# image's owners on disk, as the Python tool unpacked it: copied from a full-copy machine, not from web, whose
+# layered root the host sees with owners shifted into web's UID range (journey: busybox and /www, as web:1 was
+# before the broken image replaced it).
+host_write /etc/man8s/man8s.conf <<'CONF'
+[Pull]
+SharedLayers=no
+CONF
+mb machines pull 127.0.0.1:5000/test/journey:1 pyweb --yes; expect_rc 0 "pull of a full copy"
+in_host rm /etc/man8s/man8s.conf
 in_host sh -c 'set -e
     mkdir -p /var/lib/man8machines/legacy /var/lib/machines /etc/systemd/nspawn
-    cp -a /var/lib/man8machines/web/. /var/lib/man8machines/legacy/
+    cp -a /var/lib/man8machines/pyweb/. /var/lib/man8machines/legacy/
     rm -rf /var/lib/man8machines/legacy/.man8s
     mkdir -p /var/lib/man8machines/legacy/sbin
     printf "#!/bin/sh\necho python-init\n" > /var/lib/man8machines/legacy/sbin/busybox-init.sh
@@ -161,6 +170,7 @@ MAN8S_CONTAINER_TEMPLATE=network_isolated
 MAN8S_OCI_IMAGE_URL=127.0.0.1:5000/test/web:1
 MAN8S_APPLICATION_ARGS=/bin/sh -c 'echo legacy-started; exec httpd -f -v -p 80 -h /www'
 ENV
+mb machines remove pyweb --purge; expect_rc 0 "remove of the full copy"
 mb machines list; expect_rc 0 "list with a Python machine"
 assert_contains "$out" "(not migrated)" "list before migrate"
 # Enabled the machinectl way, as Python-tool users did.
