@@ -13,8 +13,8 @@
 //! block us), and skips sockets and device nodes. Regular files are cloned with `FICLONE`
 //! (btrfs, XFS, bcachefs: a reflink costs no data copy) and copied where the file system cannot
 //! clone; [`Method`] reports which happened. Ownership, modes, times and extended attributes are
-//! kept (xattrs after the owner, as chown drops file capabilities); hard links are not (each link
-//! becomes its own file).
+//! kept (xattrs after the owner, as chown drops file capabilities), and so are hard links within
+//! a part (a seeded volume's copy makes each link its own file).
 //!
 //! The part named [`LAYER_PART`] is a layered machine's writable layer (`rw/`: the overlayfs
 //! upper and work dirs): its whiteouts (character devices 0/0) are kept too, and an xattr that
@@ -145,6 +145,9 @@ pub struct CopyStats {
     /// Directories copied whole as btrfs snapshots (their files are not counted above).
     #[serde(default)]
     pub snapshots: u64,
+    /// Regular files made as hard links to one copied before (a link of the source).
+    #[serde(default)]
+    pub linked: u64,
 }
 
 impl CopyStats {
@@ -167,6 +170,7 @@ impl CopyStats {
         self.other += o.other;
         self.skipped += o.skipped;
         self.snapshots += o.snapshots;
+        self.linked += o.linked;
     }
 }
 
@@ -405,10 +409,7 @@ pub fn into_subvolume(live: &Path) -> Result<bool> {
         Mode::empty(),
     )
     .at(&staging)?;
-    let mut at = Where {
-        src: live.to_owned(),
-        keep: Fidelity::of(LAYER_PART),
-    };
+    let mut at = Where::new(live, Fidelity::of(LAYER_PART), &dst)?;
     copy_dir(&src, &dst, &mut at, &mut CopyStats::default())?;
     set_meta(&dst, &fstat(&src).at(live)?).at(live)?;
     copy_xattrs(&dst, b".", &src, b".", &at)?;
@@ -581,6 +582,8 @@ struct Fidelity {
     xattrs: Option<bool>,
     /// overlayfs whiteouts (character devices 0/0), which are otherwise skipped.
     whiteouts: bool,
+    /// Hard links between regular files stay links (else each is its own copy).
+    hard_links: bool,
 }
 
 impl Fidelity {
@@ -588,6 +591,7 @@ impl Fidelity {
     const PLAIN: Fidelity = Fidelity {
         xattrs: None,
         whiteouts: false,
+        hard_links: false,
     };
 
     /// A snapshot part: every xattr; a writable layer also its whiteouts, strictly.
@@ -596,6 +600,7 @@ impl Fidelity {
         Fidelity {
             xattrs: Some(layer),
             whiteouts: layer,
+            hard_links: true,
         }
     }
 }
@@ -623,10 +628,7 @@ fn copy_tree_as(src: &Path, dst_parent: &Path, name: &str, keep: Fidelity) -> Re
     mkdirat(&parent, name, Mode::from_bits_truncate(0o700)).at(&dst_parent.join(name))?;
     let dst = open_subdir(&parent, name.as_bytes()).at(&dst_parent.join(name))?;
     let mut stats = CopyStats::default();
-    let mut at = Where {
-        src: src.to_owned(),
-        keep,
-    };
+    let mut at = Where::new(src, keep, &dst)?;
     copy_dir(&src_fd, &dst, &mut at, &mut stats)?;
     set_meta(&dst, &st).at(src)?;
     copy_xattrs(&parent, name.as_bytes(), &src_fd, b".", &at)?;
@@ -639,10 +641,7 @@ fn copy_tree_as(src: &Path, dst_parent: &Path, name: &str, keep: Fidelity) -> Re
 pub fn copy_contents(src: &OwnedFd, dst: &OwnedFd, shown: &Path) -> Result<CopyStats> {
     let st = fstat(src).at(shown)?;
     let mut stats = CopyStats::default();
-    let mut at = Where {
-        src: shown.to_owned(),
-        keep: Fidelity::PLAIN,
-    };
+    let mut at = Where::new(shown, Fidelity::PLAIN, dst)?;
     copy_dir(src, dst, &mut at, &mut stats)?;
     set_meta(dst, &st).at(shown)?;
     Ok(stats)
@@ -653,6 +652,30 @@ pub fn copy_contents(src: &OwnedFd, dst: &OwnedFd, shown: &Path) -> Result<CopyS
 struct Where {
     src: PathBuf,
     keep: Fidelity,
+    /// The entry's path below the destination's top (ours: only directories we made).
+    rel: PathBuf,
+    /// With [`Fidelity::hard_links`]: the destination's top, and the first copy of each source
+    /// inode with more than one link (by device and inode).
+    links: Option<(OwnedFd, FirstCopies)>,
+}
+
+/// The first copy (a path below the destination's top) of each source inode (device, inode).
+type FirstCopies = std::collections::HashMap<(u64, u64), PathBuf>;
+
+impl Where {
+    fn new(src: &Path, keep: Fidelity, dst_top: &OwnedFd) -> Result<Where> {
+        let links = if keep.hard_links {
+            Some((dst_top.try_clone().at(src)?, Default::default()))
+        } else {
+            None
+        };
+        Ok(Where {
+            src: src.to_owned(),
+            keep,
+            rel: PathBuf::new(),
+            links,
+        })
+    }
 }
 
 /// Copy the xattrs of `src_name` in `src_dir` onto `dst_name` in `dst_dir` (neither followed),
@@ -691,8 +714,10 @@ fn copy_xattrs(
 fn copy_dir(src: &OwnedFd, dst: &OwnedFd, at: &mut Where, stats: &mut CopyStats) -> Result<()> {
     for name in list_dir(src).at(&at.src)? {
         at.src.push(std::ffi::OsStr::from_bytes(&name));
+        at.rel.push(std::ffi::OsStr::from_bytes(&name));
         let r = copy_entry(src, dst, &name, at, stats);
         at.src.pop();
+        at.rel.pop();
         r?;
     }
     Ok(())
@@ -747,6 +772,15 @@ fn copy_entry(
         if !is_type(&st, SFlag::S_IFREG) {
             return skip(stats);
         }
+        let inode = (st.st_dev as u64, st.st_ino as u64);
+        if st.st_nlink > 1
+            && let Some((top, seen)) = &at.links
+            && let Some(first) = seen.get(&inode)
+        {
+            nix::unistd::linkat(top, first.as_path(), dst, name, AtFlags::empty()).at(&at.src)?;
+            stats.linked += 1;
+            return Ok(());
+        }
         let out = openat(
             dst,
             name,
@@ -766,6 +800,11 @@ fn copy_entry(
         stats.bytes += st.st_size as u64;
         set_meta(&out, &st).at(&at.src)?;
         copy_xattrs(dst, name, src, name, at)?;
+        if st.st_nlink > 1
+            && let Some((_, seen)) = &mut at.links
+        {
+            seen.insert(inode, at.rel.clone());
+        }
     } else if is_type(&st, SFlag::S_IFLNK) {
         let target = readlinkat(src, name).at(&at.src)?;
         symlinkat(target.as_os_str(), dst, name).at(&at.src)?;

@@ -1,6 +1,7 @@
 //! Root tier: snapshots of a layered machine's writable layer (the `rw` part: overlayfs upper
 //! and work dirs) keep what overlayfs reads there: whiteouts (character devices 0/0), the
-//! `trusted.overlay.opaque` xattr, owners, modes (setuid too) and other xattrs, on a loop btrfs
+//! `trusted.overlay.opaque` xattr, owners, modes (setuid too), other xattrs and hard links, on a
+//! loop btrfs
 //! (the layer a subvolume: btrfs snapshot; a plain dir: reflinks) and on ext4 (a copy). The
 //! restored layer, mounted under a real overlayfs, hides what it hid when it was taken.
 
@@ -105,6 +106,7 @@ fn upper(rw: &Path) {
     std::os::unix::fs::chown(&owned, Some(1000), Some(1001)).unwrap();
     std::fs::set_permissions(&owned, std::os::unix::fs::PermissionsExt::from_mode(0o4750)).unwrap();
     setx(&owned, "user.man8s-test", "kept");
+    std::fs::hard_link(&owned, data.join("owned-link")).unwrap();
     symlink("/etc/passwd", data.join("link")).unwrap();
     std::os::unix::fs::lchown(data.join("link"), Some(1000), Some(1000)).unwrap();
     setx(&data.join("link"), "trusted.man8s-test", "on a symlink");
@@ -182,6 +184,15 @@ fn round_trip(base: &Path, rw: &Path, want: Method) {
         tree(rw),
         before,
         "owners, modes, whiteouts and xattrs are back"
+    );
+    let (a, b) = (
+        std::fs::metadata(rw.join("data/owned")).unwrap(),
+        std::fs::metadata(rw.join("data/owned-link")).unwrap(),
+    );
+    assert_eq!(
+        (a.ino(), a.nlink()),
+        (b.ino(), 2),
+        "the hard link is a link again"
     );
     assert_eq!(merged(&base.join("lower"), rw, &base.join("m")), sees);
 
