@@ -690,31 +690,33 @@ pub fn activate(paths: &Paths, name: &MachineName) -> Result<()> {
 /// owners the machine sees as on-disk 0…65535 again: a volume looks the same on disk whichever
 /// way the machine is stored, and survives a conversion either way.
 pub struct RootIds {
-    layered: Option<(u32, UserNs)>,
+    /// The UID base of a layered root; its user namespace is made only for a copy (a seed is
+    /// rare, a start is not).
+    uid_base: Option<u32>,
 }
 
 impl RootIds {
     /// The ids of machine `name`'s root as recorded now.
     pub fn of(paths: &Paths, name: &MachineName) -> Result<RootIds> {
-        let layered = match Root::new(paths, name).storage() {
-            Some(Storage::Layered { uid_base, .. }) => Some((uid_base, UserNs::new(uid_base)?)),
+        let uid_base = match Root::new(paths, name).storage() {
+            Some(Storage::Layered { uid_base, .. }) => Some(uid_base),
             _ => None,
         };
-        Ok(RootIds { layered })
+        Ok(RootIds { uid_base })
     }
 
     /// The host uid (and gid) of the machine's root: what a directory host root makes inside
     /// the mounted root must be chowned to, so the machine's root owns it.
     pub fn root_uid(&self) -> u32 {
-        self.layered.as_ref().map_or(0, |(base, _)| *base)
+        self.uid_base.unwrap_or(0)
     }
 
     /// A view of the host directory `dir` to copy root content into (`None`: `dir` itself will
     /// do). Only copies whose owners are set from the root go through it: host root's own new
     /// entries there land as nobody on disk.
     pub fn copy_target(&self, dir: &impl AsFd, shown: &Path) -> Result<Option<OwnedFd>> {
-        match &self.layered {
-            Some((_, ns)) => idmapped_clone_fd(dir, shown, ns).map(Some),
+        match self.uid_base {
+            Some(base) => idmapped_clone_fd(dir, shown, &UserNs::new(base)?).map(Some),
             None => Ok(None),
         }
     }
