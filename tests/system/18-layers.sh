@@ -5,7 +5,8 @@
 # 2. mbctl machines diff lists what a machine added and deleted; reset is refused while it runs, and after a stop
 #    drops its changes (config and volume data stay);
 # 3. update to an image that shares all but its top layer unpacks only that layer and keeps the machine's own
-#    writes; an update to a broken image is rolled back to the previous layer set;
+#    writes; an update to a broken image is rolled back to the previous layer set; `mbctl machines rollback`
+#    after a good update goes back to the image before it (layered and full copy), volumes untouched;
 # 4. with SharedLayers=no a new machine gets a full copy (status says why), works, and reset --convert turns it
 #    into a layered one; images prune keeps every layer a machine uses;
 # 5. volumes under a layered root (the default): seeded from the image with its owners as on disk of a full copy
@@ -99,6 +100,19 @@ if in_machine lc /bin/busybox test -e /www/v3.txt; then fail "lc still has v3's 
 assert_contains "$(mbctl machines status lc)" "rolled back" "mbctl machines status lc"
 [ "$(in_machine lc /bin/cat /data/vol)" = "$(printf 'vol\nv2')" ] || fail "the rollback lost the data volume's writes"
 in_machine lc /bin/sh -c 'echo back >> /data/vol' || fail "lc cannot write its data volume after the rollback"
+# A rollback by hand, after a good update: back to the image before it; volumes as they are.
+if mbctl machines rollback lc; then fail "mbctl machines rollback succeeded after an update that was rolled back already"; fi
+upd v4 v4.txt
+mbctl machines update lc
+[ "$(in_machine lc /bin/cat /www/v4.txt)" = v4 ] || fail "lc does not run v4 after its update"
+in_machine lc /bin/sh -c 'echo v4 >> /data/vol'
+mbctl machines rollback lc
+[ "$(unit_state man8@lc.service)" = active/success ] || fail "lc is $(unit_state man8@lc.service) after mbctl machines rollback"
+[ "$(in_machine lc /bin/cat /www/v2.txt)" = v2 ] || fail "lc does not run v2 after mbctl machines rollback"
+if in_machine lc /bin/busybox test -e /www/v4.txt; then fail "lc still has v4's file after mbctl machines rollback"; fi
+[ "$(in_machine lc /bin/cat /data/vol)" = "$(printf 'vol\nv2\nback\nv4')" ] || fail "mbctl machines rollback changed lc's data volume"
+[ "$(in_machine lc /bin/cat /etc/own)" = own ] || fail "mbctl machines rollback dropped lc's own /etc/own"
+if mbctl machines rollback lc; then fail "a second mbctl machines rollback succeeded"; fi
 stop_machine lc
 
 # --- 4. the full-copy fallback, its conversion, and prune --------------------------------------------------------
@@ -116,6 +130,20 @@ is_overlay lf && fail "lf is layered though SharedLayers=no"
 [ "$(in_machine lf /bin/cat /www/index.html)" = "man8s web ok" ] || fail "lf (full copy) does not serve its image"
 assert_contains "$(mbctl machines status lf)" "Storage: full copy (SharedLayers=no" "mbctl machines status lf"
 stop_machine lf
+# A full copy's rollback by hand: the update kept .lg.previous.
+declare_machine lg <<'DECL'
+[Machine]
+Image=127.0.0.1:5000/test/lay:latest
+DECL
+in_host systemctl daemon-reload
+start_machine lg
+upd v5 v5.txt
+mbctl machines update lg
+[ "$(in_machine lg /bin/cat /www/v5.txt)" = v5 ] || fail "lg (full copy) does not run v5 after its update"
+mbctl machines rollback lg
+[ "$(in_machine lg /bin/cat /www/v4.txt)" = v4 ] || fail "lg (full copy) does not run v4 after mbctl machines rollback"
+if in_machine lg /bin/busybox test -e /www/v5.txt; then fail "lg (full copy) still has v5's file after mbctl machines rollback"; fi
+stop_machine lg
 host_write /etc/man8s/man8s.conf <<'CONF'
 [Pull]
 SharedLayers=yes

@@ -161,6 +161,12 @@ pub enum MachinesCommand {
         after_help = "Example:\n  mbctl machines update redis\n  mbctl machines update --force redis   # fresh rootfs even when up to date"
     )]
     Update(UpdateArgs),
+    /// Go back to the image NAME ran before its last update (kept by the update: instant for a
+    /// layered machine); a running machine is restarted on it. Volumes stay unless --volumes.
+    #[command(
+        after_help = "Refused (exit status 1) when the last update kept no previous image or was rolled back already.\n\nExample:\n  mbctl machines rollback redis\n  mbctl machines rollback redis --volumes   # data as it was before the update, too"
+    )]
+    Rollback(RollbackArgs),
     /// Snapshot the state of NAME: its config and data dirs and, when layered, its writable
     /// layer (a btrfs snapshot, else reflinks, else a copy); with --prune, remove old snapshots.
     #[command(
@@ -357,6 +363,17 @@ pub struct UpdateArgs {
     /// Layered machine: drop its own writable layer with the old image (default: keep it).
     #[arg(long)]
     pub reset: bool,
+}
+
+/// `machines rollback`
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// Machine name.
+    pub name: String,
+    /// Put the config and data volumes back as the update's snapshot holds them too (what they
+    /// hold now is snapshotted first).
+    #[arg(long)]
+    pub volumes: bool,
 }
 
 /// `machines enable|disable`

@@ -96,6 +96,7 @@ fn machines(command: MachinesCommand) -> Result<u8> {
             cached_only: false,
         }),
         MachinesCommand::Update(a) => pull::update(&a.name, a.force, a.reset),
+        MachinesCommand::Rollback(a) => pull::rollback(&a.name, a.volumes),
         MachinesCommand::Diff(a) => layers::diff(&a.name, a.json),
         MachinesCommand::Reset(a) => layers::reset(&a.name, a.convert),
         MachinesCommand::Snapshot(a) => match a.prune {

@@ -506,6 +506,103 @@ pub fn update(name: &str, force: bool, reset: bool) -> Result<u8> {
     }
 }
 
+/// `machines rollback NAME [--volumes]`: back to the image NAME ran before its last update,
+/// kept by that update (a layered machine's previous layer set, a full copy's
+/// `.NAME.previous`); a running machine is stopped and started again. Volumes stay as they are
+/// unless `volumes`: then they go back to the snapshot the update took (the current state is
+/// snapshotted first, so nothing is lost either way).
+pub fn rollback(name: &str, volumes: bool) -> Result<u8> {
+    let name = machine_name(name)?;
+    let paths = Paths::from_env();
+    let state = man8s_provision::state::MachineState::new(&paths, &name);
+    let last = crate::updates::read(&paths, &name);
+    if let Some(r) = &last
+        && r.outcome != Outcome::Updated
+    {
+        bail!(
+            "machine {name}: nothing to roll back: its last {}",
+            r.summary()
+        );
+    }
+    let (Some(current), Some(previous)) = (state.source(), state.previous_source()) else {
+        bail!("machine {name}: no previous image to roll back to (an update keeps one)");
+    };
+    let root = man8s_provision::layered::Root::new(&paths, &name);
+    let layered = matches!(
+        root.storage(),
+        Some(man8s_provision::layered::Storage::Layered {
+            previous: Some(_),
+            ..
+        })
+    );
+    let rootfs = paths.rootfs(&name);
+    let kept = install::previous_path(&rootfs)?;
+    if !layered && !kept.is_dir() {
+        bail!(
+            "machine {name}: no previous image to roll back to ({} is gone)",
+            kept.display()
+        );
+    }
+    let snapshot = match (volumes, last.as_ref().and_then(|r| r.snapshot.clone())) {
+        (false, _) => None,
+        (true, Some(id)) => Some(id),
+        (true, None) => bail!("machine {name}: its last update recorded no snapshot to restore"),
+    };
+
+    let bus = if is_real_root(&paths) {
+        Bus::system().ok()
+    } else {
+        None
+    };
+    let unit = unit_name(name.as_str());
+    let was_running = bus
+        .as_ref()
+        .is_some_and(|b| b.unit_state(&unit).is_ok_and(|s| s.is_running()));
+    if let (true, Some(bus)) = (was_running, &bus) {
+        eprintln!("Stopping {unit}…");
+        bus.unit_job(UnitJob::Stop, &unit)?;
+    }
+    if layered {
+        man8s_provision::layered::roll_back_layers(&paths, &name)?;
+    } else {
+        exchange(&kept, &rootfs)?;
+    }
+    state.swap_previous()?;
+    if let Some(id) = &snapshot {
+        let before = crate::cmd::snapshot::restore_now(&paths, &name, id, &Default::default())?;
+        println!(
+            "Volumes of {name} restored from snapshot {id}; what they held is snapshot {}.",
+            before.id
+        );
+    }
+    let record = UpdateRecord {
+        outcome: Outcome::RolledBack,
+        from: Some(previous.manifest_digest.clone()),
+        to: current.manifest_digest.clone(),
+        at: crate::health::now_rfc3339(),
+        reason: Some("by mbctl machines rollback".into()),
+        snapshot: last.and_then(|r| r.snapshot),
+    };
+    if let Err(e) = crate::updates::write(&paths, &name, &record) {
+        eprintln!("mbctl: note: {e:#}");
+    }
+    println!(
+        "Machine {name} is back on {} (was {}).",
+        previous.manifest_digest, current.manifest_digest
+    );
+    if let (true, Some(bus)) = (was_running, &bus) {
+        let s = bus.unit_job(UnitJob::Start, &unit)?;
+        if s.active != "active" {
+            bail!(
+                "machine {name}: {unit} is {} ({}) after the rollback; see: mbctl machines logs {name}",
+                s.active,
+                s.sub
+            );
+        }
+    }
+    Ok(EXIT_OK)
+}
+
 /// Install `resolved` for `machine` and judge it, with a way back: stop the unit, snapshot the
 /// config and data dirs, swap in the new rootfs (keeping the old one), start, wait until the
 /// machine is good ([`wait_until_good`]); when it is not, put the old rootfs and the volume
