@@ -4,7 +4,6 @@
 //! as a subvolume, removal leaves no subvolume behind; a plain directory on the same btrfs is
 //! reflinked, and a store on another file system gets a walked copy.
 
-use std::collections::BTreeMap;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::{MetadataExt, symlink};
 use std::path::Path;
@@ -13,34 +12,11 @@ use std::process::Command;
 use man8s_oci::snapshot::{Method, Store, create_volume_dir, is_subvolume};
 use man8s_testsupport::{LoopFs, require_root};
 
+mod snapshot_support;
+use snapshot_support::tree;
+
 fn open_dir(p: &Path) -> OwnedFd {
     std::fs::File::open(p).unwrap().into()
-}
-
-/// Every path under `root`: file content, symlink target, or a directory, with mode and owner.
-fn tree(root: &Path) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    let mut todo = vec![root.to_owned()];
-    while let Some(dir) = todo.pop() {
-        for e in std::fs::read_dir(&dir).unwrap() {
-            let p = e.unwrap().path();
-            let rel = p.strip_prefix(root).unwrap().display().to_string();
-            let m = std::fs::symlink_metadata(&p).unwrap();
-            let what = if m.file_type().is_symlink() {
-                format!("-> {}", std::fs::read_link(&p).unwrap().display())
-            } else if m.is_dir() {
-                todo.push(p.clone());
-                "dir".into()
-            } else {
-                format!("{:?}", std::fs::read(&p).unwrap())
-            };
-            out.insert(
-                rel,
-                format!("{:o} {}:{} {what}", m.mode(), m.uid(), m.gid()),
-            );
-        }
-    }
-    out
 }
 
 fn fill(dir: &Path, canary: &Path, tag: &str) {

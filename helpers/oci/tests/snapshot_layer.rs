@@ -5,7 +5,6 @@
 //! (the layer a subvolume: btrfs snapshot; a plain dir: reflinks) and on ext4 (a copy). The
 //! restored layer, mounted under a real overlayfs, hides what it hid when it was taken.
 
-use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, symlink};
 use std::path::Path;
 use std::process::Command;
@@ -14,58 +13,12 @@ use man8s_oci::layers::LayerSet;
 use man8s_oci::snapshot::{
     LAYER_PART, Method, Store, create_volume_dir, into_subvolume, is_subvolume,
 };
-use man8s_oci::unpack::rootdir::{lsetxattr_at, lxattrs_at};
+use man8s_oci::unpack::rootdir::lsetxattr_at;
 use man8s_testsupport::{LoopFs, require_root};
 use nix::sys::stat::{Mode, SFlag, mknod};
 
-/// Every path under `root` with its type, mode, owner, device number, content or target, and
-/// xattrs: everything a restore must bring back.
-fn tree(root: &Path) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    let mut todo = vec![root.to_owned()];
-    while let Some(dir) = todo.pop() {
-        for e in std::fs::read_dir(&dir).unwrap() {
-            let p = e.unwrap().path();
-            let rel = p.strip_prefix(root).unwrap().display().to_string();
-            let m = std::fs::symlink_metadata(&p).unwrap();
-            let what = if m.file_type().is_symlink() {
-                format!("-> {}", std::fs::read_link(&p).unwrap().display())
-            } else if m.is_dir() {
-                todo.push(p.clone());
-                "dir".into()
-            } else if m.is_file() {
-                format!("{:?}", String::from_utf8_lossy(&std::fs::read(&p).unwrap()))
-            } else {
-                format!("rdev {}", m.rdev())
-            };
-            let parent = std::fs::File::open(p.parent().unwrap()).unwrap();
-            let name = p.file_name().unwrap().as_encoded_bytes();
-            let mut xattrs: Vec<String> = lxattrs_at(&parent, name)
-                .unwrap()
-                .into_iter()
-                .map(|(k, v)| {
-                    format!(
-                        "{}={}",
-                        String::from_utf8_lossy(&k),
-                        String::from_utf8_lossy(&v)
-                    )
-                })
-                .collect();
-            xattrs.sort();
-            out.insert(
-                rel,
-                format!(
-                    "{:o} {}:{} {what} [{}]",
-                    m.mode(),
-                    m.uid(),
-                    m.gid(),
-                    xattrs.join(" ")
-                ),
-            );
-        }
-    }
-    out
-}
+mod snapshot_support;
+use snapshot_support::tree;
 
 fn setx(path: &Path, key: &str, value: &str) {
     let parent = std::fs::File::open(path.parent().unwrap()).unwrap();
