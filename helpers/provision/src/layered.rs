@@ -458,25 +458,6 @@ fn idmapped_mount(src: &Path, at: &Path, ns: &UserNs, ro: bool) -> Result<()> {
     Ok(())
 }
 
-/// Bytes the machine's writable layer takes on disk (allocated blocks, not apparent size).
-pub fn own_bytes(root: &Root) -> u64 {
-    fn walk(dir: &Path) -> u64 {
-        use std::os::unix::fs::MetadataExt;
-        let Ok(entries) = fs::read_dir(dir) else {
-            return 0;
-        };
-        entries
-            .flatten()
-            .map(|e| match e.path().symlink_metadata() {
-                Ok(m) if m.is_dir() => m.blocks() * 512 + walk(&e.path()),
-                Ok(m) => m.blocks() * 512,
-                Err(_) => 0,
-            })
-            .sum()
-    }
-    walk(&root.rw().join("data"))
-}
-
 /// One path the machine changed.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Change {
