@@ -93,6 +93,14 @@ pub fn is_real_root(paths: &Paths) -> bool {
     paths.root() == Path::new("/")
 }
 
+/// The system bus when `paths` is the real root and systemd answers (`None`: a relocated tree,
+/// as in tests, whose units systemd does not run).
+pub fn host_bus(paths: &Paths) -> Option<crate::bus::Bus> {
+    is_real_root(paths)
+        .then(|| crate::bus::Bus::system().ok())
+        .flatten()
+}
+
 /// The manifest digest recorded in the machine's host-owned state (never the rootfs's own copy,
 /// which the machine can rewrite).
 pub fn installed_digest(paths: &Paths, name: &MachineName) -> Option<String> {

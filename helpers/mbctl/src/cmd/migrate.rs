@@ -13,8 +13,6 @@ use man8s::machine::{Machine, SourceFiles, Template, Volume, VolumeSource};
 use man8s::{MachineName, Paths};
 
 use crate::EXIT_OK;
-use crate::bus::Bus;
-use crate::cmd::info::is_real_root;
 use crate::cmd::machine_name;
 use crate::cmd::pull::{DECLARATION_DIR, reload_systemd, write_declaration};
 
@@ -553,11 +551,7 @@ pub fn migrate(name: &str) -> Result<u8> {
     let mut machine = translation.machine.clone();
 
     // A machine enabled the machinectl way stays enabled, now through the declaration.
-    let bus = if is_real_root(&paths) {
-        Bus::system().ok()
-    } else {
-        None
-    };
+    let bus = crate::cmd::info::host_bus(&paths);
     let old_unit = format!("systemd-nspawn@{name}.service");
     let was_enabled = bus
         .as_ref()

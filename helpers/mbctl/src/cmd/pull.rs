@@ -484,11 +484,7 @@ pub fn update(name: &str, force: bool, reset: bool) -> Result<u8> {
         return Ok(EXIT_OK);
     }
 
-    let bus = if is_real_root(&paths) {
-        Bus::system().ok()
-    } else {
-        None
-    };
+    let bus = crate::cmd::info::host_bus(&paths);
     let record = apply_update(&paths, &machine, before, &resolved, bus.as_ref(), reset)?;
     match record.outcome {
         Outcome::Updated if bus.is_some() => {
@@ -549,11 +545,7 @@ pub fn rollback(name: &str, volumes: bool) -> Result<u8> {
         (true, None) => bail!("machine {name}: its last update recorded no snapshot to restore"),
     };
 
-    let bus = if is_real_root(&paths) {
-        Bus::system().ok()
-    } else {
-        None
-    };
+    let bus = crate::cmd::info::host_bus(&paths);
     let unit = unit_name(name.as_str());
     let was_running = bus
         .as_ref()

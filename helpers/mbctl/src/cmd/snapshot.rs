@@ -14,8 +14,7 @@ use man8s_oci::snapshot::{LAYER_PART, Snapshot, Store};
 use man8s_provision::layered::{Root, Storage};
 
 use crate::EXIT_OK;
-use crate::bus::{Bus, UnitJob, unit_name};
-use crate::cmd::info::is_real_root;
+use crate::bus::{UnitJob, unit_name};
 use crate::cmd::lifecycle::require_known;
 use crate::cmd::machine_name;
 use crate::output::table;
@@ -118,11 +117,7 @@ pub fn take(name: &str, stop: bool, only: &[String]) -> Result<u8> {
     let paths = Paths::from_env();
     require_known(&paths, &name)?;
     let unit = unit_name(name.as_str());
-    let bus = if is_real_root(&paths) {
-        Bus::system().ok()
-    } else {
-        None
-    };
+    let bus = crate::cmd::info::host_bus(&paths);
     let running = bus
         .as_ref()
         .is_some_and(|b| b.unit_state(&unit).is_ok_and(|s| s.is_running()));
