@@ -11,7 +11,7 @@ DECL
 in_host systemctl daemon-reload
 start_machine web
 
-in_host machinectl list --no-legend | awk '{print $1}' | grep -qx web || fail "machinectl list does not show web"
+in_host machinectl list --no-legend | awk '{print $1}' | grep -x web >/dev/null || fail "machinectl list does not show web"
 wait_journal man8@web.service web-started 20 || fail "the app's output 'web-started' is not in journalctl -u man8@web"
 
 ip=$(machine_ipv4 web) || fail "machine web got no IPv4 address on the bridge"

@@ -27,7 +27,7 @@ start_machine yweb2
 machine_ipv4 yweb >/dev/null || fail "machine yweb got no DHCPv4 lease on srvgrp0"
 addr=$(expected_ygg_address yweb "$subnet")
 addr2=$(expected_ygg_address yweb2 "$subnet")
-has_addr() { in_machine yweb ip -6 -o addr show | grep -q " $addr/64 "; }
+has_addr() { in_machine yweb ip -6 -o addr show | grep " $addr/64 " >/dev/null; }
 wait_for 30 has_addr || fail "machine yweb does not carry its Yggdrasil address $addr/64"
 
 body=$(http_get "http://[$addr]/") || fail "the host gets no HTTP answer from yweb at [$addr]:80"

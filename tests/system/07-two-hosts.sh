@@ -33,7 +33,7 @@ AllowFrom=@yb
 [Hosts]
 yb=$sb
 CONF
-fleet_applied() { in_host_on ya nft -j list table inet man8s | grep -q "\"addr\": *\"${sb%%::/64}::\""; }
+fleet_applied() { in_host_on ya nft -j list table inet man8s | grep "\"addr\": *\"${sb%%::/64}::\"" >/dev/null; }
 wait_for 30 fleet_applied || fail "ya's table inet man8s does not allow yb's subnet $sb within 30 s of writing man8s.conf"
 
 HOST=ya declare_machine wa <<'DECL'

@@ -27,7 +27,7 @@ start_machine mvweb
 
 link=$(in_machine mvweb ip -o link show | awk -F': ' '$2 != "lo" {print $2}' | cut -d@ -f1 | head -n1)
 case "$link" in mv-*) ;; *) fail "machine mvweb's link is '$link', not a macvlan (mv-…)" ;; esac
-has_addr() { in_machine mvweb ip -6 -o addr show dev "$link" | grep -q ' 300:77::5/64 '; }
+has_addr() { in_machine mvweb ip -6 -o addr show dev "$link" | grep ' 300:77::5/64 ' >/dev/null; }
 wait_for 30 has_addr || fail "machine mvweb does not carry 300:77::5/64 on $link"
 wait_journal man8@mvweb.service "DHCP" 30 || fail "no journal line about DHCP on a parent without a DHCP server"
 

@@ -152,7 +152,7 @@ assert_contains "$(HOST=ma in_machine web /bin/busybox cat /etc/resolv.conf)" "n
 search man8s" "web's /etc/resolv.conf (from its DHCP lease)"
 lookup_in_web() { HOST=ma in_machine web /bin/busybox nslookup "$1" 2>&1; }
 addr_late=$(expected_ygg_address late "$sa")
-web_knows_late() { lookup_in_web late.man8s | grep -qF "$addr_late"; }
+web_knows_late() { lookup_in_web late.man8s | grep -F "$addr_late" >/dev/null; }
 wait_for 15 web_knows_late || fail "web cannot resolve late.man8s to $addr_late: $(lookup_in_web late.man8s)"
 assert_contains "$(lookup_in_web pub.mb.man8s)" "$addr_pub" "nslookup pub.mb.man8s in web"
 assert_contains "$(lookup_in_web nobody.man8s)" "NXDOMAIN" "nslookup nobody.man8s in web"
@@ -162,7 +162,7 @@ assert_contains "$(in_host_on mb busybox nslookup db.man8s 172.17.0.1 2>&1)" "$a
 # Names on host ma, end to end: networkd gives resolved the bridge's DNS= with Domains=~man8s, so resolved asks
 # man8s-dns for names under the domain (and only those), and NSS (nss-resolve) gets the same answers.
 addr_web=$(expected_ygg_address web "$sa")
-resolved_knows() { in_host_on ma resolvectl query "$1" 2>&1 | grep -qF "$2"; }
+resolved_knows() { in_host_on ma resolvectl query "$1" 2>&1 | grep -F "$2" >/dev/null; }
 wait_for 30 resolved_knows web.man8s "$addr_web" \
     || fail "resolvectl query web.man8s on ma: '$(in_host_on ma resolvectl query web.man8s 2>&1)', expected $addr_web"
 assert_contains "$(in_host_on ma resolvectl query db.mb.man8s 2>&1)" "$addr_db" "resolvectl query db.mb.man8s on ma"

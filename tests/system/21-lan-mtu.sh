@@ -12,7 +12,7 @@ HOST=lm
 ygg_host_up lm "" || fail "the test host lm did not come up"
 debug_units man8s-bridge.service systemd-networkd.service man8@lweb.service
 
-clamped() { in_host nft -j list table inet man8s | grep -q '"maxseg"'; }
+clamped() { in_host nft -j list table inet man8s | grep '"maxseg"' >/dev/null; }
 wait_for 60 clamped || fail "man8s-bridge installed no MSS clamp in table inet man8s within 60 s"
 
 # host lm --lan0 (1500)-- netns lan (router, drops frag-needed) --(9000)-- netns far (the server)

@@ -214,7 +214,7 @@ build_images() {
     rustc --edition 2024 -O -C panic=abort -C strip=symbols -C target-feature=+crt-static \
         -o "$IMAGES_DIR/noshell" "$HERE/images/noshell.rs" \
         || { say "images: building the static noshell binary failed"; return 1; }
-    if readelf -l "$IMAGES_DIR/noshell" | grep -q 'program interpreter'; then
+    if readelf -l "$IMAGES_DIR/noshell" | grep 'program interpreter' >/dev/null; then
         say "images: noshell is not static (it has a program interpreter)"; return 1
     fi
     umoci init --layout "$layout"

@@ -451,7 +451,7 @@ stop_machine() {
         || fail "systemctl stop man8@$name failed: $(printf '%s' "$out" | tail -n1)"
     state=$(unit_state "man8@$name.service")
     [ "$state" = inactive/success ] || fail "man8@$name stopped as $state, expected inactive/success"
-    if in_host machinectl list --no-legend | awk '{print $1}' | grep -qx "$name"; then
+    if in_host machinectl list --no-legend | awk '{print $1}' | grep -x "$name" >/dev/null; then
         fail "machinectl still lists $name after stop"
     fi
 }
@@ -462,7 +462,7 @@ wait_journal() {
     wait_for "$seconds" journal_has "$unit" "$text"
 }
 journal_has() {
-    in_host journalctl -b -u "${1:?}" --no-pager -o cat | grep -qF -- "${2:?}"
+    in_host journalctl -b -u "${1:?}" --no-pager -o cat | grep -F -- "${2:?}" >/dev/null
 }
 
 # HTTP GET from the host's network namespace (curl of this machine), bounded, body on stdout.
@@ -499,7 +499,7 @@ ygg_subnet_on() {
 # Waits until srvgrp0 on host NAME carries ADDRESS (man8s-bridge's work, through networkd).
 wait_bridge_address_on() {
     local name=${1:?} addr=${2:?}
-    bridge_has() { in_host_on "$name" ip -6 -o addr show dev srvgrp0 | grep -q " $addr/64 "; }
+    bridge_has() { in_host_on "$name" ip -6 -o addr show dev srvgrp0 | grep " $addr/64 " >/dev/null; }
     wait_for 60 bridge_has
 }
 
@@ -514,7 +514,7 @@ machine_http_get() {
     local name=${1:?} host=${2:?} port=${3:?} path=${4:-/} out
     out=$(printf 'GET %s HTTP/1.0\r\nHost: x\r\n\r\n' "$path" | in_machine "$name" /bin/busybox nc -w 5 "$host" "$port") \
         || return 1
-    head -n1 <<<"$out" | grep -q ' 200 ' || { say "machine $name: $host:$port$path answered: $(head -n1 <<<"$out")"; return 1; }
+    head -n1 <<<"$out" | grep ' 200 ' >/dev/null || { say "machine $name: $host:$port$path answered: $(head -n1 <<<"$out")"; return 1; }
     sed '1,/^\r\{0,1\}$/d' <<<"$out"
 }
 
