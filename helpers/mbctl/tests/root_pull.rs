@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 use man8s_testsupport::stdout_of_success as ok;
-use man8s_testsupport::{Compression, Image, LayerBuilder, Registry, Root};
+use man8s_testsupport::{Canary, Compression, Image, LayerBuilder, Registry, Root};
 
 mod pty;
 use pty::OnPty;
@@ -575,50 +575,6 @@ fn root_failed_pull_leaves_nothing_half_made() {
 // ---- Issue 10: hostile images. Every case runs against a canary directory outside the tree that
 // the image aims at (absolute symlinks to its real path, relative ones climbing to it), and
 // asserts by a before/after snapshot that nothing there changed.
-
-/// A canary tree outside `MAN8S_ROOT`, and its snapshot (path, mode, owner, content).
-struct Canary {
-    dir: tempfile::TempDir,
-}
-
-impl Canary {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join("etc/systemd/system")).unwrap();
-        std::fs::write(dir.path().join("etc/passwd"), "root:x:0:0::/root:/bin/sh\n").unwrap();
-        Self { dir }
-    }
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-    fn snapshot(&self) -> Vec<String> {
-        use std::os::unix::fs::MetadataExt;
-        let mut out = Vec::new();
-        let mut todo = vec![self.path().to_owned()];
-        while let Some(p) = todo.pop() {
-            let m = std::fs::symlink_metadata(&p).unwrap();
-            let content = if m.is_file() {
-                String::from_utf8_lossy(&std::fs::read(&p).unwrap()).into_owned()
-            } else {
-                String::new()
-            };
-            out.push(format!(
-                "{} {:o} {}:{} {content}",
-                p.display(),
-                m.mode(),
-                m.uid(),
-                m.gid()
-            ));
-            if m.is_dir() {
-                for e in std::fs::read_dir(&p).unwrap() {
-                    todo.push(e.unwrap().path());
-                }
-            }
-        }
-        out.sort();
-        out
-    }
-}
 
 fn push_repo(reg: &Registry, tree: &Tree, img: &Image, repo: &str) -> String {
     let layout = tree.at(&format!("/layout-{}", repo.replace('/', "-")));

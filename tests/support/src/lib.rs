@@ -10,13 +10,17 @@
 //! - [`Root`]: a relocated root (`MAN8S_ROOT`) to run man8s binaries in, with [`sh`],
 //!   [`stdout_of_success`] and [`stderr`] for checking runs.
 //!
+//! - [`Canary`]: a tree outside the root a hostile input aims at, snapshotted before and after.
+//!
 //! All network traffic stays on 127.0.0.1.
 
+mod canary;
 mod image;
 mod proxy;
 mod registry;
 mod root;
 
+pub use canary::Canary;
 pub use image::{Compression, Image, LayerBuilder, Written, compress, tag, write_index};
 pub use proxy::{Fault, FaultProxy, Rule, Seen, TokenAuth};
 pub use registry::{Format, Registry};
