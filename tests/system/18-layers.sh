@@ -12,10 +12,13 @@
 # 5. volumes under a layered root (the default): seeded from the image with its owners as on disk of a full copy
 #    (root's /data of journey, uid 1234's /www of imguser, written by the apps), config and `+` volumes
 #    writable by the machine's root, data kept across update and rollback (3.), and a conversion
-#    layered -> full copy -> layered keeps the volumes readable and writable.
+#    layered -> full copy -> layered keeps the volumes readable and writable;
+# 6. the automatic fallback: with the layer store on a file system without idmapped mounts (a ramfs mounted over
+#    it), a new machine gets a full copy by itself, runs, and mbctl machines status says why.
 need_main_host
 mbctl() { in_host /usr/bin/mbctl "$@"; }
-layer_count() { in_host sh -c 'ls /var/cache/man8s/layers/sha256 | grep -vc "^\."'; }
+# Layers in the store (0 before the first; the scenario may run alone, before any other stored one).
+layer_count() { in_host sh -c 'ls /var/cache/man8s/layers/sha256 2>/dev/null | grep -vc "^\." || true'; }
 is_overlay() { [ "$(in_host stat -f -c %T "/var/lib/man8machines/$1")" = overlayfs ]; }
 storage_owner() { in_host stat -c %u:%g "/var/lib/man8machine_storage/$1"; }
 # Layered roots are the default (man8s-fetch(8), SHARED LAYERS): no man8s.conf.
@@ -218,3 +221,24 @@ is_overlay lv || fail "lv is not layered after converting back"
 in_machine lv /bin/sh -c 'echo d3 >> /data/w; echo c3 >> /cfg/w; echo x3 > /cache/w' || fail "lv (layered again) cannot write its volumes"
 [ "$(storage_owner lv/data/w)" = 0:0 ] || fail "lv's /data/w is $(storage_owner lv/data/w) on disk, expected 0:0"
 stop_machine lv
+
+# --- 6. the automatic fallback -------------------------------------------------------------------------------------
+# ramfs has no idmapped mounts (tmpfs, ext4 and btrfs have). Mounted over the store, it hides the stored layers
+# from new machines only; the running ones hold their overlays' lower dirs already, and none runs now.
+in_host mount -t ramfs -o mode=0700 man8s-no-idmap /var/cache/man8s/layers
+trap 'in_host umount /var/cache/man8s/layers >/dev/null 2>&1 || true' EXIT
+declare_machine lr <<'DECL'
+[Machine]
+Image=127.0.0.1:5000/test/web:1
+DECL
+in_host systemctl daemon-reload
+start_machine lr
+is_overlay lr && fail "lr is layered though the layer store has no idmapped mounts"
+[ "$(in_machine lr /bin/cat /www/index.html)" = "man8s web ok" ] || fail "lr (the automatic full copy) does not serve its image"
+assert_contains "$(mbctl machines status lr)" "Storage: full copy (no idmapped mounts on the layer store's file system" \
+    "mbctl machines status lr"
+stop_machine lr
+in_host umount /var/cache/man8s/layers
+trap - EXIT
+in_host rm /etc/man8s/machines/lr.machine
+in_host systemctl daemon-reload
