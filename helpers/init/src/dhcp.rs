@@ -395,11 +395,12 @@ fn broadcast() -> SocketAddrV4 {
     SocketAddrV4::new(Ipv4Addr::BROADCAST, SERVER_PORT)
 }
 
-/// Retransmission waits: 125 ms doubling up to 2 s (RFC 2131 asks for ~4 s doubling; a local
+/// Retransmission waits: 40 ms doubling up to 2 s (RFC 2131 asks for ~4 s doubling; a local
 /// bridge answers in milliseconds, and the first answer is often lost while the host side of a
-/// fresh veth still waits for the kernel's link watcher, so the first retries come sooner).
+/// fresh veth is not yet forwarding, so the first retries come soon). Retransmissions keep their
+/// xid, so a slow server's answer to an earlier one still counts.
 pub fn backoff(attempt: u32) -> Duration {
-    Duration::from_millis(125u64.saturating_mul(1 << attempt.min(4)).min(2000))
+    Duration::from_millis(40u64.saturating_mul(1 << attempt.min(6)).min(2000))
 }
 
 /// DISCOVER → OFFER → REQUEST → ACK, retrying with backoff, until `timeout` has passed.
@@ -408,8 +409,8 @@ pub fn acquire(sock: &UdpSocket, mac: &[u8], timeout: Duration) -> Result<Lease,
     let deadline = start + timeout;
     let mut discovers = 0;
     let mut attempt = 0;
+    let mut xid = new_xid();
     while Instant::now() < deadline {
-        let xid = new_xid();
         let wait = backoff(attempt).min(deadline.saturating_duration_since(Instant::now()));
         attempt += 1;
         discovers += 1;
@@ -424,7 +425,7 @@ pub fn acquire(sock: &UdpSocket, mac: &[u8], timeout: Duration) -> Result<Lease,
             },
         )?;
         let Some(offer) = offer else { continue };
-        for req_attempt in 0..3 {
+        for req_attempt in 0..5 {
             let wait = backoff(req_attempt).min(deadline.saturating_duration_since(Instant::now()));
             if wait.is_zero() {
                 break;
@@ -442,7 +443,11 @@ pub fn acquire(sock: &UdpSocket, mac: &[u8], timeout: Duration) -> Result<Lease,
                 )?;
             match reply {
                 Some(Reply::Ack(lease)) => return Ok(lease),
-                Some(_) => break, // NAK: start over with a DISCOVER
+                Some(_) => {
+                    // NAK: start over with a DISCOVER of a new transaction.
+                    xid = new_xid();
+                    break;
+                }
                 None => {}
             }
         }
@@ -683,8 +688,9 @@ mod tests {
         };
         assert_eq!((l.prefix_len, l.lease_secs, l.t1()), (8, None, None));
         assert!(resolv_conf(&l).is_none());
-        assert_eq!(backoff(0), Duration::from_millis(125));
-        assert_eq!(backoff(1), Duration::from_millis(250));
+        assert_eq!(backoff(0), Duration::from_millis(40));
+        assert_eq!(backoff(1), Duration::from_millis(80));
+        assert_eq!(backoff(5), Duration::from_millis(1280));
         assert_eq!(backoff(10), Duration::from_secs(2));
     }
 }

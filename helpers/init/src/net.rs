@@ -284,13 +284,15 @@ fn wait_slaac(
     ygg: Option<Ipv6Addr>,
     until: Instant,
 ) -> io::Result<Vec<Ipv6Addr>> {
-    // Solicit again every 250 ms: an advertisement answering the first solicitation can be lost
-    // while the host side of the veth is not yet active.
-    let mut next_solicitation = Instant::now() + Duration::from_millis(250);
+    // Solicit again after 40 ms, doubling up to 500 ms: an advertisement answering the first
+    // solicitation can be lost while the host side of the veth is not yet forwarding.
+    let mut interval = Duration::from_millis(40);
+    let mut next_solicitation = Instant::now() + interval;
     loop {
         if Instant::now() >= next_solicitation {
             let _ = send_router_solicitation(&link.name);
-            next_solicitation += Duration::from_millis(250);
+            interval = (interval * 2).min(Duration::from_millis(500));
+            next_solicitation += interval;
         }
         let found: Vec<Ipv6Addr> = nl
             .global_addresses(link.index)?

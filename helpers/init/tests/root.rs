@@ -938,6 +938,104 @@ fn root_dhcp_renew_and_rebind() {
     });
 }
 
+/// A server slower than the first retransmission: it answers only the first DISCOVER, after the
+/// client has sent more, and the client takes that late OFFER (retransmissions keep their xid; a
+/// new xid per DISCOVER would drop it and wait for an answer that never comes).
+#[test]
+fn root_dhcp_takes_a_late_offer_to_an_earlier_discover() {
+    use dhcproto::v4::{DhcpOption, Message, MessageType, Opcode};
+    use dhcproto::{Decodable, Encodable};
+    use std::net::{Ipv4Addr, UdpSocket};
+    require_root();
+    let scratch = tempfile::Builder::new()
+        .prefix("man8s-init-root.")
+        .tempdir()
+        .unwrap();
+    let net = Net::new(scratch.path(), false);
+    let offered = Ipv4Addr::new(10, 77, net.net as u8, 60);
+    let server_id = Ipv4Addr::new(10, 77, net.net as u8, 1);
+    let (srv, peer) = (net.srv.clone(), net.peer.clone());
+    let server = std::thread::spawn(move || {
+        in_netns(&srv, || {
+            let sock = UdpSocket::bind("0.0.0.0:67").unwrap();
+            sock.set_broadcast(true).unwrap();
+            nix::sys::socket::setsockopt(
+                &sock,
+                nix::sys::socket::sockopt::BindToDevice,
+                &std::ffi::OsString::from(&peer),
+            )
+            .unwrap();
+            sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let recv = |sock: &UdpSocket| {
+                let mut buf = [0u8; 1536];
+                let n = sock.recv(&mut buf)?;
+                Ok::<_, std::io::Error>(
+                    Message::decode(&mut dhcproto::Decoder::new(&buf[..n])).unwrap(),
+                )
+            };
+            let next = |sock: &UdpSocket| recv(sock).expect("a client message");
+            let reply = |to: &Message, kind| {
+                let mut m = Message::new_with_id(
+                    to.xid(),
+                    Ipv4Addr::UNSPECIFIED,
+                    offered,
+                    Ipv4Addr::UNSPECIFIED,
+                    Ipv4Addr::UNSPECIFIED,
+                    &to.chaddr()[..6],
+                );
+                m.set_opcode(Opcode::BootReply);
+                m.opts_mut().insert(DhcpOption::MessageType(kind));
+                m.opts_mut().insert(DhcpOption::ServerIdentifier(server_id));
+                m.opts_mut()
+                    .insert(DhcpOption::SubnetMask([255, 255, 255, 0].into()));
+                m.opts_mut().insert(DhcpOption::AddressLeaseTime(3600));
+                m.to_vec().unwrap()
+            };
+            let first = next(&sock);
+            assert_eq!(first.opts().msg_type(), Some(MessageType::Discover));
+            // Slower than the client's first retransmissions; what they bring is only counted.
+            std::thread::sleep(Duration::from_millis(200));
+            sock.set_nonblocking(true).unwrap();
+            let mut later_xids = Vec::new();
+            while let Ok(m) = recv(&sock) {
+                later_xids.push(m.xid());
+            }
+            sock.set_nonblocking(false).unwrap();
+            sock.send_to(&reply(&first, MessageType::Offer), "255.255.255.255:68")
+                .unwrap();
+            let request = loop {
+                let m = next(&sock);
+                if m.opts().msg_type() == Some(MessageType::Request) {
+                    break m;
+                }
+            };
+            assert_eq!(
+                request.xid(),
+                first.xid(),
+                "the REQUEST is of another transaction"
+            );
+            sock.send_to(&reply(&request, MessageType::Ack), "255.255.255.255:68")
+                .unwrap();
+            (first.xid(), later_xids)
+        })
+    });
+    let lease = in_netns(&net.app, || {
+        let (_nl, link, sock) = host0_up();
+        man8s_init::dhcp::acquire(&sock, &link.mac, Duration::from_secs(3))
+    })
+    .expect("a lease from the late OFFER");
+    let (xid, later_xids) = server.join().unwrap();
+    assert_eq!(lease.address, offered);
+    assert!(
+        !later_xids.is_empty(),
+        "the client did not retransmit within 200 ms"
+    );
+    assert!(
+        later_xids.iter().all(|x| *x == xid),
+        "retransmissions changed the xid: first {xid:#x}, later {later_xids:x?}"
+    );
+}
+
 /// `--forward`: an app listening on 127.0.0.1 only is reachable on the Yggdrasil address through
 /// the forwarder the init leaves behind (the bridge engineer's `forward` module), from the far end
 /// of the veth.
