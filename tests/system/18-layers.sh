@@ -14,13 +14,23 @@
 #    writable by the machine's root, data kept across update and rollback (3.), and a conversion
 #    layered -> full copy -> layered keeps the volumes readable and writable;
 # 6. the automatic fallback: with the layer store on a file system without idmapped mounts (a ramfs mounted over
-#    it), a new machine gets a full copy by itself, runs, and mbctl machines status says why.
+#    it), a new machine gets a full copy by itself, runs, and mbctl machines status says why; and the other one:
+# 7. an image whose top layer hard-links to a file of a lower layer (a layer that cannot stand alone in the store)
+#    makes a full copy by itself, which serves the linked file; status says why. A layered machine's update to
+#    such an image is refused with one line saying what to do, the machine keeps running its old image, and
+#    reset --convert then makes it a full copy of the new one.
 need_main_host
 mbctl() { in_host /usr/bin/mbctl "$@"; }
 # Layers in the store (0 before the first; the scenario may run alone, before any other stored one).
 layer_count() { in_host sh -c 'ls /var/cache/man8s/layers/sha256 2>/dev/null | grep -vc "^\." || true'; }
 is_overlay() { [ "$(in_host stat -f -c %T "/var/lib/man8machines/$1")" = overlayfs ]; }
 storage_owner() { in_host stat -c %u:%g "/var/lib/man8machine_storage/$1"; }
+# started NAME IMAGE: declares NAME with only Image=127.0.0.1:5000/test/IMAGE and starts it.
+started() {
+    printf '[Machine]\nImage=127.0.0.1:5000/test/%s\n' "${2:?}" | declare_machine "${1:?}"
+    in_host systemctl daemon-reload
+    start_machine "$1"
+}
 # Layered roots are the default (man8s-fetch(8), SHARED LAYERS): no man8s.conf.
 in_host rm -f /etc/man8s/man8s.conf
 
@@ -123,23 +133,13 @@ host_write /etc/man8s/man8s.conf <<'CONF'
 [Pull]
 SharedLayers=no
 CONF
-declare_machine lf <<'DECL'
-[Machine]
-Image=127.0.0.1:5000/test/web:1
-DECL
-in_host systemctl daemon-reload
-start_machine lf
+started lf web:1
 is_overlay lf && fail "lf is layered though SharedLayers=no"
 [ "$(in_machine lf /bin/cat /www/index.html)" = "man8s web ok" ] || fail "lf (full copy) does not serve its image"
 assert_contains "$(mbctl machines status lf)" "Storage: full copy (SharedLayers=no" "mbctl machines status lf"
 stop_machine lf
 # A full copy's rollback by hand: the update kept .lg.previous.
-declare_machine lg <<'DECL'
-[Machine]
-Image=127.0.0.1:5000/test/lay:latest
-DECL
-in_host systemctl daemon-reload
-start_machine lg
+started lg lay:latest
 upd v5 v5.txt
 mbctl machines update lg
 [ "$(in_machine lg /bin/cat /www/v5.txt)" = v5 ] || fail "lg (full copy) does not run v5 after its update"
@@ -227,12 +227,7 @@ stop_machine lv
 # from new machines only; the running ones hold their overlays' lower dirs already, and none runs now.
 in_host mount -t ramfs -o mode=0700 man8s-no-idmap /var/cache/man8s/layers
 trap 'in_host umount /var/cache/man8s/layers >/dev/null 2>&1 || true' EXIT
-declare_machine lr <<'DECL'
-[Machine]
-Image=127.0.0.1:5000/test/web:1
-DECL
-in_host systemctl daemon-reload
-start_machine lr
+started lr web:1
 is_overlay lr && fail "lr is layered though the layer store has no idmapped mounts"
 [ "$(in_machine lr /bin/cat /www/index.html)" = "man8s web ok" ] || fail "lr (the automatic full copy) does not serve its image"
 assert_contains "$(mbctl machines status lr)" "Storage: full copy (no idmapped mounts on the layer store's file system" \
@@ -241,4 +236,38 @@ stop_machine lr
 in_host umount /var/cache/man8s/layers
 trap - EXIT
 in_host rm /etc/man8s/machines/lr.machine
+in_host systemctl daemon-reload
+
+# --- 7. a layer hard-linking into a lower one --------------------------------------------------------------------
+add_hardlink_layer "$layout" web hardlinked www/linked.html=www/index.html
+in_host_net skopeo --insecure-policy copy -q --dest-tls-verify=false "oci:$layout:hardlinked" \
+    docker://127.0.0.1:5000/test/hardlinked:1
+started lh hardlinked:1
+is_overlay lh && fail "lh is layered though its top layer hard-links into a lower one"
+[ "$(in_machine lh /bin/cat /www/linked.html)" = "man8s web ok" ] || fail "lh's /www/linked.html is not the linked index.html"
+[ "$(in_machine lh /bin/busybox stat -c %h /www/index.html)" = 2 ] || fail "lh's /www/index.html is not hard-linked (link count)"
+status=$(mbctl machines status lh)
+assert_contains "$status" "Storage: full copy (layer " "mbctl machines status lh"
+assert_contains "$status" "hard-links into a lower layer" "mbctl machines status lh"
+stop_machine lh
+in_host rm /etc/man8s/machines/lh.machine
+in_host systemctl daemon-reload
+in_host_net skopeo --insecure-policy copy -q --dest-tls-verify=false "oci:$layout:web" docker://127.0.0.1:5000/test/hl:latest
+started lk hl:latest
+is_overlay lk || fail "lk (web) is not layered"
+in_host_net skopeo --insecure-policy copy -q --dest-tls-verify=false "oci:$layout:hardlinked" \
+    docker://127.0.0.1:5000/test/hl:latest
+if out=$(mbctl machines update lk 2>&1); then fail "lk's update to an image that hard-links across layers succeeded layered"; fi
+assert_contains "$out" "hard-links into a lower layer" "mbctl machines update lk"
+assert_contains "$out" "mbctl machines reset --convert lk" "mbctl machines update lk"
+wait_for 30 in_host systemctl is-active -q man8@lk.service || fail "lk is $(unit_state man8@lk.service) after the refused update"
+[ "$(in_machine lk /bin/cat /www/index.html)" = "man8s web ok" ] || fail "lk does not serve its old image after the refused update"
+stop_machine lk
+mbctl machines reset --convert lk
+start_machine lk
+is_overlay lk && fail "lk is still layered after reset --convert to an image that hard-links across layers"
+[ "$(in_machine lk /bin/cat /www/linked.html)" = "man8s web ok" ] || fail "lk (converted) does not serve /www/linked.html"
+assert_contains "$(mbctl machines status lk)" "hard-links into a lower layer" "mbctl machines status lk"
+stop_machine lk
+in_host rm /etc/man8s/machines/lk.machine
 in_host systemctl daemon-reload

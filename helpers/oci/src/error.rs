@@ -131,6 +131,19 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// A layer hard-links to a file it does not hold: hostile, or, unpacked alone into the layer
+    /// store, a link into a lower layer (the machine then gets a full copy).
+    #[error("{image}: layer {} of the image ({digest}): {source}", .index + 1)]
+    MissingLinkTarget {
+        /// The image.
+        image: String,
+        /// Layer number (0-based; messages count from 1).
+        index: usize,
+        /// Compressed digest.
+        digest: String,
+        /// The unpacker's error ([`crate::unpack::UnpackError::MissingLinkTarget`]).
+        source: crate::unpack::UnpackError,
+    },
     /// The disk is full.
     #[error("{image}: no space left on device while writing {path}")]
     DiskFull {

@@ -108,6 +108,14 @@ pub(crate) fn unpack_layer(
                     path: root.to_owned(),
                 });
             }
+            if let crate::unpack::UnpackError::MissingLinkTarget { .. } = &e {
+                return Err(Error::MissingLinkTarget {
+                    image: name,
+                    index,
+                    digest: layer.digest.clone(),
+                    source: e,
+                });
+            }
             return Err(unpack_err(e.to_string()));
         }
     };

@@ -124,6 +124,17 @@ pub enum UnpackError {
         /// Why it was refused.
         reason: String,
     },
+    /// A hard link whose target is not in the root. Apart from a hostile link, this is a layer
+    /// unpacked alone (the layer store) that links to a file of a lower layer.
+    #[error(
+        "layer entry {path:?} refused: hard link target {target:?} does not exist inside the root"
+    )]
+    MissingLinkTarget {
+        /// The entry path as written in the tar.
+        path: String,
+        /// The link target as written in the tar.
+        target: String,
+    },
     /// A file-system operation for the entry failed.
     #[error("layer entry {path:?}: {op}: {source}")]
     Io {
@@ -722,10 +733,9 @@ impl Unpacker<'_> {
         let Some((target_parent, target_name)) = target.split_last() else {
             return Err(refused("hard link to the root directory".into()));
         };
-        let missing = || {
-            refused(format!(
-                "hard link target {shown:?} does not exist inside the root"
-            ))
+        let missing = || UnpackError::MissingLinkTarget {
+            path: name.to_owned(),
+            target: shown.clone(),
         };
         let target_dir = self
             .root

@@ -21,6 +21,10 @@ fn assert_refused(layers: Vec<Vec<u8>>, entry: &str, why: &str) -> Scratch {
             assert_eq!(path, entry, "{err}");
             assert!(reason.contains(why), "expected {why:?} in: {err}");
         }
+        UnpackError::MissingLinkTarget { path, .. } => {
+            assert_eq!(path, entry, "{err}");
+            assert!(err.to_string().contains(why), "expected {why:?} in: {err}");
+        }
         other => panic!("expected a refusal of {entry:?}, got: {other}"),
     }
     assert!(
@@ -258,11 +262,22 @@ fn hardlink_to_a_directory_or_missing_target() {
         "h",
         "directory",
     );
-    assert_refused(
-        vec![Layer::new().hardlink("h", "nothing").bytes()],
-        "h",
-        "does not exist",
+    // Its own variant: the layer store falls back to a full copy on it (a link into a lower layer).
+    let s = Scratch::new();
+    let err = s
+        .apply(Layer::new().hardlink("h", "nothing").bytes())
+        .unwrap_err();
+    match &err {
+        UnpackError::MissingLinkTarget { path, target } => {
+            assert_eq!((path.as_str(), target.as_str()), ("h", "nothing"))
+        }
+        other => panic!("expected a missing link target, got: {other}"),
+    }
+    assert_eq!(
+        err.to_string(),
+        "layer entry \"h\" refused: hard link target \"nothing\" does not exist inside the root"
     );
+    s.assert_outside_untouched();
 }
 
 #[test]

@@ -599,7 +599,15 @@ pub fn install(
         Some(Storage::Layered {
             uid_base, current, ..
         }) => {
-            let (set, _pin) = ensure_layers()?;
+            let (set, _pin) = ensure_layers().map_err(|e| match e {
+                Error::MissingLinkTarget { image, index, .. } => Error::Other(format!(
+                    "{image}: layer {} hard-links into a lower layer, which shared layers cannot hold; \
+                     `mbctl machines reset --convert {name}` makes machine {name} a full copy of it \
+                     (its own changes in the root are dropped)",
+                    index + 1
+                )),
+                e => e,
+            })?;
             if reset {
                 root.reset()?;
             }
@@ -618,10 +626,8 @@ pub fn install(
                 let (set, _pin) = match ensure_layers() {
                     Ok(v) => v,
                     // A layer that links to a file of a lower one cannot stand alone.
-                    Err(Error::Unpack { index, reason, .. })
-                        if reason.contains("hard link target") =>
-                    {
-                        return copy(format!("layer {index} hard-links into a lower layer"));
+                    Err(Error::MissingLinkTarget { index, .. }) => {
+                        return copy(format!("layer {} hard-links into a lower layer", index + 1));
                     }
                     Err(e) => return Err(e),
                 };

@@ -612,9 +612,8 @@ pub fn apply_update(
     let name = &machine.name;
     let rootfs = paths.rootfs(name);
     let unit = unit_name(name.as_str());
-    if let Some(bus) = bus
-        && bus.unit_state(&unit).is_ok_and(|s| s.is_running())
-    {
+    let was_running = bus.filter(|bus| bus.unit_state(&unit).is_ok_and(|s| s.is_running()));
+    if let Some(bus) = was_running {
         eprintln!("Stopping {unit}…");
         bus.unit_job(UnitJob::Stop, &unit)?;
     }
@@ -637,7 +636,22 @@ pub fn apply_update(
         platform: Platform::host(),
     };
     use man8s_provision::layered::{self, Replaced};
-    let replaced = layered::install(paths, name, &puller, resolved, &opts, reset)?;
+    let replaced = match layered::install(paths, name, &puller, resolved, &opts, reset) {
+        Ok(replaced) => replaced,
+        Err(e) => {
+            // Nothing was swapped in: the machine goes on with the image it ran.
+            if let Some(bus) = was_running {
+                eprintln!("Starting {unit} again on its old image…");
+                if let Err(start) = bus.unit_job(UnitJob::Start, &unit) {
+                    eprintln!(
+                        "mbctl: note: {unit} did not start: {}",
+                        crate::one_line(&start)
+                    );
+                }
+            }
+            return Err(e.into());
+        }
+    };
     let layers = matches!(replaced, Replaced::Layers);
     let previous = match replaced {
         Replaced::Copy(p) => Some(p),
