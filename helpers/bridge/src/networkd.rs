@@ -92,6 +92,10 @@ pub fn render_network(spec: &BridgeSpec) -> String {
     o.push_str("\n[Network]\n");
     o.push_str("ConfigureWithoutCarrier=yes\n");
     o.push_str("LinkLocalAddressing=ipv6\n");
+    // The kernel makes a bridge's link-local address only once it has carrier (the first machine
+    // attached), and networkd starts router advertisements only after that: the first machine's
+    // init waited out its SLAAC bound (1 s). A fixed fe80::1 (below) is there before any machine.
+    o.push_str("IPv6LinkLocalAddressGenerationMode=none\n");
     o.push_str("IPv6AcceptRA=no\n");
     let _ = writeln!(o, "Address={}", spec.ipv4);
     o.push_str("DHCPServer=yes\n");
@@ -105,8 +109,9 @@ pub fn render_network(spec: &BridgeSpec) -> String {
     let _ = writeln!(o, "Domains=~{}", spec.domain);
 
     // IPv6 addresses without duplicate address detection: nothing else on this host-only segment
-    // can hold `::1`, and DAD would hold the addresses back (tentative) for a second or more
-    // every time the bridge gains carrier, i.e. when the first machine starts.
+    // can hold `::1` (or `fe80::1`), and DAD would hold the addresses back (tentative) for a
+    // second or more every time the bridge gains carrier, i.e. when the first machine starts.
+    o.push_str("\n[Address]\nAddress=fe80::1/64\nDuplicateAddressDetection=none\n");
     let _ = write!(
         o,
         "\n[Address]\nAddress={}/64\nDuplicateAddressDetection=none\n",
@@ -252,6 +257,7 @@ mod tests {
              [Network]\n\
              ConfigureWithoutCarrier=yes\n\
              LinkLocalAddressing=ipv6\n\
+             IPv6LinkLocalAddressGenerationMode=none\n\
              IPv6AcceptRA=no\n\
              Address=172.17.0.1/16\n\
              DHCPServer=yes\n\
@@ -261,6 +267,10 @@ mod tests {
              IPv6Forwarding=yes\n\
              DNS=172.17.0.1\n\
              Domains=~man8s\n\
+             \n\
+             [Address]\n\
+             Address=fe80::1/64\n\
+             DuplicateAddressDetection=none\n\
              \n\
              [Address]\n\
              Address=fd4b:1c2d:3e4f::1/64\n\
@@ -325,7 +335,9 @@ mod tests {
             n.contains("[Address]\nAddress=fd4b:1c2d:3e4f::1/64\nDuplicateAddressDetection=none\n"),
             "{n}"
         );
-        assert_eq!(n.matches("[Address]").count(), 1, "{n}");
+        // The fixed link-local address and the ULA; no Yggdrasil address.
+        assert_eq!(n.matches("[Address]").count(), 2, "{n}");
+        assert!(n.contains("[Address]\nAddress=fe80::1/64\n"), "{n}");
         assert!(!n.contains("300:"), "{n}");
         assert!(n.contains("DNS=10.77.0.1\nDomains=~home.arpa\n"), "{n}");
         assert!(n.contains("[DHCPServer]\nEmitDNS=yes\nDNS=_server_address\nSendOption=15:string:home.arpa\nEmitNTP=yes\nNTP=ntp.example\nEmitTimezone=yes\nTimezone=Europe/Berlin\nSendOption=26:uint16:65535\n"), "{n}");
