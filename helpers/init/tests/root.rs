@@ -838,6 +838,14 @@ fn root_under_nspawn_ready_stop_and_exit_status() {
     );
 }
 
+/// A scratch directory for one test's files (dnsmasq's leases, logs).
+fn scratch_dir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("man8s-init-root.")
+        .tempdir()
+        .unwrap()
+}
+
 /// Run `f` on a thread that has entered network namespace `ns`.
 fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
     std::thread::scope(|s| {
@@ -888,10 +896,7 @@ fn root_dhcp_renew_and_rebind() {
     use man8s_init::dhcp::{self, Reply};
     use std::net::Ipv4Addr;
     require_root();
-    let scratch = tempfile::Builder::new()
-        .prefix("man8s-init-root.")
-        .tempdir()
-        .unwrap();
+    let scratch = scratch_dir();
     let net = Net::new(scratch.path(), true);
     let subnet = net.net;
     in_netns(&net.app, || {
@@ -947,10 +952,7 @@ fn root_dhcp_takes_a_late_offer_to_an_earlier_discover() {
     use dhcproto::{Decodable, Encodable};
     use std::net::{Ipv4Addr, UdpSocket};
     require_root();
-    let scratch = tempfile::Builder::new()
-        .prefix("man8s-init-root.")
-        .tempdir()
-        .unwrap();
+    let scratch = scratch_dir();
     let net = Net::new(scratch.path(), false);
     let offered = Ipv4Addr::new(10, 77, net.net as u8, 60);
     let server_id = Ipv4Addr::new(10, 77, net.net as u8, 1);
@@ -1102,10 +1104,7 @@ fn root_forward_reaches_an_ipv4_only_app_on_the_yggdrasil_address() {
 fn root_lease_keeper_renews_before_expiry() {
     use man8s_init::dhcp;
     require_root();
-    let scratch = tempfile::Builder::new()
-        .prefix("man8s-init-root.")
-        .tempdir()
-        .unwrap();
+    let scratch = scratch_dir();
     let net = Net::new(scratch.path(), true);
     let app = net.app.clone();
     let (link, lease) = in_netns(&app, || {
