@@ -90,10 +90,7 @@ in_host systemctl stop man8@never.service 2>/dev/null || true
 in_host systemctl reset-failed man8@never.service 2>/dev/null || true
 
 # --- 3. AutoUpdate=registry with health-gated rollback of image and data -----------------------------------------
-push_as_latest() {
-    in_host_net skopeo --insecure-policy copy -q --dest-tls-verify=false \
-        "oci:$IMAGES_DIR/layout:dayapp$1" docker://127.0.0.1:5000/test/dayapp:latest >&2
-}
+push_as_latest() { push_image "dayapp$1" test/dayapp:latest; }
 push_as_latest 1
 declare_machine app <<'DECL'
 [Machine]

@@ -85,10 +85,9 @@ upd() {
     [ -z "$broken" ] || rm "$bundle/rootfs/bin/sh"
     umoci repack --image "$layout:lay-$tag" "$bundle" >/dev/null
     rm -rf --one-file-system "${bundle:?}"
-    in_host_net skopeo --insecure-policy copy -q --dest-tls-verify=false "oci:$layout:lay-$tag" \
-        docker://127.0.0.1:5000/test/lay:latest
+    push_image "lay-$tag" test/lay:latest
 }
-in_host_net skopeo --insecure-policy copy -q --dest-tls-verify=false "oci:$layout:web" docker://127.0.0.1:5000/test/lay:latest
+push_image web test/lay:latest
 declare_machine lc <<'DECL'
 [Machine]
 Image=127.0.0.1:5000/test/lay:latest
@@ -240,8 +239,7 @@ in_host systemctl daemon-reload
 
 # --- 7. a layer hard-linking into a lower one --------------------------------------------------------------------
 add_hardlink_layer "$layout" web hardlinked www/linked.html=www/index.html
-in_host_net skopeo --insecure-policy copy -q --dest-tls-verify=false "oci:$layout:hardlinked" \
-    docker://127.0.0.1:5000/test/hardlinked:1
+push_image hardlinked test/hardlinked:1
 started lh hardlinked:1
 is_overlay lh && fail "lh is layered though its top layer hard-links into a lower one"
 [ "$(in_machine lh /bin/cat /www/linked.html)" = "man8s web ok" ] || fail "lh's /www/linked.html is not the linked index.html"
@@ -252,11 +250,10 @@ assert_contains "$status" "hard-links into a lower layer" "mbctl machines status
 stop_machine lh
 in_host rm /etc/man8s/machines/lh.machine
 in_host systemctl daemon-reload
-in_host_net skopeo --insecure-policy copy -q --dest-tls-verify=false "oci:$layout:web" docker://127.0.0.1:5000/test/hl:latest
+push_image web test/hl:latest
 started lk hl:latest
 is_overlay lk || fail "lk (web) is not layered"
-in_host_net skopeo --insecure-policy copy -q --dest-tls-verify=false "oci:$layout:hardlinked" \
-    docker://127.0.0.1:5000/test/hl:latest
+push_image hardlinked test/hl:latest
 if out=$(mbctl machines update lk 2>&1); then fail "lk's update to an image that hard-links across layers succeeded layered"; fi
 assert_contains "$out" "hard-links into a lower layer" "mbctl machines update lk"
 assert_contains "$out" "mbctl machines reset --convert lk" "mbctl machines update lk"

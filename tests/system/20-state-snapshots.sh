@@ -64,7 +64,7 @@ umoci unpack --image "$layout:web" "$bundle" >/dev/null
 echo v2 >"$bundle/rootfs/www/v2.txt"
 umoci repack --image "$layout:snap-v2" "$bundle" >/dev/null
 rm -rf --one-file-system "${bundle:?}"
-in_host_net skopeo --insecure-policy copy -q --dest-tls-verify=false "oci:$layout:web" docker://127.0.0.1:5000/test/snap:latest
+push_image web test/snap:latest
 declare_machine su <<'DECL'
 [Machine]
 Image=127.0.0.1:5000/test/snap:latest
@@ -75,7 +75,7 @@ start_machine su
 in_machine su /bin/sh -c 'echo old > /etc/own; echo d1 > /data/d'
 mbctl machines snapshot --stop su >/dev/null
 snap=$(last_snapshot su)
-in_host_net skopeo --insecure-policy copy -q --dest-tls-verify=false "oci:$layout:snap-v2" docker://127.0.0.1:5000/test/snap:latest
+push_image snap-v2 test/snap:latest
 mbctl machines update su
 in_machine su /bin/sh -c 'echo new > /etc/own; echo d2 > /data/d'
 stop_machine su

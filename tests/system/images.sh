@@ -183,61 +183,12 @@ fill_dayapp1() { fill_dayapp "$1" 1; }
 fill_dayapp2() { fill_dayapp "$1" 2; }
 fill_dayapp3() { fill_dayapp "$1" 3; }
 
-# Adds a Docker Healthcheck (JSON, durations in ns) to the config of LAYOUT:TAG: umoci cannot, so the config
-# blob, the manifest and the index entry are rewritten here.
-set_healthcheck() {
-    python3 - "${1:?}" "${2:?}" "${3:?}" <<'PY'
-import hashlib, json, os, sys
-layout, tag, check = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
-def blob(d): return os.path.join(layout, "blobs", *d.split(":"))
-def put(data):
-    d = "sha256:" + hashlib.sha256(data).hexdigest()
-    open(blob(d), "wb").write(data)
-    return d, len(data)
-index = json.load(open(os.path.join(layout, "index.json")))
-entry = next(m for m in index["manifests"] if m.get("annotations", {}).get("org.opencontainers.image.ref.name") == tag)
-manifest = json.load(open(blob(entry["digest"])))
-config = json.load(open(blob(manifest["config"]["digest"])))
-config.setdefault("config", {})["Healthcheck"] = check
-manifest["config"]["digest"], manifest["config"]["size"] = put(json.dumps(config).encode())
-entry["digest"], entry["size"] = put(json.dumps(manifest).encode())
-json.dump(index, open(os.path.join(layout, "index.json"), "w"))
-PY
-}
+# Adds a Docker Healthcheck (JSON, durations in ns) to the config of LAYOUT:TAG (umoci cannot).
+set_healthcheck() { python3 "${HERE:?}/images/oci_edit.py" healthcheck "${1:?}" "${2:?}" "${3:?}"; }
 
 # Tags LAYOUT:TO as LAYOUT:FROM plus one layer of hard links, each "PATH=TARGET" (tar's own hard-link entries,
 # which umoci cannot make: its repack stores a link to an unchanged file of a lower layer as a copy).
-add_hardlink_layer() {
-    python3 - "${1:?}" "${2:?}" "${3:?}" "${@:4}" <<'PY'
-import gzip, hashlib, io, json, os, sys, tarfile
-layout, src, dst, links = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
-def blob(d): return os.path.join(layout, "blobs", *d.split(":"))
-def put(data):
-    d = "sha256:" + hashlib.sha256(data).hexdigest()
-    open(blob(d), "wb").write(data)
-    return d, len(data)
-raw = io.BytesIO()
-with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as t:
-    for link in links:
-        path, target = link.split("=", 1)
-        info = tarfile.TarInfo(path)
-        info.type, info.linkname, info.mode = tarfile.LNKTYPE, target, 0o644
-        t.addfile(info)
-diff_id = "sha256:" + hashlib.sha256(raw.getvalue()).hexdigest()
-layer, layer_size = put(gzip.compress(raw.getvalue(), mtime=0))
-index = json.load(open(os.path.join(layout, "index.json")))
-entry = next(m for m in index["manifests"] if m.get("annotations", {}).get("org.opencontainers.image.ref.name") == src)
-manifest = json.load(open(blob(entry["digest"])))
-config = json.load(open(blob(manifest["config"]["digest"])))
-config["rootfs"]["diff_ids"].append(diff_id)
-manifest["layers"].append({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer, "size": layer_size})
-manifest["config"]["digest"], manifest["config"]["size"] = put(json.dumps(config).encode())
-new = dict(entry, annotations={"org.opencontainers.image.ref.name": dst})
-new["digest"], new["size"] = put(json.dumps(manifest).encode())
-index["manifests"] = [m for m in index["manifests"] if m.get("annotations", {}).get("org.opencontainers.image.ref.name") != dst] + [new]
-json.dump(index, open(os.path.join(layout, "index.json"), "w"))
-PY
-}
+add_hardlink_layer() { python3 "${HERE:?}/images/oci_edit.py" hardlinks "${1:?}" "${2:?}" "${3:?}" "${@:4}"; }
 
 # Builds every test image into $IMAGES_DIR/layout (a fresh layout per run; it takes about a second).
 build_images() {

@@ -345,10 +345,14 @@ host_push_images() {
     wait_for 30 in_host_net_on "$name" curl -fsS --max-time 2 http://127.0.0.1:5000/v2/ \
         || { say "host $name: registry not answering on 127.0.0.1:5000"; return 1; }
     for tag in $(jq -r '.manifests[].annotations["org.opencontainers.image.ref.name"]' "$layout/index.json"); do
-        in_host_net_on "$name" skopeo --insecure-policy copy -q --dest-tls-verify=false \
-            "oci:$layout:$tag" "docker://127.0.0.1:5000/test/$tag:1" >&2 \
-            || { say "host $name: pushing test/$tag failed"; return 1; }
+        HOST=$name push_image "$tag" "test/$tag:1" "$layout" || { say "host $name: pushing test/$tag failed"; return 1; }
     done
+}
+
+# Pushes TAG of the run's OCI layout (or of LAYOUT) into $HOST's registry as 127.0.0.1:5000/REPO (e.g. test/x:latest).
+push_image() {
+    in_host_net skopeo --insecure-policy copy -q --dest-tls-verify=false \
+        "oci:${3:-${IMAGES_DIR:?}/layout}:${1:?}" "docker://127.0.0.1:5000/${2:?}" >&2
 }
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -601,10 +601,10 @@ pub fn install(
         }) => {
             let (set, _pin) = ensure_layers().map_err(|e| match e {
                 Error::MissingLinkTarget { image, index, .. } => Error::Other(format!(
-                    "{image}: layer {} hard-links into a lower layer, which shared layers cannot hold; \
+                    "{image}: {}, which shared layers cannot hold; \
                      `mbctl machines reset --convert {name}` makes machine {name} a full copy of it \
                      (its own changes in the root are dropped)",
-                    index + 1
+                    links_below(index)
                 )),
                 e => e,
             })?;
@@ -627,7 +627,7 @@ pub fn install(
                     Ok(v) => v,
                     // A layer that links to a file of a lower one cannot stand alone.
                     Err(Error::MissingLinkTarget { index, .. }) => {
-                        return copy(format!("layer {} hard-links into a lower layer", index + 1));
+                        return copy(links_below(index));
                     }
                     Err(e) => return Err(e),
                 };
@@ -643,6 +643,11 @@ pub fn install(
             }
         },
     }
+}
+
+/// Why layer `index` (0-based) cannot stand alone in the store.
+fn links_below(index: usize) -> String {
+    format!("layer {} hard-links into a lower layer", index + 1)
 }
 
 /// Why a machine without a record is a full copy.
